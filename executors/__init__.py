@@ -1,0 +1,1 @@
+"""tffexec package."""
