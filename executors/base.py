@@ -1,0 +1,117 @@
+"""The executor interface tffexec's layers share, on top of federated-language's.
+
+federated-language's `Executor` is asynchronous (`await ex.create_call(...)`). TensorFlow calls
+block and client parallelism comes from threads (the threaded stack), so coroutines would only add
+overhead on the per-client path. Each tffexec executor therefore implements a small synchronous
+core (`value`, `call`, `struct`, `selection`, `materialize`) and inherits the asynchronous
+federated-language methods, which just call it. Layers talk to each other through the synchronous
+core; federated-language's execution contexts talk to the top layer through the async methods.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable, Optional
+
+import federated_language
+from federated_language.common_libs import structure
+
+
+class ExecValue(federated_language.framework.ExecutorValue):
+    """A value embedded in one executor: that executor's representation plus its type.
+
+    `rep` is meaningful only to the executor that made the value (its `owner`).
+    """
+
+    __slots__ = ("rep", "_type", "owner")
+
+    def __init__(self, rep: Any, type_spec, owner: "SyncExecutor"):
+        self.rep = rep
+        self._type = type_spec
+        self.owner = owner
+
+    @property
+    def type_signature(self):
+        return self._type
+
+    @property
+    def reference(self):
+        return self.rep
+
+    async def compute(self):
+        return self.owner.materialize(self)
+
+    def __repr__(self) -> str:
+        return f"ExecValue({type(self.rep).__name__}, {self._type}, {type(self.owner).__name__})"
+
+
+class SyncExecutor(federated_language.framework.Executor, abc.ABC):
+    """An executor with a synchronous core; the async interface delegates to it."""
+
+    @abc.abstractmethod
+    def value(self, value: Any, type_spec=None) -> ExecValue:
+        """Embeds a Python value, a computation proto or a closure."""
+
+    @abc.abstractmethod
+    def call(self, function: ExecValue, argument: Optional[ExecValue] = None) -> ExecValue:
+        """Calls an embedded function on an embedded argument."""
+
+    @abc.abstractmethod
+    def struct(self, elements: list[tuple[Optional[str], ExecValue]]) -> ExecValue:
+        """Builds a struct of embedded values; element names may be None."""
+
+    @abc.abstractmethod
+    def selection(self, source: ExecValue, index: int) -> ExecValue:
+        """Selects element `index` of an embedded struct."""
+
+    @abc.abstractmethod
+    def materialize(self, value: ExecValue) -> Any:
+        """Returns the value in tffexec's Python representation (see `tffexec.formats`)."""
+
+    def close(self) -> None:  # noqa: B027 - most layers hold nothing
+        """Releases resources; layers with children close them."""
+
+    # federated-language's asynchronous interface.
+    async def create_value(self, value, type_spec=None):
+        if type_spec is not None:
+            type_spec = federated_language.to_type(type_spec)
+        return self.value(value, type_spec)
+
+    async def create_call(self, comp, arg=None):
+        return self.call(comp, arg)
+
+    async def create_struct(self, elements):
+        return self.struct(_named_elements(elements))
+
+    async def create_selection(self, source, index):
+        return self.selection(source, index)
+
+
+def _named_elements(elements) -> list[tuple[Optional[str], ExecValue]]:
+    """Accepts what federated-language passes (Struct, dict, list) as (name, value) pairs."""
+    if isinstance(elements, structure.Struct):
+        return structure.to_elements(elements)
+    if isinstance(elements, dict):
+        return list(elements.items())
+    return [(None, e) for e in elements]
+
+
+def struct_type(elements: Iterable[tuple[Optional[str], ExecValue]]):
+    """The StructType of a list of named executor values."""
+    return federated_language.StructType([(n, v.type_signature) for n, v in elements])
+
+
+class ClosureSpec:
+    """A lambda plus the values of its free names, handed from one layer to the one below.
+
+    A reference-resolving executor passes a closure down as the lambda's proto and its captured
+    values, each already converted into the receiving layer's values; the receiving layer converts
+    them once more for its own child, until a reference-resolving executor turns the spec back
+    into a closure it can call. Only names free in the lambda are captured.
+    """
+
+    __slots__ = ("comp", "captured", "type_signature")
+
+    def __init__(self, comp, captured: dict, type_signature):
+        self.comp = comp
+        self.captured = captured
+        self.type_signature = type_signature

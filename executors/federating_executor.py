@@ -1,0 +1,198 @@
+"""The federating executor: placements, cardinalities and the federated intrinsics.
+
+A value here is one of
+- a child value (unplaced: tensors, structs of tensors, functions, closures handed down);
+- `Placed`: a value at SERVER (one member) or at CLIENTS (one member per client, or one shared
+  member when all-equal), each member a value of the child executor;
+- `StructRep`: a struct that holds placed values;
+- `IntrinsicRep`: a federated or generic intrinsic, called through `federated_intrinsics`.
+
+Unplaced work (calls of `tensorflow` computations or closures, sequence intrinsics) runs on the
+child. Per-client work goes through the `ClientWork` seam.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import federated_language
+from federated_language.common_libs import structure
+from federated_language.proto import computation_pb2
+
+from tffexec import errors
+from tffexec.executors import base
+from tffexec.executors import client_work as client_work_lib
+from tffexec.executors import federated_intrinsics
+from tffexec.executors import numeric
+
+
+class Placed:
+    """A federated value: its members live in the child executor."""
+
+    __slots__ = ("placement", "all_equal", "members")
+
+    def __init__(self, placement, all_equal: bool, members: list):
+        self.placement = placement
+        self.all_equal = all_equal
+        self.members = members
+
+
+class StructRep:
+    __slots__ = ("elements",)
+
+    def __init__(self, elements: list):
+        self.elements = elements
+
+
+class IntrinsicRep:
+    __slots__ = ("uri",)
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+
+class FederatingExecutor(base.SyncExecutor):
+    """Implements placement and every federated intrinsic natively."""
+
+    def __init__(self, child: base.SyncExecutor, num_clients: int, *,
+                 client_work: Optional[client_work_lib.ClientWork] = None):
+        if num_clients < 0:
+            raise errors.ArgumentError(f"the number of clients must be >= 0, got {num_clients}")
+        self.child = child
+        self.num_clients = num_clients
+        self.client_work = client_work or client_work_lib.SequentialClientWork()
+
+    def close(self) -> None:
+        self.child.close()
+
+    # -- helpers used by the intrinsics ---------------------------------------------------
+    def placed(self, members: list, type_spec) -> base.ExecValue:
+        return base.ExecValue(Placed(type_spec.placement, type_spec.all_equal, members), type_spec,
+                              self)
+
+    def members(self, value: base.ExecValue) -> list:
+        """The members of a placed value, one per client for CLIENTS (shared when all-equal)."""
+        rep = value.rep
+        if not isinstance(rep, Placed):
+            raise errors.ComputationError(f"expected a federated value, found {value.type_signature}")
+        if rep.placement is federated_language.CLIENTS and rep.all_equal:
+            return rep.members * self.num_clients if rep.members else []
+        return rep.members
+
+    def to_child(self, value: base.ExecValue) -> base.ExecValue:
+        """An unplaced value of this executor as a child value."""
+        rep = value.rep
+        if isinstance(rep, base.ExecValue):
+            return rep
+        if isinstance(rep, StructRep):
+            return self.child.struct([(n, self.to_child(v)) for n, v in rep.elements])
+        if isinstance(rep, Placed):
+            raise errors.ComputationError(
+                f"a federated value ({value.type_signature}) is used where an unplaced value "
+                "is expected")
+        raise errors.ComputationError(
+            f"intrinsic {rep.uri} cannot be passed as an unplaced value")
+
+    def materialize_members(self, value: base.ExecValue) -> list:
+        return [self.child.materialize(m) for m in self.members(value)]
+
+    def embed(self, python_value, type_spec) -> base.ExecValue:
+        return self.child.value(python_value, type_spec)
+
+    def unplaced(self, child_value: base.ExecValue) -> base.ExecValue:
+        return base.ExecValue(child_value, child_value.type_signature, self)
+
+    # -- the executor interface ----------------------------------------------------------
+    def value(self, value: Any, type_spec=None) -> base.ExecValue:
+        if isinstance(value, computation_pb2.Computation):
+            return self._computation(value, type_spec)
+        if isinstance(value, base.ClosureSpec):
+            captured = {name: self.to_child(v) for name, v in value.captured.items()}
+            spec = base.ClosureSpec(value.comp, captured, value.type_signature)
+            return self.unplaced(self.child.value(spec, value.type_signature))
+        if type_spec is None:
+            raise errors.InternalError("the federating executor needs a type to embed a value")
+        return self._ingest(value, type_spec)
+
+    def _computation(self, comp, type_spec) -> base.ExecValue:
+        if type_spec is None:
+            type_spec = federated_language.Type.from_proto(comp.type)
+        kind = comp.WhichOneof("computation")
+        if kind == "intrinsic":
+            uri = comp.intrinsic.uri
+            if uri == "generic_zero":
+                return self._zero(type_spec)
+            if uri in federated_intrinsics.INTRINSICS:
+                return base.ExecValue(IntrinsicRep(uri), type_spec, self)
+        if kind == "placement":
+            return base.ExecValue(IntrinsicRep("placement:" + comp.placement.uri), type_spec, self)
+        return self.unplaced(self.child.value(comp, type_spec))
+
+    def _zero(self, type_spec) -> base.ExecValue:
+        if isinstance(type_spec, federated_language.FederatedType):
+            member = self.embed(numeric.zeros(type_spec.member), type_spec.member)
+            return self.placed([member], type_spec) if type_spec.all_equal else self.placed(
+                [member] * self.num_clients, type_spec)
+        return self.unplaced(self.embed(numeric.zeros(type_spec), type_spec))
+
+    def _ingest(self, value, type_spec) -> base.ExecValue:
+        if isinstance(type_spec, federated_language.FederatedType):
+            member_type = type_spec.member
+            if type_spec.all_equal:
+                return self.placed([self.embed(value, member_type)], type_spec)
+            if not isinstance(value, (list, tuple)):
+                raise errors.ArgumentError(
+                    f"a value of type {type_spec} must be a list with one member per client")
+            if len(value) != self.num_clients:
+                raise errors.ArgumentError(
+                    f"the executor was configured for {self.num_clients} clients, but "
+                    f"{len(value)} values were provided for {type_spec}")
+            return self.placed([self.embed(v, member_type) for v in value], type_spec)
+        if isinstance(type_spec, federated_language.StructType) and federated_language.framework.type_contains(
+                type_spec, lambda t: isinstance(t, federated_language.FederatedType)):
+            elements = [(name, self._ingest(v, t)) for (name, t), (_, v) in
+                        zip(type_spec.items(), structure.iter_elements(value))]
+            return self.struct(elements)
+        return self.unplaced(self.embed(value, type_spec))
+
+    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
+        rep = function.rep
+        if isinstance(rep, IntrinsicRep):
+            handler = federated_intrinsics.INTRINSICS.get(rep.uri)
+            if handler is None:
+                raise errors.ComputationError(f"{rep.uri} cannot be called")
+            return handler(self, argument, function.type_signature)
+        if isinstance(rep, base.ExecValue):
+            child_arg = self.to_child(argument) if argument is not None else None
+            return self.unplaced(self.child.call(rep, child_arg))
+        raise errors.ComputationError(
+            f"cannot call a value of type {function.type_signature}: it is not a function")
+
+    def struct(self, elements):
+        if all(isinstance(v.rep, base.ExecValue) for _, v in elements):
+            return self.unplaced(self.child.struct([(n, v.rep) for n, v in elements]))
+        return base.ExecValue(StructRep(list(elements)), base.struct_type(elements), self)
+
+    def selection(self, source: base.ExecValue, index: int):
+        rep = source.rep
+        if isinstance(rep, StructRep):
+            if not 0 <= index < len(rep.elements):
+                raise errors.ComputationError(
+                    f"selection [{index}] out of range for {source.type_signature}")
+            return rep.elements[index][1]
+        if isinstance(rep, base.ExecValue):
+            return self.unplaced(self.child.selection(rep, index))
+        raise errors.ComputationError(
+            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
+
+    def materialize(self, value: base.ExecValue):
+        rep = value.rep
+        if isinstance(rep, base.ExecValue):
+            return self.child.materialize(rep)
+        if isinstance(rep, StructRep):
+            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
+        if isinstance(rep, Placed):
+            members = [self.child.materialize(m) for m in rep.members]
+            if rep.all_equal:
+                return members[0] if members else None
+            return members
+        raise errors.ComputationError(f"cannot return intrinsic {rep.uri} as a value")

@@ -1,0 +1,138 @@
+"""The leaf executor: runs `tensorflow` computations and holds plain values.
+
+Its representation of a value is tffexec's Python representation itself (numpy arrays, `Struct`s,
+`SequenceValue`s; see `tffexec.formats`), so materialising is free. Functions are `GraphFunction`s,
+imported once per distinct graph and reused for every call and every client.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any, Optional
+
+import federated_language
+import numpy as np
+from federated_language.common_libs import structure
+from federated_language.proto import computation_pb2
+
+from tffexec import errors
+from tffexec.executors import base
+from tffexec.executors import tf_function
+from tffexec.executors import tf_runtime
+from tffexec.formats import arrays
+
+
+class LeafFunction:
+    """A `tensorflow` computation embedded in the leaf, with its function type."""
+
+    __slots__ = ("graph_function", "type_signature")
+
+    def __init__(self, graph_function: tf_function.GraphFunction, type_signature):
+        self.graph_function = graph_function
+        self.type_signature = type_signature
+
+
+class TensorFlowExecutor(base.SyncExecutor):
+    """Leaf of every stack: TensorFlow is the external runtime that does the tensor math."""
+
+    def __init__(self, *, seed: int | None = None):
+        self._seed = seed
+        self._lock = threading.Lock()
+        # id(proto) -> (proto, function): protos stay alive, so ids are not reused.
+        self._by_identity: dict[int, tuple[Any, LeafFunction]] = {}
+        # digest of the serialized computation -> GraphFunction (shared by equal graphs).
+        self._by_content: dict[bytes, tf_function.GraphFunction] = {}
+
+    # -- embedding ------------------------------------------------------------------------
+    def value(self, value: Any, type_spec=None) -> base.ExecValue:
+        if isinstance(value, computation_pb2.Computation):
+            return self._computation(value)
+        if isinstance(value, base.ExecValue):
+            raise errors.InternalError("an executor value was embedded as a plain value")
+        if type_spec is None:
+            raise errors.InternalError("the leaf executor needs a type for plain values")
+        return base.ExecValue(value, type_spec, self)
+
+    def _computation(self, comp: computation_pb2.Computation) -> base.ExecValue:
+        kind = comp.WhichOneof("computation")
+        type_spec = federated_language.Type.from_proto(comp.type)
+        if kind == "tensorflow":
+            return base.ExecValue(self._function(comp, type_spec), type_spec, self)
+        if kind == "literal":
+            return base.ExecValue(arrays.array_from_proto(comp.literal.value), type_spec, self)
+        if kind in ("data", "xla"):
+            raise errors.ComputationError(
+                f"`{kind}` computations are not supported yet (node kind {kind!r})")
+        raise errors.ComputationError(
+            f"the TensorFlow executor cannot evaluate a {kind!r} node; it must be resolved above it")
+
+    def _function(self, comp: computation_pb2.Computation, type_spec) -> LeafFunction:
+        hit = self._by_identity.get(id(comp))
+        if hit is not None and hit[0] is comp:
+            return hit[1]
+        with self._lock:
+            digest = hashlib.sha256(comp.tensorflow.SerializeToString(deterministic=True)).digest()
+            graph_function = self._by_content.get(digest)
+            if graph_function is None:
+                graph_function = tf_function.GraphFunction(comp.tensorflow, seed=self._seed)
+                self._by_content[digest] = graph_function
+            function = LeafFunction(graph_function, type_spec)
+            self._by_identity[id(comp)] = (comp, function)
+        return function
+
+    # -- composition ----------------------------------------------------------------------
+    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
+        fn = function.rep
+        if not isinstance(fn, LeafFunction):
+            raise errors.ComputationError(
+                f"cannot call a value of type {function.type_signature}: it is not a function")
+        fn_type = fn.type_signature
+        flat_args = []
+        if fn_type.parameter is not None:
+            if argument is None:
+                raise errors.ComputationError(f"function {fn_type} called without its argument")
+            flat_args = [self._to_tf(v) for v in tf_function.flatten(argument.rep, fn_type.parameter)]
+        outputs = fn.graph_function(flat_args)
+        kinds = iter(kind for kind, _ in fn.graph_function.result_leaves)
+        result = tf_function.pack(
+            outputs, fn_type.result, lambda tensor, t: self._from_tf(tensor, t, next(kinds)))
+        return base.ExecValue(result, fn_type.result, self)
+
+    def struct(self, elements):
+        rep = structure.Struct([(name, v.rep) for name, v in elements])
+        return base.ExecValue(rep, base.struct_type(elements), self)
+
+    def selection(self, source: base.ExecValue, index: int):
+        if not isinstance(source.type_signature, federated_language.StructType) or not isinstance(source.rep, structure.Struct):
+            raise errors.ComputationError(f"cannot select [{index}] from {source.type_signature}")
+        if not 0 <= index < len(source.rep):
+            raise errors.ComputationError(
+                f"selection [{index}] out of range for {source.type_signature}")
+        return base.ExecValue(source.rep[index], source.type_signature[index], self)
+
+    def materialize(self, value: base.ExecValue):
+        rep = value.rep
+        if isinstance(rep, LeafFunction):
+            raise errors.ComputationError("a TensorFlow function cannot be returned as a result")
+        return rep
+
+    # -- conversions at the TensorFlow boundary -------------------------------------------------
+    @staticmethod
+    def _to_tf(value):
+        from tffexec.formats import sequences  # noqa: PLC0415
+
+        if isinstance(value, sequences.SequenceValue):
+            return value.to_dataset()
+        return value
+
+    @staticmethod
+    def _from_tf(tensor, type_spec, kind: str):
+        from tffexec.formats import sequences  # noqa: PLC0415
+
+        if kind == "variant":
+            tf = tf_runtime.tensorflow()
+            graph = tf.raw_ops.DatasetToGraphV2(input_dataset=tensor)
+            return sequences.SequenceValue(type_spec.element, graph_def=graph.numpy())
+        if kind == "graph_def":
+            return sequences.SequenceValue(type_spec.element, graph_def=tensor.numpy())
+        return tf_function.to_numpy(tensor, type_spec.dtype)

@@ -1,0 +1,239 @@
+"""Turns one serialized `tensorflow` computation into a callable TensorFlow function.
+
+The recipe (see tff-runtime-facts.md §7) is TFF's eager one, kept because TF 2.21 still imports
+TFF 0.87's GraphDefs unchanged: import the GraphDef once inside `tf.compat.v1.wrap_function`, then
+`prune` it to a concrete function from the parameter tensors to the result tensors. Each graph is
+imported ONCE per `GraphFunction`; calls reuse the compiled function.
+
+Statelessness. A graph may create resources (variables, hash tables) through ops with a
+`shared_name`. Two imports of the same graph would share those resources, and so would two
+concurrent calls of one import. We therefore give every import ("instance") its own shared names
+and keep a small pool of instances per graph: a graph with no resource ops has one instance shared
+by all callers (compiled functions are thread-safe); a stateful graph lends one instance to one
+call at a time, creating another only while all are busy. Variables are reset at the start of each
+call because `initialize_op` runs before every fetch (we add it as a control dependency to every
+node that does not feed it, as TFF's eager executor did); tables re-initialised with the same
+data are a no-op in TensorFlow. So no call sees another call's state.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from typing import Any, Callable
+
+import federated_language
+import numpy as np
+from federated_language.common_libs import structure
+from federated_language.proto import computation_pb2
+
+from tffexec import errors
+from tffexec.executors import tf_runtime
+
+# Ops whose `shared_name` attribute names a resource in TensorFlow's resource manager.
+_SEEDED_RANDOM_ATTRS = ("seed", "seed2")
+_instance_counter = itertools.count()
+
+
+def _flatten_binding(binding: computation_pb2.TensorFlow.Binding, out: list) -> None:
+    """Appends (kind, name) for every leaf of a binding, in TFF's flattening order."""
+    kind = binding.WhichOneof("binding")
+    if kind == "struct":
+        for element in binding.struct.element:
+            _flatten_binding(element, out)
+    elif kind == "tensor":
+        out.append(("tensor", binding.tensor.tensor_name))
+    elif kind == "sequence":
+        which = binding.sequence.WhichOneof("binding")
+        if which == "variant_tensor_name":
+            out.append(("variant", binding.sequence.variant_tensor_name))
+        elif which == "graph_def_tensor_name":
+            out.append(("graph_def", binding.sequence.graph_def_tensor_name))
+        else:
+            raise errors.ComputationError("sequence binding names no tensor")
+    elif kind is None:
+        return
+    else:  # pragma: no cover - the proto has no other kinds
+        raise errors.ComputationError(f"unknown binding kind {kind!r}")
+
+
+def _node_name(tensor_name: str) -> str:
+    name = tensor_name.split(":")[0]
+    return name[1:] if name.startswith("^") else name
+
+
+def _input_node(name: str) -> str:
+    return _node_name(name)
+
+
+class GraphFunction:
+    """A `tensorflow` computation made callable: `fn(flat_args) -> flat_results`.
+
+    Arguments and results are flat lists in binding order; the TensorFlow executor packs them
+    into the computation's types. Sequences cross this boundary as `tf.data.Dataset`s.
+    """
+
+    def __init__(self, proto: computation_pb2.TensorFlow, seed: int | None = None):
+        tf = tf_runtime.tensorflow()
+        self._proto = proto
+        self._seed = seed
+        self.parameter_leaves: list = []
+        self.result_leaves: list = []
+        if proto.HasField("parameter"):
+            _flatten_binding(proto.parameter, self.parameter_leaves)
+        _flatten_binding(proto.result, self.result_leaves)
+        try:
+            graph_def = tf.compat.v1.GraphDef.FromString(proto.graph_def.value)
+        except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
+            raise errors.ComputationError(f"graph_def is not a TensorFlow GraphDef: {e}") from None
+        self._graph_def = graph_def
+        self._stateful = any(self._has_shared_name(n) for n in self._all_nodes(graph_def))
+        self._lock = threading.Lock()
+        self._idle: list[Callable] = []
+        self._shared: Callable | None = None
+        if not self._stateful:
+            self._shared = self._build_instance()
+
+    @staticmethod
+    def _all_nodes(graph_def):
+        yield from graph_def.node
+        for function in graph_def.library.function:
+            yield from function.node_def
+
+    @staticmethod
+    def _has_shared_name(node) -> bool:
+        return "shared_name" in node.attr
+
+    def _prepared_graph_def(self):
+        """A copy of the GraphDef with unique shared names, seeds and the init dependency."""
+        tf = tf_runtime.tensorflow()
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.CopyFrom(self._graph_def)
+        suffix = f"_tffexec{next(_instance_counter)}_{uuid.uuid4().hex[:8]}"
+        for node in self._all_nodes(graph_def):
+            if "shared_name" in node.attr:
+                base = node.attr["shared_name"].s.decode() or node.name
+                node.attr["shared_name"].s = (base + suffix).encode()
+            if self._seed is not None and all(a in node.attr for a in _SEEDED_RANDOM_ATTRS):
+                if node.attr["seed"].i == 0 and node.attr["seed2"].i == 0:
+                    derived = abs(hash((self._seed, node.name))) % (2**31 - 1) + 1
+                    node.attr["seed"].i = self._seed % (2**31 - 1) + 1
+                    node.attr["seed2"].i = derived
+        init = self._proto.initialize_op
+        if init:
+            self._add_init_dependencies(graph_def, _node_name(init))
+        return graph_def
+
+    @staticmethod
+    def _add_init_dependencies(graph_def, init_name: str) -> None:
+        """Makes every node that does not feed the init op wait for it (TFF's eager recipe)."""
+        by_name = {n.name: n for n in graph_def.node}
+        if init_name not in by_name:
+            raise errors.ComputationError(f"initialize_op {init_name!r} is not a node of the graph")
+        ancestors = set()
+        stack = [init_name]
+        while stack:
+            name = stack.pop()
+            if name in ancestors:
+                continue
+            ancestors.add(name)
+            node = by_name.get(name)
+            if node is not None:
+                stack.extend(_input_node(i) for i in node.input)
+        for node in graph_def.node:
+            if node.name not in ancestors:
+                node.input.append("^" + init_name)
+
+    def _build_instance(self) -> Callable:
+        tf = tf_runtime.tensorflow()
+        graph_def = self._prepared_graph_def()
+
+        def import_graph():
+            tf.graph_util.import_graph_def(graph_def, name="")
+
+        try:
+            wrapped = tf.compat.v1.wrap_function(import_graph, signature=[])
+            graph = wrapped.graph
+            feeds = [graph.as_graph_element(name) for _, name in self.parameter_leaves]
+            token_name = self._proto.session_token_tensor_name
+            self._feeds_token = False
+            if token_name:
+                try:
+                    feeds.append(graph.as_graph_element(token_name))
+                    self._feeds_token = True
+                except (KeyError, ValueError):
+                    pass
+            fetches = [graph.as_graph_element(name) for _, name in self.result_leaves]
+            return wrapped.prune(feeds=feeds, fetches=fetches)
+        except (KeyError, ValueError, TypeError) as e:
+            raise errors.ComputationError(
+                f"the TensorFlow graph does not match its bindings: {e}") from None
+        except tf.errors.OpError as e:
+            raise errors.ComputationError(f"TensorFlow could not import the graph: {e.message}") from None
+
+    def _acquire(self) -> Callable:
+        if self._shared is not None:
+            return self._shared
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._build_instance()
+
+    def _release(self, instance: Callable) -> None:
+        if self._shared is None:
+            with self._lock:
+                self._idle.append(instance)
+
+    def __call__(self, flat_args: list) -> list:
+        tf = tf_runtime.tensorflow()
+        inputs = []
+        for (kind, _), value in zip(self.parameter_leaves, flat_args):
+            if kind == "variant":
+                inputs.append(tf.data.experimental.to_variant(value))
+            elif kind == "graph_def":
+                variant = tf.data.experimental.to_variant(value)
+                inputs.append(tf.raw_ops.DatasetToGraphV2(input_dataset=variant))
+            else:
+                inputs.append(tf.convert_to_tensor(value))
+        instance = self._acquire()
+        try:
+            if self._feeds_token:
+                inputs.append(tf.constant(uuid.uuid4().hex))
+            outputs = instance(*inputs)
+        except tf.errors.OpError as e:
+            raise errors.ExecutionError(f"TensorFlow failed: {e.message.splitlines()[0]}") from None
+        finally:
+            self._release(instance)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return list(outputs)
+
+
+def pack(flat: list, type_spec, convert: Callable[[Any, Any], Any]):
+    """Packs a flat list of leaves into the structure of `type_spec` (a struct or a leaf)."""
+    iterator = iter(flat)
+
+    def build(t):
+        if isinstance(t, federated_language.StructType):
+            return structure.Struct([(name, build(member)) for name, member in t.items()])
+        return convert(next(iterator), t)
+
+    return build(type_spec)
+
+
+def flatten(value, type_spec) -> list:
+    """The leaves of a value in binding order."""
+    if isinstance(type_spec, federated_language.StructType):
+        out = []
+        for (_, member_type), element in zip(type_spec.items(), structure.iter_elements(value)):
+            out.extend(flatten(element[1], member_type))
+        return out
+    return [value]
+
+
+def to_numpy(tensor, dtype) -> np.ndarray:
+    """An eager tensor as a numpy array of the expected dtype (strings as object arrays)."""
+    array = tensor.numpy()
+    if isinstance(array, bytes) or (isinstance(array, np.ndarray) and array.dtype.kind in "OSU"):
+        return np.asarray(array, dtype=object)
+    return np.asarray(array, dtype=dtype)

@@ -1,0 +1,73 @@
+"""A lazy `ExecutorFactory`: stacks are built at call time, once the client count is known.
+
+federated-language's execution contexts infer the cardinalities from the argument and then ask
+the factory for an executor. Stacks are cached per client count in a small LRU cache and closed
+when evicted or when the factory closes. Each stack keeps its TensorFlow executor's graph cache,
+so a computation called again with the same client count reuses its imported graphs.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Mapping
+
+import federated_language
+
+from tffexec.executors import base
+from tffexec.factories import config as config_lib
+from tffexec.factories import stacks
+
+
+def _clients_of(cardinalities: Mapping) -> int:
+    for placement, count in cardinalities.items():
+        uri = getattr(placement, "uri", placement)
+        if uri == "clients":
+            return int(count)
+    return 0
+
+
+class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
+    """Builds and caches one stack per client count, as `config` describes."""
+
+    def __init__(self, config: config_lib.StackConfig | None = None):
+        self.config = config or config_lib.StackConfig()
+        self._stacks: collections.OrderedDict[int, base.SyncExecutor] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.built = 0  # how many stacks were built (observable by tests and `benchmark`)
+
+    def create_executor(self, cardinalities: Mapping) -> base.SyncExecutor:
+        num_clients = _clients_of(cardinalities)
+        if num_clients == 0 and self.config.clients is not None and not any(
+                getattr(p, "uri", p) == "clients" for p in cardinalities):
+            num_clients = self.config.clients
+        with self._lock:
+            stack = self._stacks.get(num_clients)
+            if stack is not None:
+                self._stacks.move_to_end(num_clients)
+                return stack
+            stack = stacks.build_stack(self.config, num_clients)
+            self.built += 1
+            self._stacks[num_clients] = stack
+            while len(self._stacks) > self.config.cache_size:
+                _, evicted = self._stacks.popitem(last=False)
+                evicted.close()
+            return stack
+
+    def clean_up_executor(self, cardinalities: Mapping) -> None:
+        with self._lock:
+            stack = self._stacks.pop(_clients_of(cardinalities), None)
+        if stack is not None:
+            stack.close()
+
+    def close(self) -> None:
+        with self._lock:
+            stacks_ = list(self._stacks.values())
+            self._stacks.clear()
+        for stack in stacks_:
+            stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
