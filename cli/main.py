@@ -1,8 +1,135 @@
+"""The `tffexec` command group and the one place where errors become exit codes.
+
+Commands live in their own modules (`inspect_cmd`, `validate_cmd`, ...) and stay thin; the work is
+done by library modules under `tffexec.formats` (and, for running, `tffexec.executors`). Keep the
+imports here light: `tffexec --help`, `--version`, `inspect` and `validate` must not import
+TensorFlow.
+
+Error handling (see `TffexecGroup.invoke`):
+  * `tffexec.errors.TffexecError` subclasses -> their `exit_code`, one line `Error: <message>`;
+  * click usage errors -> exit 2 (click's own handling);
+  * KeyboardInterrupt -> exit 130;
+  * anything else -> exit 70, `Error: internal error: ...; please report it at ...`;
+  * `--debug` / `TFFEXEC_DEBUG=1` also prints the traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
 import click
 
-@click.group()
-def cli():
-    """tffexec."""
+from tffexec import errors
+from tffexec.cli import inspect_cmd
+from tffexec.cli import validate_cmd
+from tffexec.cli import versions
 
-def main():
-    cli(prog_name="tffexec")
+ISSUES_URL = "https://github.com/tffexec/tffexec/issues"
+DEBUG_ENVVAR = "TFFEXEC_DEBUG"
+
+
+def _debug_enabled(ctx: click.Context) -> bool:
+    if ctx.params.get("debug"):
+        return True
+    return os.environ.get(DEBUG_ENVVAR, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _echo_error(message: str) -> None:
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+
+
+def _print_traceback() -> None:
+    click.echo(traceback.format_exc().rstrip(), err=True)
+
+
+class TffexecGroup(click.Group):
+    """A click group that maps exceptions raised by its commands to exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except errors.TffexecError as e:
+            if _debug_enabled(ctx):
+                _print_traceback()
+            _echo_error(e.one_line())
+            raise click.exceptions.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            if _debug_enabled(ctx):
+                _print_traceback()
+            _echo_error("interrupted")
+            raise click.exceptions.Exit(errors.Interrupted.exit_code) from None
+        except BrokenPipeError:
+            # stdout was closed early (`tffexec inspect x | head`); nothing left to say.
+            _silence_stdout()
+            raise click.exceptions.Exit(141) from None
+        except Exception as e:  # noqa: BLE001 - the catch-all that turns bugs into exit 70
+            if _debug_enabled(ctx):
+                _print_traceback()
+                hint = ""
+            else:
+                hint = f" (rerun with --debug or {DEBUG_ENVVAR}=1 for the traceback)"
+            _echo_error(
+                f"internal error: {type(e).__name__}: {e}; please report it at {ISSUES_URL}{hint}"
+            )
+            raise click.exceptions.Exit(errors.InternalError.exit_code) from None
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(versions.version_text())
+    ctx.exit(0)
+
+
+EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:>3}  {meaning}" for code, meaning in errors.EXIT_CODES.items()
+)
+
+
+@click.group(
+    cls=TffexecGroup,
+    epilog=EXIT_CODE_HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the versions of tffexec, TensorFlow, federated-language, numpy and protobuf.",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=DEBUG_ENVVAR,
+    show_envvar=True,
+    help="Show tracebacks for errors.",
+)
+def cli(debug: bool) -> None:
+    """Run serialized TensorFlow Federated computations in-process.
+
+    COMP arguments are serialized `Computation` protos (`-` reads standard input).
+    Results go to standard output; errors and diagnostics go to standard error.
+    """
+
+
+cli.add_command(inspect_cmd.inspect)
+cli.add_command(validate_cmd.validate)
+
+
+def main() -> None:
+    """Entry point of the `tffexec` console script and of `python -m tffexec`."""
+    cli.main(prog_name="tffexec", auto_envvar_prefix="TFFEXEC")

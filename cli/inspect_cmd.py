@@ -1,0 +1,63 @@
+"""`tffexec inspect COMP`: what a computation is, without running it."""
+from __future__ import annotations
+
+import click
+
+from tffexec.cli import common
+
+JSON_SCHEMA = "tffexec.inspect/1"
+
+
+@click.command(short_help="Show what a computation contains, without running it.")
+@click.argument("comp", type=common.INPUT_PATH)
+@click.option("--tree", "show_tree", is_flag=True, help="Also show the AST as a tree.")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=0),
+    default=6,
+    show_default=True,
+    help="Deepest AST level shown by --tree; deeper nodes are summarised as '…'.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def inspect(comp: str, show_tree: bool, depth: int, output_format: str, as_json: bool) -> None:
+    """Show a computation's type signature, node counts, intrinsics, TensorFlow graphs and
+    placements.
+
+    COMP is a serialized Computation (`-` reads standard input). Nothing is executed and
+    TensorFlow is not imported.
+
+    \b
+    Examples:
+      tffexec inspect examples/quickstart/comp.pb
+      tffexec inspect comp.pb --tree --depth 3
+      tffexec inspect comp.pb --json | jq .type_signature
+    """
+    # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
+    from tffexec.cli import loaders
+    from tffexec.formats import analysis
+
+    computation, comp_input = loaders.load_computation(comp)
+    result = analysis.analyze(computation, size_bytes=len(comp_input.data))
+    tree = analysis.tree(computation, max_depth=depth) if show_tree else None
+
+    from tffexec.cli import render
+
+    if as_json or output_format == "json":
+        document = {"schema": JSON_SCHEMA, "file": comp_input.name, **result.to_dict()}
+        click.echo(render.json_document(document, tree))
+        return
+
+    console = common.stdout_console()
+    for line in render.summary_lines(comp_input.name, result):
+        console.print(line, soft_wrap=True)
+    if tree is not None:
+        console.print()
+        console.print(render.ast_tree(tree))

@@ -1,0 +1,6 @@
+2'
+Š
+apple
+kiwi
+cherry
+banana

@@ -1,0 +1,278 @@
+"""Reading computations and values from files/stdin/bytes, and writing values atomically.
+
+Why a module of its own: this is where bytes meet the user, so every failure here becomes one
+tffexec error naming the file — `ComputationError` (exit 3) for computations, `ArgumentError`
+(exit 4) for values — saying what is wrong: empty, truncated/corrupt, the wrong kind of protobuf
+(a Value or a TensorFlow GraphDef given as a computation, and the reverse), nested deeper than
+protobuf allows, or an unknown computation node kind. `data` and `xla` nodes load; whether they
+can run is decided later, by the executors.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import re
+import sys
+import tempfile
+
+import federated_language as fl
+from federated_language.proto import computation_pb2
+
+from tffexec.errors import ArgumentError, ComputationError, TffexecError
+from tffexec.formats import jsonfmt, npzfmt, protoparse
+from tffexec.formats import types as tt
+from tffexec.formats.normalize import normalize
+from tffexec.formats.protos import executor_pb2, tf_graph_pb2
+from tffexec.formats.values import value_from_proto, value_to_proto
+
+Source = str | bytes | bytearray | pathlib.Path
+FORMATS = ("pb", "json", "npz")
+_EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz": "npz"}
+_COMPUTATION = computation_pb2.Computation.DESCRIPTOR.full_name
+
+
+def _read(source: Source, name: str | None, error: type[TffexecError]) -> tuple[bytes, str]:
+    """(bytes, label for messages) of a path, '-' (stdin) or bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name or "<bytes>"
+    if str(source) == "-":
+        return sys.stdin.buffer.read(), name or "<stdin>"
+    label = name or str(source)
+    try:
+        return pathlib.Path(source).read_bytes(), label
+    except OSError as e:
+        raise error(f"cannot read: {e.strerror or e}", file=label) from None
+
+
+# ---------------------------------------------------------------------------------- computations
+
+def load_computation(source: Source, name: str | None = None) -> computation_pb2.Computation:
+    """Parse a serialized `Computation`; any problem raises `ComputationError` naming the file."""
+    data, label = _read(source, name, ComputationError)
+    try:
+        return parse_computation(data)
+    except ComputationError as e:
+        raise e.with_file(label) from None
+
+
+def parse_computation(data: bytes) -> computation_pb2.Computation:
+    """`load_computation` for bytes already in hand (errors carry no file name)."""
+    if not data:
+        raise ComputationError("empty file: no computation in it")
+    comp = protoparse.try_parse(computation_pb2.Computation, data)
+    if comp is None:
+        depth = protoparse.message_depth(data, computation_pb2.Computation.DESCRIPTOR)
+        if depth > protoparse.RECURSION_LIMIT:
+            raise ComputationError(f"computation nested too deeply (more than "
+                                   f"{protoparse.RECURSION_LIMIT} levels, the protobuf limit)")
+        raise ComputationError(f"not a serialized computation: {_other_kind(data, 'computation')}")
+    if comp.WhichOneof("computation") is None or not comp.HasField("type"):
+        unknown = protoparse.unknown_fields(comp)
+        if comp.HasField("type") and any(p == "Computation" for p, _ in unknown):
+            number = next(n for p, n in unknown if p == "Computation")
+            raise ComputationError(f"unknown computation node kind (field {number}) at the top "
+                                   "level; written by a newer TFF?")
+        raise ComputationError(f"not a serialized computation: {_other_kind(data, 'computation')}")
+    _check_nodes(comp)
+    try:
+        tt.type_from_proto(comp.type, ComputationError)
+    except ComputationError as e:
+        raise ComputationError(f"computation type: {e.message}") from None
+    return comp
+
+
+def _check_nodes(comp: computation_pb2.Computation) -> None:
+    """Every node has a known kind, and no message holds fields this schema does not know."""
+    unknown = protoparse.unknown_fields(comp, "computation")
+    unknown_at = {p: n for p, n in unknown}
+    for path, node in protoparse.messages_of_type(comp, _COMPUTATION, "computation"):
+        if node.WhichOneof("computation") is None:
+            if path in unknown_at:
+                raise ComputationError(f"unknown computation node kind (field {unknown_at[path]})"
+                                       f" at {path}; written by a newer TFF?")
+            raise ComputationError(f"empty computation node (no kind set) at {path}")
+    if unknown:
+        path, number = unknown[0]
+        raise ComputationError(f"unknown field {number} at {path}: not a computation this "
+                               "tffexec understands (corrupt, or written by another TFF version)")
+
+
+def _other_kind(data: bytes, expected: str) -> str:
+    """Best guess of what the bytes are, for 'not a ...' messages."""
+    if expected != "value":
+        value = protoparse.try_parse(executor_pb2.Value, data)
+        if value is not None and _plausible_value(value):
+            return "it holds an executor Value (an argument or result file), not a computation"
+    if expected != "computation":
+        comp = protoparse.try_parse(computation_pb2.Computation, data)
+        if (comp is not None and comp.WhichOneof("computation") and comp.HasField("type")
+                and not protoparse.unknown_fields(comp)):
+            return "it holds a computation, not a value"
+    graph = protoparse.try_parse(tf_graph_pb2.GraphDef, data)
+    if (graph is not None and graph.node and all(_OP_NAME.fullmatch(n.op) for n in graph.node)
+            and not protoparse.unknown_fields(graph)):
+        return "it holds a TensorFlow GraphDef, not a TFF " + expected
+    return "truncated or corrupt protobuf bytes"
+
+
+_OP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_>]*")
+
+
+def _plausible_value(pb: executor_pb2.Value) -> bool:
+    """A Value whose every node has a kind, no unknown fields, and TensorProto tensors (other
+    messages — a GraphDef especially — can parse as a Value by accident of field numbers)."""
+    if protoparse.unknown_fields(pb):
+        return False
+    for _, node in protoparse.messages_of_type(pb, executor_pb2.Value.DESCRIPTOR.full_name):
+        kind = node.WhichOneof("value")
+        if kind is None or (kind == "tensor" and not node.tensor.type_url.endswith(
+                "tensorflow.TensorProto")):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------- values
+
+def detect_format(data: bytes, label: str = "", fmt: str | None = None) -> str:
+    """'pb', 'json' or 'npz': `fmt` if given, else by file extension, else sniffed."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ArgumentError(f"unknown value format {fmt!r} (expected one of "
+                                f"{', '.join(FORMATS)})", file=label or None)
+        return fmt
+    ext = pathlib.PurePath(label).suffix.lower() if label and not label.startswith("<") else ""
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "npz"
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        return "json"
+    return "pb"
+
+
+def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None,
+                     name: str | None = None, path: str = "arg") -> tuple[object, fl.Type]:
+    """(value, type) from a value file; the type is inferred when no hint is given (pb, tagged
+    JSON). All problems raise `ArgumentError` naming the file and the path inside the value."""
+    data, label = _read(source, name, ArgumentError)
+    try:
+        fmt = detect_format(data, label, fmt)
+        if fmt == "pb":
+            value, t = _value_from_pb(data, type_hint, path)
+        elif fmt == "json":
+            value, t = _value_from_json(data, type_hint, path)
+        else:
+            if type_hint is None:
+                raise ArgumentError("an npz value needs the parameter type to be read")
+            value, t = npzfmt.value_from_npz(io.BytesIO(data), type_hint, path), type_hint
+        if type_hint is not None:
+            value = normalize(value, t, path)  # t: the hint, or a more specific all_equal type
+        return value, t
+    except ArgumentError as e:
+        raise e.with_file(label) from None
+
+
+def load_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None,
+               name: str | None = None, path: str = "arg") -> object:
+    """The value in a pb/json/npz file, '-' (stdin) or bytes, checked against `type_hint`."""
+    return load_typed_value(source, type_hint, fmt, name, path)[0]
+
+
+def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
+    if not data:
+        raise ArgumentError("empty file: no value in it")
+    pb = protoparse.try_parse(executor_pb2.Value, data)
+    if pb is None:
+        if protoparse.message_depth(data, executor_pb2.Value.DESCRIPTOR) > \
+                protoparse.RECURSION_LIMIT:
+            raise ArgumentError(f"value nested too deeply (more than "
+                                f"{protoparse.RECURSION_LIMIT} levels, the protobuf limit)")
+        raise ArgumentError(f"not a serialized value: {_other_kind(data, 'value')}")
+    if not _plausible_value(pb):
+        other = _other_kind(data, "value")
+        unknown = protoparse.unknown_fields(pb, "value")
+        if other.startswith("truncated") and unknown:
+            other = f"unknown field {unknown[0][1]} at {unknown[0][0]}"
+        raise ArgumentError(f"not a serialized value: {other}")
+    return value_from_proto(pb, type_hint, path)
+
+
+def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
+    try:
+        obj = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ArgumentError("JSON file is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ArgumentError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if type_hint is None:
+        inner = obj.get("value") if isinstance(obj, dict) and "value" in obj else obj
+        type_hint = jsonfmt.infer_type(inner, path)
+    return jsonfmt.value_from_json(obj, type_hint, path), type_hint
+
+
+def save_value(value: object, type_spec: fl.Type, dest: str | pathlib.Path,
+               fmt: str | None = None) -> None:
+    """Write a value as pb/json/npz (format from `fmt` or the extension; '-' = stdout).
+
+    The whole payload is encoded before anything is written, and files are replaced atomically
+    (temporary file in the same directory + os.replace), so a failure never leaves a partial or
+    truncated file behind.
+    """
+    label = str(dest)
+    try:
+        if fmt is None:
+            ext = pathlib.PurePath(label).suffix.lower()
+            if label == "-" or ext not in _EXTENSIONS:
+                raise ArgumentError("cannot tell the output format from the file name; choose "
+                                    "pb, json or npz explicitly")
+            fmt = _EXTENSIONS[ext]
+        payload = encode_value(value, type_spec, detect_format(b"", label, fmt))
+    except ArgumentError as e:
+        raise e.with_file(label) from None
+    if label == "-":
+        sys.stdout.buffer.write(payload)
+        sys.stdout.buffer.flush()
+        return
+    _atomic_write(pathlib.Path(dest), payload)
+
+
+def encode_value(value: object, type_spec: fl.Type, fmt: str) -> bytes:
+    """The bytes `save_value` writes for a format."""
+    if fmt == "pb":
+        return value_to_proto(value, type_spec).SerializeToString()
+    if fmt == "json":
+        text = json.dumps(jsonfmt.value_to_json(value, type_spec), indent=1, allow_nan=False)
+        return (text + "\n").encode("utf-8")
+    buffer = io.BytesIO()
+    npzfmt.value_to_npz(value, type_spec, buffer)
+    return buffer.getvalue()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: pathlib.Path, payload: bytes) -> None:
+    directory = path.parent if str(path.parent) else pathlib.Path(".")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise ArgumentError(f"cannot write: {e.strerror or e}", file=str(path)) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass

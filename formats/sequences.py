@@ -1,0 +1,235 @@
+"""Sequence values: a serialized tf.data dataset graph and/or its list of elements.
+
+Why a class of our own: TFF sends a sequence as `DatasetToGraphV2` output plus the element type.
+Most tffexec paths only pass those bytes along (to a TensorFlow graph, over gRPC, into a file), so
+importing TensorFlow (seconds) and materialising elements must happen only when someone asks
+for the elements or a `tf.data.Dataset`. Both directions are lazy and cached.
+
+TensorFlow is imported ONLY inside the functions below that need it; importing this module
+never imports it.
+
+Element values use the formats representation (see `tffexec.formats`). A struct element type maps
+to TensorFlow structures as TFF did: all-named -> dict (tf.nest orders it by sorted key, which is
+why TFF insists on sorted names), all-unnamed -> tuple.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import federated_language as fl
+import numpy as np
+from federated_language.common_libs import structure
+
+from tffexec.errors import ArgumentError
+from tffexec.formats import types as tt
+
+
+class SequenceValue:
+    """A TFF sequence: `element_type` plus serialized dataset graph bytes and/or elements.
+
+    Equality compares elements (the bytes of a re-serialized dataset graph differ run to run).
+    """
+
+    __slots__ = ("_element_type", "_graph_def", "_elements", "_dataset")
+
+    def __init__(self, element_type: fl.Type, graph_def: bytes | None = None,
+                 elements: list | None = None):
+        if graph_def is None and elements is None:
+            raise ArgumentError("a sequence needs a dataset graph or a list of elements")
+        self._element_type = element_type
+        self._graph_def = bytes(graph_def) if graph_def is not None else None
+        self._elements = list(elements) if elements is not None else None
+        self._dataset = None
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, element_type: fl.Type | None = None) -> "SequenceValue":
+        """Wrap a `tf.data.Dataset` (its element type is read from `element_spec` if not given)."""
+        if element_type is None:
+            element_type = _type_from_spec(dataset.element_spec)
+        seq = cls.__new__(cls)
+        seq._element_type, seq._graph_def, seq._elements, seq._dataset = (
+            element_type, None, None, dataset)
+        return seq
+
+    @property
+    def element_type(self) -> fl.Type:
+        return self._element_type
+
+    @property
+    def has_graph_def(self) -> bool:
+        """True when the serialized graph is at hand without running TensorFlow."""
+        return self._graph_def is not None
+
+    @property
+    def is_materialized(self) -> bool:
+        """True when the elements are at hand without running TensorFlow."""
+        return self._elements is not None
+
+    def elements(self) -> list:
+        """The element values, read from the dataset graph with TensorFlow on first use."""
+        if self._elements is None:
+            self._elements = _read_elements(self.to_dataset(), self._element_type)
+        return self._elements
+
+    def graph_def(self) -> bytes:
+        """Serialized dataset graph (`DatasetToGraphV2`), built with TensorFlow if needed."""
+        if self._graph_def is None:
+            self._graph_def = _dataset_to_graph(self.to_dataset())
+        return self._graph_def
+
+    def to_dataset(self) -> Any:
+        """A `tf.data.Dataset` of this sequence (from the graph when there is one)."""
+        if self._dataset is None:
+            if self._graph_def is not None:
+                self._dataset = _dataset_from_graph(self._graph_def, self._element_type)
+            else:
+                self._dataset = _dataset_from_elements(self._elements, self._element_type)
+        return self._dataset
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SequenceValue):
+            return NotImplemented
+        from tffexec.formats.compare import values_equal  # local: compare imports this module
+
+        return not values_equal(self, other, fl.SequenceType(self._element_type))
+
+    __hash__ = None  # mutable cache, equality by content
+
+    def __repr__(self) -> str:
+        parts = [tt.type_str(self._element_type)]
+        if self._graph_def is not None:
+            parts.append(f"graph_def={len(self._graph_def)} bytes")
+        if self._elements is not None:
+            parts.append(f"elements={len(self._elements)}")
+        return f"SequenceValue({', '.join(parts)})"
+
+
+def _tf():
+    """Import TensorFlow on demand; the one place this package does so."""
+    import tensorflow as tf  # noqa: PLC0415 - deliberately lazy (import costs seconds)
+
+    return tf
+
+
+def _struct_kind(t: fl.StructType) -> str:
+    names = [n for n, _ in t.items()]
+    if all(n is None for n in names):
+        return "tuple"
+    if all(n is not None for n in names):
+        return "dict"
+    raise ArgumentError(f"sequence element type {tt.type_str(t)} mixes named and unnamed elements"
+                        " (TensorFlow datasets cannot carry that)")
+
+
+def _spec(t: fl.Type):
+    """The tf.data structure (TensorSpecs in dicts/tuples) of an element type."""
+    tf = _tf()
+    if isinstance(t, fl.TensorType):
+        shape = None if t.shape is None else list(t.shape)
+        return tf.TensorSpec(shape, tf.as_dtype(tt.dtype_to_enum(t.dtype)))
+    if isinstance(t, fl.StructType):
+        if _struct_kind(t) == "dict":
+            return {n: _spec(et) for n, et in t.items()}
+        return tuple(_spec(et) for _, et in t.items())
+    raise ArgumentError(f"a sequence element cannot be of type {tt.type_str(t)}")
+
+
+def _type_from_spec(spec) -> fl.Type:
+    tf = _tf()
+    if isinstance(spec, tf.TensorSpec):
+        dims = None if spec.shape.rank is None else spec.shape.as_list()
+        return fl.TensorType(tt.dtype_from_enum(spec.dtype.as_datatype_enum), dims)
+    if isinstance(spec, dict):
+        return fl.StructType([(k, _type_from_spec(v)) for k, v in spec.items()])
+    if isinstance(spec, (tuple, list)):
+        return fl.StructType([(None, _type_from_spec(v)) for v in spec])
+    raise ArgumentError(f"unsupported dataset element spec {spec!r}")
+
+
+def _to_value(x, t: fl.Type):
+    """One dataset element (eager tensors in dicts/tuples) -> formats representation."""
+    if isinstance(t, fl.TensorType):
+        return np.asarray(x.numpy(), dtype=tt.value_dtype(t))
+    items = list(t.items())
+    if isinstance(x, dict):
+        return structure.Struct([(n, _to_value(x[n], et)) for n, et in items])
+    return structure.Struct([(n, _to_value(v, et)) for (n, et), v in zip(items, x)])
+
+
+def _to_tf_structure(v, t: fl.Type):
+    """A formats value -> nested dicts/tuples of numpy arrays matching `_spec(t)`."""
+    if isinstance(t, fl.TensorType):
+        return v
+    if _struct_kind(t) == "dict":
+        return {n: _to_tf_structure(v[i], et) for i, (n, et) in enumerate(t.items())}
+    return tuple(_to_tf_structure(v[i], et) for i, (_, et) in enumerate(t.items()))
+
+
+def _leaf_shapes(v, t: fl.Type) -> tuple:
+    if isinstance(t, fl.TensorType):
+        return (np.shape(v),)
+    return tuple(s for i, (_, et) in enumerate(t.items()) for s in _leaf_shapes(v[i], et))
+
+
+def _dataset_from_elements(elements: list, t: fl.Type):
+    """Build a serializable dataset: from_tensor_slices per run of same-shaped elements.
+
+    (`from_generator` would be simpler but its py_func cannot be serialized to a graph; runs of
+    equal shapes keep the typical "full batches then one short batch" case to two nodes.)
+    """
+    tf = _tf()
+    spec = _spec(t)
+
+    def stacked(run: list):
+        trees = [_to_tf_structure(e, t) for e in run]
+        return tf.nest.map_structure(
+            lambda s, *leaves: tf.constant(np.stack(leaves), dtype=s.dtype), spec, *trees)
+
+    if not elements:
+        empty = tf.nest.map_structure(
+            lambda s: tf.zeros([0] + ([d or 0 for d in s.shape.as_list()]
+                                      if s.shape.rank is not None else []), s.dtype), spec)
+        return tf.data.Dataset.from_tensor_slices(empty)
+    runs, start = [], 0
+    for i in range(1, len(elements) + 1):
+        if i == len(elements) or _leaf_shapes(elements[i], t) != _leaf_shapes(elements[start], t):
+            runs.append(elements[start:i])
+            start = i
+    dataset = None
+    for run in runs:
+        part = tf.data.Dataset.from_tensor_slices(stacked(run))
+        dataset = part if dataset is None else dataset.concatenate(part)
+    return dataset
+
+
+def _dataset_from_graph(graph_def: bytes, t: fl.Type):
+    tf = _tf()
+    try:
+        variant = tf.raw_ops.DatasetFromGraph(graph_def=graph_def)
+        return tf.data.experimental.from_variant(variant, structure=_spec(t))
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+        raise ArgumentError(f"sequence dataset graph is unreadable: {_first_line(e)}") from None
+
+
+def _read_elements(dataset, t: fl.Type) -> list:
+    tf = _tf()
+    try:
+        return [_to_value(x, t) for x in dataset]
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+        raise ArgumentError(f"sequence elements could not be read as {tt.type_str(t)}*: "
+                            f"{_first_line(e)}") from None
+
+
+def _dataset_to_graph(dataset) -> bytes:
+    tf = _tf()
+    try:
+        variant = tf.data.experimental.to_variant(dataset)
+        return tf.raw_ops.DatasetToGraphV2(input_dataset=variant,
+                                           strip_device_assignment=True).numpy()
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+        raise ArgumentError(f"sequence cannot be serialized: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

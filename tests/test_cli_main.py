@@ -1,0 +1,235 @@
+"""The `tffexec` group: exit codes, --debug, --version, start-up cost, the installed script."""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from tffexec import errors
+from tffexec.cli import main
+from tffexec.cli import versions
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "examples" / "quickstart"
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TFFEXEC_"):
+            monkeypatch.delenv(key)
+    return CliRunner()
+
+
+@pytest.fixture
+def raising_command(monkeypatch):
+    """Adds a `boom` command that raises whatever `boom.exc` is set to."""
+
+    @click.command("boom")
+    def boom():
+        raise boom.exc
+
+    monkeypatch.setitem(main.cli.commands, "boom", boom)
+    return boom
+
+
+# --- one place maps errors to exit codes -------------------------------------------------------
+
+ERROR_CLASSES = [
+    errors.CheckFailed, errors.UsageError, errors.ComputationError, errors.ArgumentError,
+    errors.PolicyError, errors.ExecutionError, errors.EngineUnavailable, errors.InternalError,
+    errors.Timeout, errors.Interrupted,
+]
+
+
+@pytest.mark.parametrize("error_class", ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_tffexec_error_maps_to_its_exit_code(runner, raising_command, error_class):
+    raising_command.exc = error_class("went\nwrong", file="f.pb", path="lambda.result")
+    result = runner.invoke(main.cli, ["boom"])
+    assert result.exit_code == error_class.exit_code
+    assert result.stdout == ""
+    assert result.stderr == "Error: f.pb: lambda.result: went wrong\n"
+
+
+def test_every_documented_exit_code_has_a_class():
+    codes = {cls.exit_code for cls in ERROR_CLASSES} | {0}
+    assert codes == set(errors.EXIT_CODES)
+
+
+def test_other_exception_is_internal_error_70(runner, raising_command):
+    raising_command.exc = ValueError("boom")
+    result = runner.invoke(main.cli, ["boom"])
+    assert result.exit_code == 70
+    line, = result.stderr.splitlines()
+    assert line.startswith("Error: internal error: ValueError: boom; please report it at ")
+    assert main.ISSUES_URL in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_traceback(runner, raising_command, monkeypatch, how):
+    raising_command.exc = errors.ArgumentError("bad value")
+    if how == "env":
+        monkeypatch.setenv("TFFEXEC_DEBUG", "1")
+        args = ["boom"]
+    else:
+        args = ["--debug", "boom"]
+    result = runner.invoke(main.cli, args)
+    assert result.exit_code == 4
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1] == "Error: bad value"
+
+
+def test_keyboard_interrupt_is_130(runner, raising_command):
+    raising_command.exc = KeyboardInterrupt()
+    result = runner.invoke(main.cli, ["boom"])
+    assert result.exit_code == 130
+    assert result.stderr == "Error: interrupted\n"
+
+
+@pytest.mark.parametrize("args", [["nosuchcommand"], ["inspect"], ["inspect", "--bogus", "x"],
+                                  ["--bogus"]])
+def test_click_usage_errors_are_2(runner, args):
+    result = runner.invoke(main.cli, args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+# --- --version and --help ----------------------------------------------------------------------
+
+def test_version_lists_components(runner):
+    result = runner.invoke(main.cli, ["--version"])
+    assert result.exit_code == 0
+    labels = [line.split()[0] for line in result.stdout.splitlines()]
+    assert labels == ["tffexec", "TensorFlow", "federated-language", "numpy", "protobuf", "Python"]
+    for line in result.stdout.splitlines():
+        assert line.split(None, 1)[1].strip()
+
+
+def test_version_accepts_tensorflow_cpu_or_not_installed(monkeypatch):
+    import importlib.metadata
+
+    installed = {"tensorflow-cpu": "2.99.0"}
+
+    def fake_version(name):
+        if name in installed:
+            return installed[name]
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", fake_version)
+    assert versions.versions()["TensorFlow"] == "2.99.0"
+    installed.clear()
+    assert versions.versions()["TensorFlow"] == "not installed"
+
+
+def test_help_lists_commands_and_exit_codes(runner):
+    result = runner.invoke(main.cli, ["--help"])
+    assert result.exit_code == 0
+    assert "inspect" in result.stdout and "validate" in result.stdout
+    for code in errors.EXIT_CODES:
+        assert f" {code}  " in result.stdout
+
+
+# --- real processes: the installed script, exit codes, no TensorFlow import, start-up time --------
+
+def _script() -> list[str]:
+    """The installed `tffexec` console script next to this Python, else `python -m tffexec`."""
+    candidate = pathlib.Path(sys.executable).parent / "tffexec"
+    if candidate.exists():
+        return [str(candidate)]
+    found = shutil.which("tffexec")
+    return [found] if found else [sys.executable, "-m", "tffexec"]
+
+
+def _run(*args: str, env_extra: dict | None = None, stdin: bytes | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFFEXEC_")}
+    env.update(env_extra or {})
+    return subprocess.run(_script() + list(args), capture_output=True, env=env, input=stdin,
+                          timeout=120, cwd=REPO)
+
+
+def _imported_modules(stderr: bytes) -> set[str]:
+    names = set()
+    for line in stderr.decode(errors="replace").splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],
+    ["--version"],
+    ["inspect", "examples/quickstart/comp.pb"],
+    ["inspect", "examples/quickstart/comp.pb", "--tree", "--json"],
+    ["validate", "examples/quickstart/comp.pb", "--clients", "3"],
+    ["validate", "examples/quickstart/comp.pb", "examples/quickstart/arg.pb"],
+], ids=["help", "version", "inspect", "inspect-tree-json", "validate", "validate-arg"])
+def test_subprocess_does_not_import_tensorflow(args):
+    proc = _run(*args, env_extra={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    modules = _imported_modules(proc.stderr)
+    assert "click" in modules  # the profile really covers this process
+    heavy = sorted(m for m in modules if m.split(".")[0] in {"tensorflow", "keras", "jax", "torch"})
+    assert heavy == []
+
+
+def test_subprocess_start_up_is_fast():
+    timings = {}
+    for name, args in {"help": ["--help"],
+                       "inspect": ["inspect", "examples/quickstart/comp.pb"]}.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            proc = _run(*args)
+            best = min(best, time.perf_counter() - start)
+            assert proc.returncode == 0, proc.stderr.decode()
+        timings[name] = best
+    # Measured ~0.1 s (--help) and ~0.5 s (inspect) here; TensorFlow alone would add 2-3 s.
+    assert timings["help"] < 1.0, timings
+    assert timings["inspect"] < 1.5, timings
+
+
+def test_subprocess_exit_codes_and_one_line_errors(tmp_path):
+    missing = _run("inspect", str(tmp_path / "missing.pb"))
+    assert missing.returncode == 2 and missing.stdout == b""
+    garbage = tmp_path / "garbage.pb"
+    garbage.write_bytes(b"\x0a\xff\xff\xff\xff")
+    bad = _run("inspect", str(garbage))
+    assert bad.returncode == 3 and bad.stdout == b""
+    assert bad.stderr.decode().count("\n") == 1 and bad.stderr.startswith(b"Error: ")
+    stdin = _run("inspect", "-", stdin=(QUICKSTART / "comp.pb").read_bytes())
+    assert stdin.returncode == 0 and b"float32@SERVER" in stdin.stdout
+    problems = _run("validate", "examples/quickstart/comp.pb")
+    assert problems.returncode == 1 and problems.stdout == b""
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "tffexec", "--help"], capture_output=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and b"Usage: tffexec" in proc.stdout
+
+
+# --- README's first lines --------------------------------------------------------------------------
+
+def test_readme_starts_with_install_and_test_commands():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert lines[0] == "```sh"
+    install, test_cmd = lines[1], lines[2]
+    assert install.startswith("python -m venv .venv && .venv/bin/pip install -e '.[test]' && ")
+    example = install.rsplit(" ", 1)[1]
+    assert (REPO / example).is_file(), example
+    assert test_cmd == ".venv/bin/pytest -q -p no:cacheprovider --import-mode=importlib tests"
+
+
+def test_ci_script_uses_readme_commands():
+    script = (REPO / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in script
+    assert "pip install -e '.[test]'" in script
+    assert "pytest -q -p no:cacheprovider --import-mode=importlib tests" in script
