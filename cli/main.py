@@ -23,6 +23,7 @@ import click
 
 from tffexec import errors
 from tffexec.cli import inspect_cmd
+from tffexec.cli import run_cmd
 from tffexec.cli import validate_cmd
 from tffexec.cli import versions
 
@@ -128,6 +129,7 @@ def cli(debug: bool) -> None:
 
 cli.add_command(inspect_cmd.inspect)
 cli.add_command(validate_cmd.validate)
+cli.add_command(run_cmd.run)
 
 
 def main() -> None:

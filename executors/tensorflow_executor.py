@@ -18,8 +18,10 @@ from federated_language.proto import computation_pb2
 from tffexec import errors
 from tffexec.executors import base
 from tffexec.executors import tf_function
-from tffexec.executors import tf_runtime
+from tffexec import tf_runtime
 from tffexec.formats import arrays
+from tffexec.formats import normalize
+from tffexec.formats import sequences
 
 
 class LeafFunction:
@@ -51,6 +53,10 @@ class TensorFlowExecutor(base.SyncExecutor):
             raise errors.InternalError("an executor value was embedded as a plain value")
         if type_spec is None:
             raise errors.InternalError("the leaf executor needs a type for plain values")
+        if not isinstance(value, (np.ndarray, structure.Struct, sequences.SequenceValue)):
+            # Loose Python values (from federated-language's context or the Python API) are
+            # converted to the type's dtypes here; values from tffexec's loaders already are.
+            value = normalize.normalize(value, type_spec, path="value")
         return base.ExecValue(value, type_spec, self)
 
     def _computation(self, comp: computation_pb2.Computation) -> base.ExecValue:
@@ -119,16 +125,12 @@ class TensorFlowExecutor(base.SyncExecutor):
     # -- conversions at the TensorFlow boundary -------------------------------------------------
     @staticmethod
     def _to_tf(value):
-        from tffexec.formats import sequences  # noqa: PLC0415
-
         if isinstance(value, sequences.SequenceValue):
             return value.to_dataset()
         return value
 
     @staticmethod
     def _from_tf(tensor, type_spec, kind: str):
-        from tffexec.formats import sequences  # noqa: PLC0415
-
         if kind == "variant":
             tf = tf_runtime.tensorflow()
             graph = tf.raw_ops.DatasetToGraphV2(input_dataset=tensor)

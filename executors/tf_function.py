@@ -28,7 +28,7 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
-from tffexec.executors import tf_runtime
+from tffexec import tf_runtime
 
 # Ops whose `shared_name` attribute names a resource in TensorFlow's resource manager.
 _SEEDED_RANDOM_ATTRS = ("seed", "seed2")
