@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+import zlib
 from typing import Any, Callable
 
 import federated_language
@@ -116,7 +117,7 @@ class GraphFunction:
                 node.attr["shared_name"].s = (base + suffix).encode()
             if self._seed is not None and all(a in node.attr for a in _SEEDED_RANDOM_ATTRS):
                 if node.attr["seed"].i == 0 and node.attr["seed2"].i == 0:
-                    derived = abs(hash((self._seed, node.name))) % (2**31 - 1) + 1
+                    derived = zlib.crc32(f"{self._seed}/{node.name}".encode()) % (2**31 - 1) + 1
                     node.attr["seed"].i = self._seed % (2**31 - 1) + 1
                     node.attr["seed2"].i = derived
         init = self._proto.initialize_op

@@ -1,0 +1,42 @@
+"""`--seed` makes random TensorFlow ops reproducible; clients still draw independent values."""
+from __future__ import annotations
+
+import numpy as np
+import federated_language as fl
+import pytest
+
+import tffexec
+from tffexec.formats import tensorflow_computation as tfc
+
+
+@pytest.fixture(scope="module")
+def eval_random_at_clients():
+    import tensorflow as tf
+
+    draw = tfc.as_computation(tfc.tensorflow_computation(lambda: tf.random.uniform([4])))
+
+    @fl.federated_computation()
+    def comp():
+        return fl.federated_eval(draw, fl.CLIENTS)
+
+    return comp.to_proto()
+
+
+def test_same_seed_gives_same_values(eval_random_at_clients):
+    first = tffexec.run(eval_random_at_clients, clients=3, seed=7)
+    second = tffexec.run(eval_random_at_clients, clients=3, seed=7)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_different_seeds_give_different_values(eval_random_at_clients):
+    first = tffexec.run(eval_random_at_clients, clients=3, seed=7)
+    second = tffexec.run(eval_random_at_clients, clients=3, seed=8)
+    assert not np.array_equal(first[0], second[0])
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_clients_draw_independent_values(eval_random_at_clients, seed):
+    values = tffexec.run(eval_random_at_clients, clients=3, seed=seed)
+    assert not np.array_equal(values[0], values[1])
+    assert not np.array_equal(values[1], values[2])
