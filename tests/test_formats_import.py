@@ -1,0 +1,46 @@
+"""Importing tffexec.formats must not import TensorFlow (it costs seconds per CLI start)."""
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+
+import tffexec.formats
+
+
+def test_importing_every_formats_module_does_not_import_tensorflow():
+    modules = sorted(m.name for m in pkgutil.walk_packages(tffexec.formats.__path__,
+                                                           "tffexec.formats."))
+    assert "tffexec.formats.sequences" in modules and "tffexec.formats.loading" in modules
+    script = "\n".join([f"import {m}" for m in modules] + [
+        "import sys",
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))",
+        "assert not heavy, heavy",
+        "print('ok')",
+    ])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_reading_and_writing_sequence_values_does_not_import_tensorflow():
+    """Sequences pass through as graph bytes; TensorFlow is needed only to look inside."""
+    script = "\n".join([
+        "import sys, pathlib",
+        "import federated_language as fl, numpy as np",
+        "from tffexec.formats import values",
+        "from tffexec.formats.protos import executor_pb2",
+        "t = fl.FederatedType(fl.SequenceType(fl.TensorType(np.int32)), fl.CLIENTS)",
+        "pb = executor_pb2.Value()",
+        "pb.federated.type.CopyFrom(t.to_proto().federated)",
+        "seq = pb.federated.value.add().sequence",
+        "seq.element_type.CopyFrom(fl.TensorType(np.int32).to_proto())",
+        "seq.serialized_graph_def = b'opaque graph bytes'",
+        "v, vt = values.value_from_proto(pb, t)",
+        "assert values.value_to_proto(v, vt) == pb",
+        "assert 'tensorflow' not in sys.modules",
+        "print('ok')",
+    ])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
