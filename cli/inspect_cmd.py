@@ -36,7 +36,7 @@ def inspect(comp: str, show_tree: bool, depth: int, output_format: str, as_json:
 
     \b
     Examples:
-      tffexec inspect examples/quickstart/comp.pb
+      tffexec inspect examples/mean_of_clients/comp.pb
       tffexec inspect comp.pb --tree --depth 3
       tffexec inspect comp.pb --json | jq .type_signature
     """

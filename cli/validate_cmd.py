@@ -34,7 +34,7 @@ def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | 
 
     \b
     Examples:
-      tffexec validate examples/quickstart/comp.pb examples/quickstart/arg.pb
+      tffexec validate examples/mean_of_clients/comp.pb examples/mean_of_clients/arg.pb
       tffexec validate comp.pb --clients 10
     """
     # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
@@ -46,16 +46,14 @@ def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | 
     try:
         result = analysis.analyze(computation, size_bytes=len(comp_input.data))
     except errors.TffexecError as e:
-        raise e.with_file(comp_input.name)
+        raise e.with_file(comp_input.name) from None
     problems = list(result.problems)
 
     argument_clients = None
     if arg is not None:
         if result.parameter_type is None:
-            problems.append(
-                analysis.Problem(analysis.ROOT_PATH,
-                                 f"the computation takes no argument, but ARG {common.display_name(arg)} was given")
-            )
+            message = f"the computation takes no argument, but ARG {common.display_name(arg)} was given"
+            problems.append(analysis.Problem(analysis.ROOT_PATH, message))
         else:
             argument_clients = loaders.load_argument(
                 arg, computation.type.function.parameter, fmt=arg_format
@@ -67,8 +65,7 @@ def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | 
     if problems:
         for problem in problems:
             click.echo(f"{comp_input.name}: {problem}", err=True)
-        count = len(problems)
-        raise errors.CheckFailed(f"{count} problem{'s' if count != 1 else ''} found", file=comp_input.name)
+        raise errors.CheckFailed(f"{_plural(len(problems), 'problem')} found", file=comp_input.name)
 
     details = [result.type_signature, _plural(result.total_nodes, "node")]
     if result.intrinsics:

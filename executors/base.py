@@ -31,7 +31,17 @@ class ExecValue(federated_language.framework.ExecutorValue):
 
     @property
     def type_signature(self):
-        return self._type
+        t = self._type
+        if type(t) is _StructTypeOf:
+            t = self._type = t.resolve()
+        return t
+
+    def element_type(self, index: int):
+        """The type of element `index` of a struct value, without building the struct's type."""
+        t = self._type
+        if type(t) is _StructTypeOf:
+            return t.elements[index][1].type_signature
+        return self.type_signature[index]
 
     @property
     def reference(self):
@@ -95,9 +105,26 @@ def _named_elements(elements) -> list[tuple[Optional[str], ExecValue]]:
     return [(None, e) for e in elements]
 
 
+class _StructTypeOf:
+    """The not-yet-built StructType of a struct of executor values.
+
+    Building a federated-language StructType costs tens of microseconds (types are interned),
+    and most structs made during execution (e.g. `<accumulator, client value>` pairs) never
+    have their type looked at, so it is built on first use.
+    """
+
+    __slots__ = ("elements",)
+
+    def __init__(self, elements):
+        self.elements = elements
+
+    def resolve(self):
+        return federated_language.StructType([(n, v.type_signature) for n, v in self.elements])
+
+
 def struct_type(elements: Iterable[tuple[Optional[str], ExecValue]]):
-    """The StructType of a list of named executor values."""
-    return federated_language.StructType([(n, v.type_signature) for n, v in elements])
+    """The type of a struct of executor values (built lazily; see `_StructTypeOf`)."""
+    return _StructTypeOf(list(elements))
 
 
 class ClosureSpec:

@@ -240,7 +240,10 @@ class ReferenceResolvingExecutor(base.SyncExecutor):
         if isinstance(value, computation_pb2.Computation):
             return self.evaluate(value, None)
         if isinstance(value, base.ClosureSpec):
-            bindings = {name: self._wrap(v) for name, v in value.captured.items()}
+            # The layer above already converted the captured values into this executor's values
+            # (see `base.ClosureSpec`); wrapping them again would hand this executor's values to
+            # the child when the closure's body uses them.
+            bindings = dict(value.captured)
             return base.ExecValue(Closure(value.comp, Scope(bindings, None)),
                                   value.type_signature, self)
         to_proto = getattr(value, "to_proto", None)

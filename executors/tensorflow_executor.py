@@ -109,12 +109,12 @@ class TensorFlowExecutor(base.SyncExecutor):
         return base.ExecValue(rep, base.struct_type(elements), self)
 
     def selection(self, source: base.ExecValue, index: int):
-        if not isinstance(source.type_signature, federated_language.StructType) or not isinstance(source.rep, structure.Struct):
+        if not isinstance(source.rep, structure.Struct):
             raise errors.ComputationError(f"cannot select [{index}] from {source.type_signature}")
         if not 0 <= index < len(source.rep):
             raise errors.ComputationError(
                 f"selection [{index}] out of range for {source.type_signature}")
-        return base.ExecValue(source.rep[index], source.type_signature[index], self)
+        return base.ExecValue(source.rep[index], source.element_type(index), self)
 
     def materialize(self, value: base.ExecValue):
         rep = value.rep

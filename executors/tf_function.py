@@ -202,12 +202,29 @@ class GraphFunction:
                 inputs.append(tf.constant(uuid.uuid4().hex))
             outputs = _call(instance, inputs)
         except tf.errors.OpError as e:
-            raise errors.ExecutionError(f"TensorFlow failed: {e.message.splitlines()[0]}") from None
+            raise errors.ExecutionError(f"TensorFlow failed: {_error_cause(e.message)}") from None
         finally:
             self._release(instance)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         return list(outputs)
+
+
+def _error_cause(message: str) -> str:
+    """The line of a TensorFlow error message that says what went wrong.
+
+    Graph execution errors begin with "Graph execution error:" and a "Detected at node ..."
+    traceback (indented lines) of where the op was defined; the cause (e.g. a failed `tf.Assert`'s
+    data) is the first unindented line after them.
+    """
+    lines = message.splitlines()
+    for line in lines:
+        if not line.strip() or line[0].isspace():
+            continue
+        if line.startswith(("Graph execution error", "Detected at node")):
+            continue
+        return line.strip()
+    return lines[0].strip() if lines else message
 
 
 def _call(function, inputs: list):

@@ -36,6 +36,8 @@ Modules
 * `loading`    — files/stdin/bytes -> computations and values (format by flag, extension or
                  content), atomic writing.
 * `protoparse`, `diagnostics` — error diagnosis helpers (why bytes do not parse; value paths).
+* `analysis`, `graphs`, `tensorflow_computation` — static analysis of computations, reading the
+                 GraphDefs inside them, building TensorFlow computations (see their docstrings).
 
-Importing any of these never imports TensorFlow.
+Importing any module of this package never imports TensorFlow (a test checks it).
 """

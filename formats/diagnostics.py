@@ -51,7 +51,7 @@ def describe(value: object) -> str:
         keys = [str(k) for k in value]
         return f"an object with keys {_short(', '.join(keys), 60) or '(none)'}"
     if isinstance(value, (list, tuple)):
-        return f"a {type(value).__name__} of {len(value)} items"
+        return f"a {type(value).__name__} of {len(value)} item{'' if len(value) == 1 else 's'}"
     if isinstance(value, SequenceValue):
         return f"a sequence of {tt.type_str(value.element_type)}"
     return f"a {type(value).__module__}.{type(value).__qualname__}"

@@ -8,7 +8,8 @@ where V is tagged exactly like the corpus' expected.json:
   tensor     {"dtype": "float32", "shape": [2], "value": [1.0, 2.0]}   (dtype "string" for str)
   struct     {"struct": [{"name": "a" | null, "value": V}, ...]}
   federated  {"federated": {"placement": "clients"|"server", "all_equal": bool, "values": [V...]}}
-  sequence   {"sequence": [V, ...]}            (tffexec's own tag: one V per element)
+  sequence   {"sequence": {"element_type": "<TFF type>", "elements": [V, ...]}}  (the form of
+             examples/cases' expected.json; the shorter {"sequence": [V, ...]} is read too)
   function   {"computation": {"base64": "<serialized Computation>"}}   (tffexec's own tag)
 
 Leaf encoding: strings as UTF-8 text, bytes that are not valid UTF-8 as {"base64": "..."};
@@ -18,7 +19,8 @@ therefore print as e.g. 0.3333333432674408, as in the corpus).
 
 Input accepts the envelope, the tagged value without envelope (a corpus expected.json, whose
 top-level keys are "type" and "value"), and hand-written plain JSON following the type: numbers
-and nested lists for tensors, an object (or a list) for a struct, a list with one entry per
+and nested lists for tensors, an object (keys: element names, or the index "1" of an unnamed
+element) or a list for a struct, a list with one entry per
 client for {T}@CLIENTS, the member itself for all_equal values, a list of elements for a
 sequence. Tagged and plain forms may be mixed at any level. The envelope's "type" string is
 informative on input: the value is checked against the type the caller passes.
@@ -67,7 +69,8 @@ def tagged(value: object, t: fl.Type) -> object:
         return {"federated": {"placement": t.placement.uri, "all_equal": t.all_equal,
                               "values": [tagged(m, t.member) for m in members]}}
     if isinstance(t, fl.SequenceType):
-        return {"sequence": [tagged(e, t.element) for e in value.elements()]}
+        return {"sequence": {"element_type": tt.type_str(t.element),
+                             "elements": [tagged(e, t.element) for e in value.elements()]}}
     if isinstance(t, fl.FunctionType):
         return {"computation": {"base64": base64.b64encode(
             value.SerializeToString(deterministic=True)).decode("ascii")}}
@@ -172,9 +175,11 @@ def _decode(obj: object, t: fl.Type, path: str) -> object:
                                         f"{e['name']!r} instead of {n!r}", path=path)
                 out.append((n, _decode(e["value"], et, child(path, n, i))))
             return structure.Struct(out)
-        if isinstance(obj, Mapping):
-            return {k: (_decode(v, dict(items)[k], child(path, k, 0)) if k in dict(items) else v)
-                    for k, v in obj.items()}
+        if isinstance(obj, Mapping):  # keys: names, or the index of an unnamed element
+            by_key = {(n if n is not None else str(i)): (n, i, et)
+                      for i, (n, et) in enumerate(items)}
+            return {k: (_decode(v, by_key[k][2], child(path, by_key[k][0], by_key[k][1]))
+                        if k in by_key else v) for k, v in obj.items()}
         if isinstance(obj, list) and len(obj) == len(items):
             return [_decode(v, et, child(path, n, i)) for i, (v, (n, et)) in
                     enumerate(zip(obj, items))]
@@ -189,7 +194,7 @@ def _decode(obj: object, t: fl.Type, path: str) -> object:
         return obj
     if isinstance(t, fl.SequenceType):
         if isinstance(obj, Mapping) and set(obj) == {"sequence"}:
-            obj = obj["sequence"]
+            obj = _sequence_elements(obj["sequence"], path)
         if isinstance(obj, list):
             return [_decode(v, t.element, item(path, i)) for i, v in enumerate(obj)]
         return obj
@@ -205,6 +210,17 @@ def _decode(obj: object, t: fl.Type, path: str) -> object:
             return comp
         return obj
     raise ArgumentError(f"values of type {tt.type_str(t)} cannot be read from JSON", path=path)
+
+
+def _sequence_elements(body: object, path: str) -> list:
+    """The element list of a tagged sequence, in either accepted form."""
+    if isinstance(body, Mapping) and isinstance(body.get("elements"), list) and set(body) <= {
+            "element_type", "elements"}:
+        return body["elements"]
+    if isinstance(body, list):
+        return body
+    raise ArgumentError("'sequence' needs a list of elements or an object with 'elements'",
+                        path=path)
 
 
 def _struct_entries(entries: object) -> bool:
@@ -322,8 +338,12 @@ def infer_type(obj: object, path: str = "value") -> fl.Type:
             raise ArgumentError(f"unknown placement {body.get('placement')!r}", path=path) from None
         return fl.FederatedType(infer_type(values[0], item(path, 0)), placement,
                                 bool(body.get("all_equal", placement.default_all_equal)))
-    if isinstance(obj, Mapping) and set(obj) == {"sequence"} and obj["sequence"]:
-        return fl.SequenceType(infer_type(obj["sequence"][0], item(path, 0)))
+    if isinstance(obj, Mapping) and set(obj) == {"sequence"}:
+        elements = _sequence_elements(obj["sequence"], path)
+        if elements:
+            return fl.SequenceType(infer_type(elements[0], item(path, 0)))
+        raise ArgumentError("cannot infer the element type of an empty sequence; pass the type",
+                            path=path)
     raise ArgumentError(f"cannot infer a type from {describe(obj)}: plain JSON needs the "
                         "parameter type", path=path)
 

@@ -23,7 +23,7 @@ from federated_language.proto import computation_pb2
 from tffexec.errors import ArgumentError, ComputationError, TffexecError
 from tffexec.formats import jsonfmt, npzfmt, protoparse
 from tffexec.formats import types as tt
-from tffexec.formats.normalize import normalize
+from tffexec.formats.normalize import infer_clients
 from tffexec.formats.protos import executor_pb2, tf_graph_pb2
 from tffexec.formats.values import value_from_proto, value_to_proto
 
@@ -161,15 +161,13 @@ def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None 
         fmt = detect_format(data, label, fmt)
         if fmt == "pb":
             value, t = _value_from_pb(data, type_hint, path)
-        elif fmt == "json":
-            value, t = _value_from_json(data, type_hint, path)
-        else:
-            if type_hint is None:
-                raise ArgumentError("an npz value needs the parameter type to be read")
-            value, t = npzfmt.value_from_npz(io.BytesIO(data), type_hint, path), type_hint
-        if type_hint is not None:
-            value = normalize(value, t, path)  # t: the hint, or a more specific all_equal type
-        return value, t
+            infer_clients(value, t, path)  # decoding checked types; client counts remain
+            return value, t
+        if fmt == "json":
+            return _value_from_json(data, type_hint, path)  # normalized and checked
+        if type_hint is None:
+            raise ArgumentError("an npz value needs the parameter type to be read")
+        return npzfmt.value_from_npz(io.BytesIO(data), type_hint, path), type_hint
     except ArgumentError as e:
         raise e.with_file(label) from None
 

@@ -10,8 +10,8 @@ Accepted loose input, by type:
   tensor    numpy arrays/scalars, Python bool/int/float/complex, nested lists/tuples; for `str`
             tensors also `str` (encoded UTF-8) and `bytes`. Ints must be in range; floats given
             for ints must be finite and integral; bools are only accepted for bool tensors.
-  struct    `Struct`, a dict/Mapping or namedtuple with exactly the type's element names, or a
-            list/tuple with one entry per element.
+  struct    `Struct`, a dict/Mapping or namedtuple with exactly the type's element names (an
+            unnamed element's key is its index, "1"), or a list/tuple with one entry per element.
   {T}@CLIENTS  a list/tuple with one member per client (or an array, split on its first axis).
   T@SERVER, T@CLIENTS (all_equal)  the member value itself.
   sequence  a `SequenceValue`, a list of elements, or a `tf.data.Dataset`.
@@ -219,16 +219,18 @@ def _struct(value: object, t: fl.StructType, path: str) -> structure.Struct:
     elif isinstance(value, tuple) and hasattr(value, "_asdict"):  # namedtuple
         return _struct(dict(value._asdict()), t, path)
     elif isinstance(value, Mapping):
-        if any(n is None for n in names):
-            _fail(path, t, value, "unnamed elements need a list")
-        for key in value:
-            if key not in names:
+        # Keys are element names; an unnamed element's key is its index ("1" or 1).
+        keys = [n if n is not None else str(i) for i, n in enumerate(names)]
+        given = {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v
+                 for k, v in value.items()}
+        for key in given:
+            if key not in keys:
                 raise ArgumentError(f"unexpected element {key!r}; expected {tt.type_str(t)}",
                                     path=child(path, str(key), 0))
-        for n, et in items:
-            if n not in value:
-                raise ArgumentError(f"missing; expected {tt.type_str(et)}", path=child(path, n, 0))
-        values = [value[n] for n in names]
+        for i, (key, (n, et)) in enumerate(zip(keys, items)):
+            if key not in given:
+                raise ArgumentError(f"missing; expected {tt.type_str(et)}", path=child(path, n, i))
+        values = [given[k] for k in keys]
     elif isinstance(value, (list, tuple)):
         if len(value) != len(items):
             _fail(path, t, value, f"{len(items)} elements expected")

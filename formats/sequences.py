@@ -106,9 +106,9 @@ class SequenceValue:
 
 def _tf():
     """Import TensorFlow on demand; the one place this package does so."""
-    import tensorflow as tf  # noqa: PLC0415 - deliberately lazy (import costs seconds)
+    from tffexec import tf_runtime  # noqa: PLC0415 - deliberately lazy (import costs seconds)
 
-    return tf
+    return tf_runtime.tensorflow()
 
 
 def _struct_kind(t: fl.StructType) -> str:

@@ -19,7 +19,7 @@ from google.protobuf import any_pb2
 
 
 def _tf():
-    from tffexec.executors import tf_runtime  # noqa: PLC0415
+    from tffexec import tf_runtime  # noqa: PLC0415
 
     return tf_runtime.tensorflow()
 

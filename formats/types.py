@@ -8,8 +8,6 @@ names used by the JSON format (numpy's names, except ``"string"`` for TFF's ``st
 """
 from __future__ import annotations
 
-from typing import Iterator
-
 import federated_language as fl
 import ml_dtypes
 import numpy as np
@@ -140,12 +138,3 @@ def type_str(t: Type | None) -> str:
         return "<no value>"
     return str(t)
 
-
-def struct_items(t: fl.StructType) -> Iterator[tuple[str | None, Type]]:
-    """(name or None, element type) pairs of a struct type, in order."""
-    return iter(t.items())
-
-
-def is_clients_list(t: Type) -> bool:
-    """True for `{T}@CLIENTS`: the value is a list with one member per client."""
-    return isinstance(t, fl.FederatedType) and not t.all_equal

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import federated_language as fl
 from federated_language.common_libs import structure
-from federated_language.proto import computation_pb2
 from federated_language.types import placements
 
 from tffexec.errors import ArgumentError

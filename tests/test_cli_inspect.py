@@ -11,26 +11,20 @@ from click.testing import CliRunner
 from tffexec.cli import main
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "examples" / "quickstart"
-QUICKSTART_SIGNATURE = "(<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER)"
+MEAN_SIGNATURE = "(<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER)"
 
 
-def _corpus_dir() -> pathlib.Path | None:
-    for candidate in (REPO.parent / "shared" / "corpus", REPO / "shared" / "corpus",
-                      pathlib.Path("/work/shared/corpus")):
+def _corpus_dir() -> pathlib.Path:
+    env = os.environ.get("TFFEXEC_CORPUS")
+    for candidate in ([pathlib.Path(env)] if env else []) + [
+            REPO.parent / "shared" / "corpus", pathlib.Path("/work/shared/corpus")]:
         if candidate.is_dir():
             return candidate
-    return None
+    return REPO.parent / "shared" / "corpus"  # missing: the tests using it fail, loudly
 
 
 CORPUS = _corpus_dir()
-CORPUS_FILES = sorted(
-    (case.name, name)
-    for case in (CORPUS.iterdir() if CORPUS else ())
-    if (case / "meta.json").is_file()
-    for name in ("comp.pb", "native_comp.pb")
-    if (case / name).is_file()
-)
+MEAN = CORPUS / "fed_mean_weighted"  # (<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER), 5 clients
 
 
 @pytest.fixture
@@ -52,11 +46,11 @@ def _field(stdout: str, key: str) -> str:
     raise AssertionError(f"no {key!r} line in:\n{stdout}")
 
 
-@pytest.mark.skipif(not CORPUS_FILES, reason="shared/corpus not found")
-@pytest.mark.parametrize("case,name", CORPUS_FILES)
-def test_with_corpus_case_prints_exact_type_signature(runner, case, name):
-    meta = json.loads((CORPUS / case / "meta.json").read_text())
-    path = str(CORPUS / case / name)
+def test_with_every_case_prints_exact_type_signature(runner, case_form):
+    """Every corpus case and every examples/cases case, comp.pb and native_comp.pb (conftest)."""
+    case_dir, form = case_form
+    meta = json.loads((case_dir / "meta.json").read_text())
+    path = str(case_dir / form)
     result = invoke(runner, "inspect", path)
     assert result.exit_code == 0, result.output
     assert _field(result.stdout, "type") == meta["type_signature"]
@@ -67,13 +61,14 @@ def test_with_corpus_case_prints_exact_type_signature(runner, case, name):
     assert document["type_signature"] == meta["type_signature"]
     assert document["parameter_type"] == (meta["parameter_type"] if meta["has_arg"] else None)
     assert document["result_type"] == meta["result_type"]
+    assert document["problems"] == []
 
 
 def test_text_output_sections(runner):
-    result = invoke(runner, "inspect", str(QUICKSTART / "comp.pb"))
+    result = invoke(runner, "inspect", str(MEAN / "comp.pb"))
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert _field(out, "type") == QUICKSTART_SIGNATURE
+    assert _field(out, "type") == MEAN_SIGNATURE
     assert _field(out, "placements") == "CLIENTS, SERVER"
     assert _field(out, "intrinsics") == "federated_weighted_mean 1"
     assert _field(out, "nodes").startswith("10 (max depth 5): ")
@@ -81,14 +76,14 @@ def test_text_output_sections(runner):
 
 
 def test_json_document_keys(runner):
-    result = invoke(runner, "inspect", str(QUICKSTART / "comp.pb"), "--json")
+    result = invoke(runner, "inspect", str(MEAN / "comp.pb"), "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["schema"] == "tffexec.inspect/1"
     assert set(doc) == {"schema", "file", "type_signature", "parameter_type", "result_type",
                         "root_kind", "size_bytes", "nodes", "intrinsics", "placements",
                         "tensorflow", "problems"}
-    assert doc["size_bytes"] == (QUICKSTART / "comp.pb").stat().st_size
+    assert doc["size_bytes"] == (MEAN / "comp.pb").stat().st_size
     assert doc["nodes"]["total"] == 10 and doc["nodes"]["by_kind"]["reference"] == 3
     assert doc["intrinsics"] == {"federated_weighted_mean": 1}
     assert doc["placements"] == ["clients", "server"]
@@ -97,7 +92,6 @@ def test_json_document_keys(runner):
     assert doc["problems"] == []
 
 
-@pytest.mark.skipif(not CORPUS_FILES, reason="shared/corpus not found")
 def test_json_tensorflow_details(runner):
     result = invoke(runner, "inspect", str(CORPUS / "fed_select" / "native_comp.pb"), "--json")
     tf = json.loads(result.stdout)["tensorflow"]
@@ -109,38 +103,38 @@ def test_json_tensorflow_details(runner):
 
 
 def test_stdin_dash(runner):
-    data = (QUICKSTART / "comp.pb").read_bytes()
+    data = (MEAN / "comp.pb").read_bytes()
     result = invoke(runner, "inspect", "-", "--json", input=data)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["file"] == "<stdin>" and doc["type_signature"] == QUICKSTART_SIGNATURE
+    assert doc["file"] == "<stdin>" and doc["type_signature"] == MEAN_SIGNATURE
 
 
 def test_tree_is_depth_limited(runner):
-    result = invoke(runner, "inspect", str(QUICKSTART / "comp.pb"), "--tree", "--depth", "2")
+    result = invoke(runner, "inspect", str(MEAN / "comp.pb"), "--tree", "--depth", "2")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "<root>: lambda f_arg" in out
     assert "result: block (1 local)" in out
     assert "… (6 more nodes)" in out
     assert "intrinsic federated_weighted_mean" not in out
-    full = invoke(runner, "inspect", str(QUICKSTART / "comp.pb"), "--tree")
+    full = invoke(runner, "inspect", str(MEAN / "comp.pb"), "--tree")
     assert "function: intrinsic federated_weighted_mean" in full.stdout
     assert "…" not in full.stdout
 
 
 def test_tree_in_json(runner):
-    result = invoke(runner, "inspect", str(QUICKSTART / "comp.pb"), "--tree", "--depth", "1",
+    result = invoke(runner, "inspect", str(MEAN / "comp.pb"), "--tree", "--depth", "1",
                     "--format", "json")
     tree = json.loads(result.stdout)["tree"]
-    assert tree["field"] == "<root>" and tree["type"] == QUICKSTART_SIGNATURE
+    assert tree["field"] == "<root>" and tree["type"] == MEAN_SIGNATURE
     (child,) = tree["children"]
     assert child["path"] == "lambda.result" and child["label"] == "block (1 local)"
     assert child["children"] == [{"truncated": True, "hidden_nodes": 8}]
 
 
 def test_negative_depth_is_usage_error(runner):
-    result = invoke(runner, "inspect", str(QUICKSTART / "comp.pb"), "--tree", "--depth", "-1")
+    result = invoke(runner, "inspect", str(MEAN / "comp.pb"), "--tree", "--depth", "-1")
     assert result.exit_code == 2
 
 
@@ -159,12 +153,12 @@ def _assert_one_line_error(result, exit_code: int, *fragments: str) -> None:
 
 @pytest.fixture
 def bad_files(tmp_path):
-    data = (QUICKSTART / "comp.pb").read_bytes()
+    data = (MEAN / "comp.pb").read_bytes()
     files = {
         "empty": b"",
         "truncated": data[: len(data) // 2],
         "random": bytes((i * 7919 + 13) % 256 for i in range(512)),
-        "value_arg": (QUICKSTART / "arg.pb").read_bytes(),
+        "value_arg": (MEAN / "arg.pb").read_bytes(),
         "text": b"this is not a protobuf\n",
     }
     out = {}
@@ -238,15 +232,22 @@ def _deep_computation(levels: int):
 
 @pytest.mark.parametrize("command", ["inspect", "validate"])
 def test_with_deeply_nested_computation(runner, tmp_path, command):
+    # 20 lambda/block levels: AST depth 41, ~80 protobuf message levels (the limit is 100).
     path = tmp_path / "deep.pb"
-    path.write_bytes(_deep_computation(60).SerializeToString())  # ~240 protobuf message levels
-    result = invoke(runner, command, str(path), *(["--json", "--tree", "--depth", "200"]
-                                                  if command == "inspect" else []))
+    path.write_bytes(_deep_computation(20).SerializeToString())
+    extra = ["--json", "--tree", "--depth", "100"] if command == "inspect" else []
+    result = invoke(runner, command, str(path), *extra)
     assert result.exit_code == 0, result.output
     if command == "inspect":
         doc = json.loads(result.stdout)
-        assert doc["nodes"]["max_depth"] == 60 * 2 + 1
+        assert doc["nodes"]["max_depth"] == 20 * 2 + 1
         assert doc["problems"] == []
+
+
+def test_with_computation_deeper_than_protobuf_allows_exit_3(runner, tmp_path):
+    path = tmp_path / "too_deep.pb"
+    path.write_bytes(_deep_computation(40).SerializeToString())
+    _assert_one_line_error(invoke(runner, "inspect", str(path)), 3, str(path), "deep")
 
 
 def test_tree_json_handles_trees_deeper_than_json_recursion_limit():

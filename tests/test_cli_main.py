@@ -17,7 +17,7 @@ from tffexec.cli import main
 from tffexec.cli import versions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "examples" / "quickstart"
+EXAMPLE = "examples/mean_of_clients"  # README's first example; relative to REPO, the cwd below
 
 
 @pytest.fixture
@@ -166,10 +166,10 @@ def _imported_modules(stderr: bytes) -> set[str]:
 @pytest.mark.parametrize("args", [
     ["--help"],
     ["--version"],
-    ["inspect", "examples/quickstart/comp.pb"],
-    ["inspect", "examples/quickstart/comp.pb", "--tree", "--json"],
-    ["validate", "examples/quickstart/comp.pb", "--clients", "3"],
-    ["validate", "examples/quickstart/comp.pb", "examples/quickstart/arg.pb"],
+    ["inspect", f"{EXAMPLE}/comp.pb"],
+    ["inspect", f"{EXAMPLE}/comp.pb", "--tree", "--json"],
+    ["validate", f"{EXAMPLE}/comp.pb", "--clients", "3"],
+    ["validate", f"{EXAMPLE}/comp.pb", f"{EXAMPLE}/arg.pb"],
 ], ids=["help", "version", "inspect", "inspect-tree-json", "validate", "validate-arg"])
 def test_subprocess_does_not_import_tensorflow(args):
     proc = _run(*args, env_extra={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -183,7 +183,7 @@ def test_subprocess_does_not_import_tensorflow(args):
 def test_subprocess_start_up_is_fast():
     timings = {}
     for name, args in {"help": ["--help"],
-                       "inspect": ["inspect", "examples/quickstart/comp.pb"]}.items():
+                       "inspect": ["inspect", f"{EXAMPLE}/comp.pb"]}.items():
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
@@ -204,9 +204,9 @@ def test_subprocess_exit_codes_and_one_line_errors(tmp_path):
     bad = _run("inspect", str(garbage))
     assert bad.returncode == 3 and bad.stdout == b""
     assert bad.stderr.decode().count("\n") == 1 and bad.stderr.startswith(b"Error: ")
-    stdin = _run("inspect", "-", stdin=(QUICKSTART / "comp.pb").read_bytes())
+    stdin = _run("inspect", "-", stdin=(REPO / EXAMPLE / "comp.pb").read_bytes())
     assert stdin.returncode == 0 and b"float32@SERVER" in stdin.stdout
-    problems = _run("validate", "examples/quickstart/comp.pb")
+    problems = _run("validate", f"{EXAMPLE}/comp.pb")
     assert problems.returncode == 1 and problems.stdout == b""
 
 

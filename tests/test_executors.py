@@ -203,7 +203,7 @@ def test_rre_selection_from_a_leaf_struct_value():
 
 def test_rre_selection_out_of_range_is_computation_error():
     comp = lam("x", I32, sel(struct(ref("x")), 0))
-    comp.__getattribute__("lambda").result.selection.index = 3
+    getattr(comp, "lambda").result.selection.index = 3
     with pytest.raises(errors.ComputationError, match=r"\[3\] out of range"):
         evaluate(leaf_stack(), comp, np.int32(1))
 
@@ -385,6 +385,27 @@ def test_federating_closure_capturing_a_struct_of_closures(runner):
     assert [int(v) for v in runner.run(lam("x", ct, body), [1, 2])] == [7, 9]
 
 
+def test_federating_eval_at_clients_of_a_closure_capturing_a_block_local(runner):
+    # let k = 7 in federated_eval_at_clients(( -> k * 2))
+    ct = fl.FederatedType(I32, C)
+    f = lam(None, None, call(DOUBLE, ref("k")))
+    body = block([("k", call(SEVEN))],
+                 call(intrinsic("federated_eval_at_clients", fl.FunctionType(type_of(f), ct)), f))
+    assert [int(v) for v in runner.run(lam(None, None, body), clients=2)] == [14, 14]
+
+
+def test_sequence_reduce_with_a_closure_capturing_a_block_local(runner):
+    # (s -> let k = 7 in sequence_reduce(<s, 0, (a -> a[0] + a[1] + k)>))
+    seq_t = fl.SequenceType(I32)
+    a = ref("a", PAIR)
+    op = lam("a", PAIR, call(ADD, struct(call(ADD, struct(sel(a, 0), sel(a, 1))), ref("k"))))
+    zero = tf_proto(lambda: np.int32(0))
+    arg = struct(ref("s", seq_t), call(zero), op)
+    body = block([("k", call(SEVEN))],
+                 call(intrinsic("sequence_reduce", fl.FunctionType(type_of(arg), I32)), arg))
+    assert runner.run(lam("s", seq_t, body), [1, 2, 3]) == 1 + 2 + 3 + 3 * 7
+
+
 # == SequenceExecutor ==================================================================================
 def sequence_stack():
     return sequence_executor.SequenceExecutor(leaf_stack())
@@ -455,7 +476,6 @@ def test_factory_clean_up_forgets_the_stack():
 
 def test_factory_without_clients_uses_the_configured_count():
     factory = executor_factory.LazyExecutorFactory(config_lib.StackConfig(clients=3))
-    assert factory.create_executor({}).rep_clients if False else True
     ex = factory.create_executor({})
     assert ex.child.num_clients == 3
     factory.close()

@@ -16,7 +16,8 @@ from tffexec.errors import ArgumentError
 from tffexec.formats import jsonfmt, loading, npzfmt, values
 from tffexec.formats import types as tt
 
-CORPUS = pathlib.Path(os.environ.get("TFFEXEC_CORPUS", "/work/shared/corpus"))
+CORPUS = pathlib.Path(os.environ.get(
+    "TFFEXEC_CORPUS", pathlib.Path(__file__).resolve().parents[2] / "shared" / "corpus"))
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
 
 
@@ -168,7 +169,7 @@ def test_json_tagged_and_plain_may_mix_and_envelope_type_is_informative():
 
 @pytest.mark.parametrize("text, message", [
     ('{"a": [[1, 2]], "b": 1.0}', "arg.a[0]: expected int32, found a list of 2 items (shape [2])"),
-    ('{"a": [1, 2], "b": [1.0]}', "arg.b: expected float32, found a list of 1 items (shape [1])"),
+    ('{"a": [1, 2], "b": [1.0]}', "arg.b: expected float32, found a list of 1 item (shape [1])"),
     ('{"a": 3, "b": 1.0}', "arg.a: expected {int32}@CLIENTS, found a int 3"),
     ('{"a": [1], "c": 1.0}', "arg.c: unexpected element 'c'"),
     ('{"a": {"federated": {"placement": "server", "all_equal": true, "values": [1]}}, "b": 1}',

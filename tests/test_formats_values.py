@@ -161,7 +161,7 @@ def test_normalize_loose_python_input():
     ({"model": [[1, 2, 3], {"w": [[1, 2], [3, 4]]}], "data": []}, "arg.model[0]: expected float32[2], found a list of 3 items (shape [3])"),
     ({"model": [[1, 2], {"v": [[1, 2], [3, 4]]}], "data": []}, "arg.model[1].v: unexpected element 'v'"),
     ({"model": [[1, 2], {}], "data": []}, "arg.model[1].w: missing; expected int32[2,2]"),
-    ({"model": [[1, 2]], "data": []}, "arg.model: expected <float32[2],<w=int32[2,2]>>, found a list of 1 items (2 elements expected)"),
+    ({"model": [[1, 2]], "data": []}, "arg.model: expected <float32[2],<w=int32[2,2]>>, found a list of 1 item (2 elements expected)"),
     ({"model": [[1, 2], {"w": [[1, 2], [3, 4]]}], "data": 5}, "arg.data: expected {int64}@CLIENTS, found a int 5"),
     ({"model": [["a", 2], {"w": [[1, 2], [3, 4]]}], "data": []}, "arg.model[0]: expected float32[2], found a str 'a'"),
     ({"model": [[1, 2], {"w": [[1.5, 2], [3, 4]]}], "data": []}, "not whole numbers"),

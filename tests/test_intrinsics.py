@@ -7,6 +7,8 @@ Expected values follow TFF's runtimes (tff-runtime-facts.md §4) and the TFF-mad
 """
 from __future__ import annotations
 
+import pathlib
+
 import federated_language as fl
 import numpy as np
 import pytest
@@ -477,6 +479,25 @@ def test_sum_of_int32_wraps_around_like_tensorflow(runner):
     assert result == -(2**31) and result.dtype == np.int32
 
 
+def _sequential_float32_sum(values):
+    total = np.float32(0)
+    for v in values:
+        total = np.float32(total + np.float32(v))
+    return total
+
+
+# Scalars of very different magnitudes: the order of float32 additions shows in the result.
+_RNG = np.random.default_rng(7)
+MANY_FLOATS = [float(np.float32(v)) for v in
+               _RNG.standard_normal(40) * 10.0 ** _RNG.integers(-3, 6, 40)]
+
+
+def test_sum_of_float32_scalars_adds_clients_one_after_another(runner):
+    result = runner.run(_sum_comp(F32), MANY_FLOATS)
+    assert result.dtype == np.float32
+    assert result == _sequential_float32_sum(MANY_FLOATS)  # bit for bit, like TFF's fold
+
+
 def test_sum_of_strings_is_rejected_when_traced():
     # federated-language refuses to build it; tffexec never sees such a computation from TFF.
     with pytest.raises(TypeError):
@@ -493,6 +514,15 @@ def test_mean_of_float32_values(runner):
     result = runner.run(comp, [[1.0, 2.0], [2.0, 4.0], [6.0, 0.0]])
     assert result.dtype == np.float32
     np.testing.assert_allclose(result, [3.0, 2.0])
+
+
+def test_mean_of_float32_scalars_divides_the_sequential_sum(runner):
+    @fl.federated_computation(clients(F32))
+    def comp(x):
+        return fl.federated_mean(x)
+
+    expected = np.float32(_sequential_float32_sum(MANY_FLOATS) / np.float32(len(MANY_FLOATS)))
+    assert runner.run(comp, MANY_FLOATS) == expected
 
 
 def test_mean_of_a_struct_keeps_each_dtype(runner):
@@ -635,6 +665,27 @@ def test_secure_sum_bound_violation_names_the_client_and_the_value(runner):
         runner.run(comp, [[1, 2], [3, 4], [5, 11]])
     message = str(info.value)
     assert "client 2" in message and "11" in message
+
+
+def test_secure_sum_negative_client_value_is_rejected(runner):
+    # federated-language documents client values as lying in [0, max_input].
+    @fl.federated_computation(clients(I32))
+    def comp(x):
+        return fl.federated_secure_sum(x, 10)
+
+    with pytest.raises(errors.ExecutionError, match="client 1.*-1"):
+        runner.run(comp, [3, -1])
+
+
+def test_secure_sum_violation_in_tffs_compiled_form_names_the_value(runner):
+    # native_comp.pb is TFF's test-context lowering: the bound check is a tf.Assert on each client.
+    case = pathlib.Path(__file__).resolve().parents[1] / "examples" / "cases" / "fed_secure_sum_struct"
+    comp = computation_pb2.Computation.FromString((case / "native_comp.pb").read_bytes())
+    arg = [{"a": 1, "b": [1, 2]}, {"a": 2, "b": [3, 51]}]
+    with pytest.raises(errors.ExecutionError, match="larger than maximum.*51"):
+        runner.run(comp, arg)
+    with pytest.raises(errors.ExecutionError, match="client 1.*51"):
+        runner.run(computation_pb2.Computation.FromString((case / "comp.pb").read_bytes()), arg)
 
 
 def test_secure_sum_with_a_struct_of_bounds(runner):
