@@ -127,6 +127,23 @@ def struct_type(elements: Iterable[tuple[Optional[str], ExecValue]]):
     return _StructTypeOf(list(elements))
 
 
+class StructRep:
+    """A struct kept by an executor as its own values (they may be closures or placed values),
+    used by the layers whose structs cannot always be handed to their child."""
+
+    __slots__ = ("elements",)
+
+    def __init__(self, elements: list[tuple[Optional[str], ExecValue]]):
+        self.elements = elements
+
+    def element(self, index: int, type_spec) -> ExecValue:
+        if not 0 <= index < len(self.elements):
+            from tffexec import errors  # noqa: PLC0415
+
+            raise errors.ComputationError(f"selection [{index}] out of range for {type_spec}")
+        return self.elements[index][1]
+
+
 class ClosureSpec:
     """A lambda plus the values of its free names, handed from one layer to the one below.
 

@@ -20,6 +20,7 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec.executors import base
+from tffexec.executors.base import StructRep
 from tffexec.executors import client_work as client_work_lib
 from tffexec.executors import federated_intrinsics
 from tffexec.executors import numeric
@@ -34,13 +35,6 @@ class Placed:
         self.placement = placement
         self.all_equal = all_equal
         self.members = members
-
-
-class StructRep:
-    __slots__ = ("elements",)
-
-    def __init__(self, elements: list):
-        self.elements = elements
 
 
 class IntrinsicRep:
@@ -175,10 +169,7 @@ class FederatingExecutor(base.SyncExecutor):
     def selection(self, source: base.ExecValue, index: int):
         rep = source.rep
         if isinstance(rep, StructRep):
-            if not 0 <= index < len(rep.elements):
-                raise errors.ComputationError(
-                    f"selection [{index}] out of range for {source.type_signature}")
-            return rep.elements[index][1]
+            return rep.element(index, source.type_signature)
         if isinstance(rep, base.ExecValue):
             return self.unplaced(self.child.selection(rep, index))
         raise errors.ComputationError(

@@ -23,6 +23,7 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec.executors import base
+from tffexec.executors.base import StructRep
 
 _DELEGATED_KINDS = frozenset({"tensorflow", "intrinsic", "placement", "literal", "data", "xla"})
 
@@ -58,15 +59,6 @@ class Closure:
     def __init__(self, comp: computation_pb2.Computation, scope: Optional[Scope]):
         self.comp = comp
         self.scope = scope
-
-
-class StructRep:
-    """A struct whose elements are values of this executor (they may be closures)."""
-
-    __slots__ = ("elements",)
-
-    def __init__(self, elements: list[tuple[Optional[str], base.ExecValue]]):
-        self.elements = elements
 
 
 def free_names(comp: computation_pb2.Computation) -> list[str]:
@@ -267,10 +259,7 @@ class ReferenceResolvingExecutor(base.SyncExecutor):
     def selection(self, source: base.ExecValue, index: int):
         rep = source.rep
         if isinstance(rep, StructRep):
-            if not 0 <= index < len(rep.elements):
-                raise errors.ComputationError(
-                    f"selection [{index}] out of range for {source.type_signature}")
-            return rep.elements[index][1]
+            return rep.element(index, source.type_signature)
         if isinstance(rep, base.ExecValue):
             return self._wrap(self._child.selection(rep, index))
         raise errors.ComputationError(
