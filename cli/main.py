@@ -9,7 +9,7 @@ Error handling (see `TffexecGroup.invoke`):
   * `tffexec.errors.TffexecError` subclasses -> their `exit_code`, one line `Error: <message>`;
   * click usage errors -> exit 2 (click's own handling);
   * KeyboardInterrupt -> exit 130;
-  * anything else -> exit 70, `Error: internal error: ...; please report it at ...`;
+  * anything else -> exit 70, `Error: internal error: ...; please report it ...`;
   * `--debug` / `TFFEXEC_DEBUG=1` also prints the traceback.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tffexec.cli import run_cmd
 from tffexec.cli import validate_cmd
 from tffexec.cli import versions
 
-ISSUES_URL = "https://github.com/tffexec/tffexec/issues"
+REPORT_HINT = "please report it to the tffexec maintainers with the output of `tffexec --version`"
 DEBUG_ENVVAR = "TFFEXEC_DEBUG"
 
 
@@ -74,7 +74,7 @@ class TffexecGroup(click.Group):
             else:
                 hint = f" (rerun with --debug or {DEBUG_ENVVAR}=1 for the traceback)"
             _echo_error(
-                f"internal error: {type(e).__name__}: {e}; please report it at {ISSUES_URL}{hint}"
+                f"internal error: {type(e).__name__}: {e}; {REPORT_HINT}{hint}"
             )
             raise click.exceptions.Exit(errors.InternalError.exit_code) from None
 

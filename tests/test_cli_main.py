@@ -68,8 +68,8 @@ def test_other_exception_is_internal_error_70(runner, raising_command):
     result = runner.invoke(main.cli, ["boom"])
     assert result.exit_code == 70
     line, = result.stderr.splitlines()
-    assert line.startswith("Error: internal error: ValueError: boom; please report it at ")
-    assert main.ISSUES_URL in line
+    assert line.startswith("Error: internal error: ValueError: boom; please report it to the tffexec maintainers")
+    assert main.REPORT_HINT in line
     assert "Traceback" not in result.stderr
 
 
