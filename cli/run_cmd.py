@@ -8,6 +8,8 @@ import click
 from tffexec import errors
 from tffexec.cli import common
 from tffexec.cli import loaders
+from tffexec.cli import policy_flags
+from tffexec.cli import stack_flags
 
 FORMATS = ("pretty", "json", "pb", "npz")
 VALUE_FORMATS = ("pb", "json", "npz")
@@ -30,8 +32,11 @@ VALUE_FORMATS = ("pb", "json", "npz")
 @click.option("--seed", type=int, default=None,
               help="Make random TensorFlow ops reproducible (per-op seeds derived from S).")
 @click.option("--full", is_flag=True, help="Pretty output: print large values in full.")
+@stack_flags.options
+@policy_flags.options
 def run(comp: str, arg: str | None, clients: int | None, output: str | None,
-        output_format: str | None, arg_format: str | None, seed: int | None, full: bool) -> None:
+        output_format: str | None, arg_format: str | None, seed: int | None, full: bool,
+        **flags) -> None:
     """Run the computation COMP on the argument ARG and print or save the result.
 
     \b
@@ -41,10 +46,12 @@ def run(comp: str, arg: str | None, clients: int | None, output: str | None,
       cat comp.pb | tffexec run - args.json --format json | jq .
     """
     common.check_single_stdin(comp, arg)
+    stack_params = stack_flags.pop_stack_params(flags)
+    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
+    config = stack_flags.config_from(stack_params, clients=clients, seed=seed, policy=policy)
     import federated_language  # noqa: PLC0415
 
     from tffexec import runner as runner_lib  # noqa: PLC0415
-    from tffexec.factories import config as config_lib  # noqa: PLC0415
     from tffexec.formats import loading  # noqa: PLC0415
 
     computation, comp_input = loaders.load_computation(comp)
@@ -68,7 +75,6 @@ def run(comp: str, arg: str | None, clients: int | None, output: str | None,
             f"the computation needs an argument of type {parameter_type}: pass ARG",
             file=comp_input.name)
 
-    config = config_lib.StackConfig(clients=clients, seed=seed)
     with runner_lib.Runner(config) as runner:
         try:
             result = runner.run(computation, value, clients=clients)

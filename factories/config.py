@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-STACK_KINDS = ("local",)
+from tffexec.formats import policy as policy_lib
+
+STACK_KINDS = ("local", "threaded")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,17 +23,47 @@ class StackConfig:
         argument has CLIENTS values, this must agree with their length.
       seed: makes random TensorFlow ops reproducible (`--seed`); None draws fresh values.
       cache_size: how many stacks (one per distinct client count) the factory keeps.
+      threads: client threads of the threaded stack (default: the number of cores).
+      clients_per_thread: clients per task on the threaded stack (default: clients divided
+        evenly over the threads).
+      max_fanout: when clients exceed it, split them into child stacks of at most this many
+        clients, composed in levels (TFF's composing stack); None is flat.
+      device: where TensorFlow work runs: "cpu", "gpu" or "gpu:N" (None: TensorFlow decides).
+      tf_threads: TensorFlow's intra-op thread count, set once per process before TensorFlow
+        starts (None: a default that avoids oversubscribing the cores; see tf_runtime).
+      policy: allowed TensorFlow ops and input limits (untrusted computations).
     """
 
     kind: str = "local"
     clients: Optional[int] = None
     seed: Optional[int] = None
     cache_size: int = 4
+    threads: Optional[int] = None
+    clients_per_thread: Optional[int] = None
+    max_fanout: Optional[int] = None
+    device: Optional[str] = None
+    tf_threads: Optional[int] = None
+    policy: policy_lib.Policy = policy_lib.Policy()
 
     def __post_init__(self):
         if self.kind not in STACK_KINDS:
             raise ValueError(f"unknown stack kind {self.kind!r}; expected one of {STACK_KINDS}")
         if self.clients is not None and self.clients < 0:
             raise ValueError(f"clients must be >= 0, got {self.clients}")
+        for name in ("threads", "clients_per_thread", "tf_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.max_fanout is not None and self.max_fanout < 2:
+            raise ValueError(f"max_fanout must be >= 2, got {self.max_fanout}")
+        if self.device is not None and not _valid_device(self.device):
+            raise ValueError(f"device must be cpu, gpu or gpu:N, got {self.device!r}")
         if self.cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {self.cache_size}")
+
+
+def _valid_device(device: str) -> bool:
+    if device in ("cpu", "gpu"):
+        return True
+    kind, _, index = device.partition(":")
+    return kind in ("cpu", "gpu") and index.isdigit()

@@ -22,7 +22,7 @@ from tffexec.factories import config as config_lib
 
 def unplaced_stack(config: config_lib.StackConfig) -> base.SyncExecutor:
     """The stack that runs unplaced work: closures, TensorFlow, sequences."""
-    leaf = tensorflow_executor.TensorFlowExecutor(seed=config.seed)
+    leaf = tensorflow_executor.TensorFlowExecutor(seed=config.seed, policy=config.policy)
     return rre.ReferenceResolvingExecutor(
         sequence_executor.SequenceExecutor(rre.ReferenceResolvingExecutor(leaf)))
 
