@@ -1,27 +1,230 @@
-"""The one seam through which the federating executor applies a function to every client.
+"""The one seam through which the federating executor does per-client work.
 
 The federating executor never loops over clients itself: it asks a `ClientWork` to call one
-function on N arguments. The local stack's implementation is a plain loop; the threaded stack
-runs chunks on a thread pool, and a batched implementation can replace the loop by one
-vectorised TensorFlow call without touching the intrinsics.
+function on N arguments (`map`) or to fold N client values into an accumulator (`fold`). The local
+stack's implementation is a plain loop; the threaded one runs contiguous chunks of clients on a
+thread pool; a batched implementation can replace the loop by one vectorised TensorFlow call
+without touching the intrinsics.
+
+Errors. A failure in one client's work names the client (its global index, so composed stacks
+report the same index as a flat one) and the intrinsic, and keeps its class (and so its exit
+code): a TensorFlow failure stays an `ExecutionError` (exit 6). Exceptions that are not tffexec
+errors are bugs and propagate unchanged. A failing task never leaves the caller waiting: the
+threaded implementation waits for every task of the call, then raises the first client's error.
 """
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence
+import concurrent.futures
+import itertools
+import math
+import os
+import threading
+from typing import Callable, Optional, Protocol, Sequence
 
+from tffexec import errors
+from tffexec.executors import activity
 from tffexec.executors import base
+
+_task_keys = itertools.count(1)
 
 
 class ClientWork(Protocol):
-    """Runs `executor.call(function, argument)` for every argument, preserving order."""
+    """Per-client work of one federating executor, preserving client order in results."""
 
     def map(self, executor: base.SyncExecutor, function: base.ExecValue,
-            arguments: Sequence[Optional[base.ExecValue]]) -> list[base.ExecValue]:
+            arguments: Sequence[Optional[base.ExecValue]], *, intrinsic: str,
+            first_client: int = 0) -> list[base.ExecValue]:
+        """`[executor.call(function, a) for a in arguments]`; `arguments[i]` is client
+        `first_client + i`'s value (None calls a no-argument function)."""
         ...
+
+    def fold(self, executor: base.SyncExecutor, zero: base.ExecValue,
+             accumulate: base.ExecValue, merge: Optional[base.ExecValue],
+             members: Sequence[base.ExecValue], *, intrinsic: str,
+             first_client: int = 0) -> base.ExecValue:
+        """`accumulate` over the members, starting from `zero`; an implementation may fold
+        contiguous chunks separately and combine them in client order with `merge`."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def client_error(error: errors.TffexecError, client: int, intrinsic: str) -> errors.TffexecError:
+    """`error` with the client index and intrinsic prepended to its message (same class)."""
+    if getattr(error, "client", None) is None:
+        error.client = client
+        error.message = f"client {client} in {intrinsic}: {error.message}"
+        error.args = (error.one_line(),)
+    return error
+
+
+def _accumulate_pair(executor, accumulate, accumulator, member):
+    return executor.call(accumulate, executor.struct([(None, accumulator), (None, member)]))
 
 
 class SequentialClientWork:
     """One client after another on the calling thread (the local stack)."""
 
-    def map(self, executor, function, arguments):
-        return [executor.call(function, argument) for argument in arguments]
+    def map(self, executor, function, arguments, *, intrinsic, first_client=0):
+        total = len(arguments)
+        key = next(_task_keys)
+        activity.report(intrinsic, 0, total, key)
+        results = []
+        for i, argument in enumerate(arguments):
+            try:
+                results.append(executor.call(function, argument))
+            except errors.TffexecError as e:
+                raise client_error(e, first_client + i, intrinsic) from None
+            if activity.listening() and (i + 1) % 64 == 0:
+                activity.report(intrinsic, i + 1, total, key)
+        activity.report(intrinsic, total, total, key)
+        return results
+
+    def fold(self, executor, zero, accumulate, merge, members, *, intrinsic, first_client=0):
+        del merge  # TFF's flat runtimes fold in client order and never merge
+        total = len(members)
+        key = next(_task_keys)
+        activity.report(intrinsic, 0, total, key)
+        accumulator = zero
+        for i, member in enumerate(members):
+            try:
+                accumulator = _accumulate_pair(executor, accumulate, accumulator, member)
+            except errors.TffexecError as e:
+                raise client_error(e, first_client + i, intrinsic) from None
+            if activity.listening() and (i + 1) % 64 == 0:
+                activity.report(intrinsic, i + 1, total, key)
+        activity.report(intrinsic, total, total, key)
+        return accumulator
+
+    def close(self) -> None:
+        pass
+
+
+def default_threads() -> int:
+    """The number of cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class ThreadedClientWork:
+    """Contiguous chunks of clients run as tasks on a pool of `threads` threads.
+
+    TensorFlow releases the GIL while its kernels run, so chunks of clients overlap for real.
+    `clients_per_task` (the CLI's `--clients-per-thread`) defaults to the clients divided evenly
+    over the threads: one task per thread, the least scheduling overhead.
+
+    Per-client functions are unplaced (they contain no federated intrinsics), so a task never
+    waits for another task of the pool: tasks cannot deadlock, however many runs share the pool.
+    """
+
+    def __init__(self, threads: Optional[int] = None, clients_per_task: Optional[int] = None):
+        self.threads = threads or default_threads()
+        self.clients_per_task = clients_per_task
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._lock = threading.Lock()
+
+    def _executor_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.threads, thread_name_prefix="tffexec-client")
+        return self._pool
+
+    def _chunks(self, total: int) -> list[range]:
+        size = self.clients_per_task or max(1, math.ceil(total / self.threads))
+        return [range(start, min(start + size, total)) for start in range(0, total, size)]
+
+    def _run(self, tasks: list[Callable[[], object]]) -> list:
+        """Runs the tasks on the pool (the last one on the calling thread) and waits for all."""
+        if len(tasks) == 1:
+            return [tasks[0]()]
+        pool = self._executor_pool()
+        futures = [pool.submit(task) for task in tasks[:-1]]
+        results: list = []
+        first_error: Optional[BaseException] = None
+        try:
+            last = tasks[-1]()
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the pool's tasks end
+            last, first_error = None, e
+        # Wait for every task (never leave one running against the caller's values), then raise
+        # the error of the lowest-numbered failing chunk, as a sequential loop would.
+        errors_by_task: list[Optional[BaseException]] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+                errors_by_task.append(None)
+            except BaseException as e:  # noqa: BLE001
+                results.append(None)
+                errors_by_task.append(e)
+        errors_by_task.append(first_error)
+        results.append(last)
+        for error in errors_by_task:
+            if error is not None:
+                raise error
+        return results
+
+    def map(self, executor, function, arguments, *, intrinsic, first_client=0):
+        total = len(arguments)
+        if total == 0:
+            return []
+        key = next(_task_keys)
+        done = [0]
+        done_lock = threading.Lock()
+        activity.report(intrinsic, 0, total, key)
+
+        def task(chunk: range):
+            def run():
+                out = []
+                for i in chunk:
+                    try:
+                        out.append(executor.call(function, arguments[i]))
+                    except errors.TffexecError as e:
+                        raise client_error(e, first_client + i, intrinsic) from None
+                if activity.listening():
+                    with done_lock:
+                        done[0] += len(chunk)
+                        activity.report(intrinsic, done[0], total, key)
+                return out
+            return run
+
+        parts = self._run([task(chunk) for chunk in self._chunks(total)])
+        activity.report(intrinsic, total, total, key)
+        return [value for part in parts for value in part]
+
+    def fold(self, executor, zero, accumulate, merge, members, *, intrinsic, first_client=0):
+        total = len(members)
+        chunks = self._chunks(total)
+        if merge is None or len(chunks) <= 1:
+            return SequentialClientWork().fold(executor, zero, accumulate, None, members,
+                                               intrinsic=intrinsic, first_client=first_client)
+        key = next(_task_keys)
+        activity.report(intrinsic, 0, total, key)
+
+        def task(chunk: range):
+            def run():
+                accumulator = zero
+                for i in chunk:
+                    try:
+                        accumulator = _accumulate_pair(executor, accumulate, accumulator,
+                                                       members[i])
+                    except errors.TffexecError as e:
+                        raise client_error(e, first_client + i, intrinsic) from None
+                return accumulator
+            return run
+
+        partials = self._run([task(chunk) for chunk in chunks])
+        result = partials[0]
+        for partial in partials[1:]:
+            result = _accumulate_pair(executor, merge, result, partial)
+        activity.report(intrinsic, total, total, key)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

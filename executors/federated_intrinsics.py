@@ -51,7 +51,8 @@ def eval_at_server(ex, argument, type_spec):
 
 @intrinsic("federated_eval_at_clients")
 def eval_at_clients(ex, argument, type_spec):
-    members = ex.client_work.map(ex.child, ex.to_child(argument), [None] * ex.num_clients)
+    members = ex.map_clients(ex.to_child(argument), [None] * ex.num_clients,
+                             "federated_eval_at_clients")
     return ex.placed(members, type_spec.result)
 
 
@@ -62,16 +63,24 @@ def broadcast(ex, argument, type_spec):
 
 
 # -- maps ----------------------------------------------------------------------------------------
-@intrinsic("federated_map", "federated_map_all_equal", "federated_apply")
-def map_(ex, argument, type_spec):
-    fn, data = _args(ex, argument, 2)
-    fn = ex.to_child(fn)
-    result_type = type_spec.result
-    if data.rep.all_equal and result_type.all_equal:
-        members = ex.client_work.map(ex.child, fn, data.rep.members)
-    else:
-        members = ex.client_work.map(ex.child, fn, ex.members(data))
-    return ex.placed(members, result_type)
+def map_(uri: str):
+    def handler(ex, argument, type_spec):
+        fn, data = _args(ex, argument, 2)
+        fn = ex.to_child(fn)
+        result_type = type_spec.result
+        if uri == "federated_apply":  # one server value: no client work
+            members = [ex.child.call(fn, m) for m in data.rep.members]
+        elif data.rep.all_equal and result_type.all_equal:
+            members = ex.map_clients(fn, data.rep.members, uri)
+        else:
+            members = ex.map_clients(fn, ex.members(data), uri)
+        return ex.placed(members, result_type)
+
+    return handler
+
+
+for _uri in ("federated_map", "federated_map_all_equal", "federated_apply"):
+    INTRINSICS[_uri] = map_(_uri)
 
 
 # -- zips ----------------------------------------------------------------------------------------
@@ -185,15 +194,13 @@ def secure_modular_sum(ex, argument, type_spec):
 def aggregate(ex, argument, type_spec):
     """zero, accumulate, merge, report: a left fold of accumulate over clients in client order.
 
-    `merge` is not called on a flat stack (as in TFF's local runtime); the composing stack merges
-    the partial results of its children with it.
+    On the local stack `merge` is never called (as in TFF's local runtime); the threaded stack
+    folds contiguous chunks of clients in parallel and merges them in order, and the composing
+    stack merges the partial results of its children.
     """
     values, zero, accumulate, merge, report = _args(ex, argument, 5)
-    del merge
-    accumulate = ex.to_child(accumulate)
-    accumulator = ex.to_child(zero)
-    for member in ex.members(values):
-        accumulator = ex.child.call(accumulate, ex.child.struct([(None, accumulator), (None, member)]))
+    accumulator = ex.fold_clients(ex.to_child(zero), ex.to_child(accumulate), ex.to_child(merge),
+                                  ex.members(values), "federated_aggregate")
     result = ex.child.call(ex.to_child(report), accumulator)
     return ex.placed([result], type_spec.result)
 

@@ -48,15 +48,34 @@ class FederatingExecutor(base.SyncExecutor):
     """Implements placement and every federated intrinsic natively."""
 
     def __init__(self, child: base.SyncExecutor, num_clients: int, *,
-                 client_work: Optional[client_work_lib.ClientWork] = None):
+                 client_work: Optional[client_work_lib.ClientWork] = None,
+                 first_client: int = 0, owns_child: bool = True):
+        """`first_client` is the global index of this executor's first client (in a composed
+        stack each child holds a contiguous block of clients); errors name global indices.
+        `owns_child`: close the child with this executor (False when children share it)."""
         if num_clients < 0:
             raise errors.ArgumentError(f"the number of clients must be >= 0, got {num_clients}")
         self.child = child
         self.num_clients = num_clients
+        self.first_client = first_client
         self.client_work = client_work or client_work_lib.SequentialClientWork()
+        self._owns_child = owns_child
 
     def close(self) -> None:
-        self.child.close()
+        if self._owns_child:
+            self.child.close()
+            self.client_work.close()
+
+    # -- per-client work, through the one seam ---------------------------------------------
+    def map_clients(self, function: base.ExecValue, arguments: list, intrinsic: str) -> list:
+        """Calls the child function `function` on every argument (one per client, in order)."""
+        return self.client_work.map(self.child, function, arguments, intrinsic=intrinsic,
+                                    first_client=self.first_client)
+
+    def fold_clients(self, zero, accumulate, merge, members: list, intrinsic: str):
+        """Folds the members into `zero` with `accumulate`, in client order."""
+        return self.client_work.fold(self.child, zero, accumulate, merge, members,
+                                     intrinsic=intrinsic, first_client=self.first_client)
 
     # -- helpers used by the intrinsics ---------------------------------------------------
     def placed(self, members: list, type_spec) -> base.ExecValue:

@@ -210,3 +210,40 @@ def _truediv_dtype(x: np.dtype, y: np.dtype) -> np.dtype:
 generic_plus = _binary(lambda x, y, d: x.astype(d) + y.astype(d), _same_dtype)
 generic_multiply = _binary(lambda x, y, d: x.astype(d) * y.astype(d), _same_dtype)
 generic_divide = _binary(lambda x, y, d: x.astype(d) / y.astype(d), _truediv_dtype)
+
+
+# -- combining partial results (the composing stack) ---------------------------------------------
+def mean_from_sum(total, type_spec, count: int):
+    """federated_mean from the sum over `count` clients (partial sums merged by a composed stack)."""
+
+    def leaf(t, s):
+        dtype = _dtype(t)
+        if dtype.kind not in "fc":
+            raise errors.ComputationError(f"federated_mean needs floating-point values, found {t}")
+        with np.errstate(all="ignore"):
+            return np.asarray(np.asarray(s, dtype=dtype) / dtype.type(count), dtype=dtype)
+
+    return map_structure(leaf, type_spec, total)
+
+
+def combine_weighted_means(means: Sequence, weight_totals: Sequence, type_spec, weight_type):
+    """The weighted mean over all clients from each child's weighted mean and summed weight.
+
+    sum_i(mean_i * W_i) / sum_i(W_i), in the value's dtype; a child whose weights sum to zero
+    contributes nothing (its own mean is NaN).
+    """
+    weight_dtype = _dtype(weight_type)
+    weights = [np.asarray(w, dtype=weight_dtype) for w in weight_totals]
+    with np.errstate(over="ignore", invalid="ignore"):
+        total_weight = _stack_reduce(np.add, weight_type, weights)
+
+    def leaf(t, *leaves):
+        dtype = _dtype(t)
+        with np.errstate(all="ignore"):
+            parts = [np.where(np.asarray(w) == 0, dtype.type(0),
+                              np.asarray(m, dtype=dtype) * np.asarray(w).astype(dtype))
+                     for m, w in zip(leaves, weights)]
+            total = _stack_reduce(np.add, t, parts)
+            return np.asarray(total / np.asarray(total_weight).astype(dtype), dtype=dtype)
+
+    return map_structure(leaf, type_spec, *means)

@@ -37,8 +37,9 @@ class LeafFunction:
 class TensorFlowExecutor(base.SyncExecutor):
     """Leaf of every stack: TensorFlow is the external runtime that does the tensor math."""
 
-    def __init__(self, *, seed: int | None = None, policy=None):
+    def __init__(self, *, seed: int | None = None, policy=None, device: str | None = None):
         self._seed = seed
+        self._device = device  # "cpu", "gpu" or "gpu:N": where imported graphs are placed
         self._policy = policy  # tffexec.formats.policy.Policy: which ops may run
         self._lock = threading.Lock()
         # id(proto) -> (proto, function): protos stay alive, so ids are not reused.

@@ -1,18 +1,34 @@
 """Assembles executor stacks from a `StackConfig` and a client count.
 
-The local stack mirrors TFF's C++ local stack (tff-runtime-facts.md §2a):
+The flat stack mirrors TFF's C++ local stack (tff-runtime-facts.md §2a):
 
     ReferenceResolving
-     └─ Federating(num_clients)
+     └─ Federating(num_clients, client work)
           └─ ReferenceResolving            (unplaced work: server and clients share it)
                └─ Sequence                 (sequence_* and generic_* on unplaced values)
                     └─ ReferenceResolving  (closures handed to sequence intrinsics)
                          └─ TensorFlow     (leaf)
+
+"Client work" is the seam where per-client calls happen: sequential on the local stack, a thread
+pool on the threaded one. With `max_fanout` and more clients than that, clients are split into
+flat stacks of at most `max_fanout` clients (contiguous blocks, the last one smaller), grouped
+`max_fanout` at a time under composing executors until one remains (TFF's composing stack):
+
+    ReferenceResolving
+     └─ Composing ── ReferenceResolving ─ Composing ── ReferenceResolving ─ Federating(<= F)
+                  └─ ...                            └─ ...
+
+All flat stacks and the composing levels share one unplaced stack (and so one TensorFlow
+executor: each graph is imported once per process-wide stack, not once per child) and one pool
+of client threads.
 """
 from __future__ import annotations
 
+import math
+
 from tffexec.executors import base
-from tffexec.executors import client_work
+from tffexec.executors import client_work as client_work_lib
+from tffexec.executors import composing_executor
 from tffexec.executors import federating_executor
 from tffexec.executors import reference_resolving_executor as rre
 from tffexec.executors import sequence_executor
@@ -22,13 +38,57 @@ from tffexec.factories import config as config_lib
 
 def unplaced_stack(config: config_lib.StackConfig) -> base.SyncExecutor:
     """The stack that runs unplaced work: closures, TensorFlow, sequences."""
-    leaf = tensorflow_executor.TensorFlowExecutor(seed=config.seed, policy=config.policy)
+    leaf = tensorflow_executor.TensorFlowExecutor(seed=config.seed, policy=config.policy,
+                                                  device=config.device)
     return rre.ReferenceResolvingExecutor(
         sequence_executor.SequenceExecutor(rre.ReferenceResolvingExecutor(leaf)))
 
 
+def client_work(config: config_lib.StackConfig) -> client_work_lib.ClientWork:
+    if config.kind == "threaded":
+        return client_work_lib.ThreadedClientWork(config.threads, config.clients_per_thread)
+    return client_work_lib.SequentialClientWork()
+
+
 def build_stack(config: config_lib.StackConfig, num_clients: int) -> base.SyncExecutor:
     """The full stack for `num_clients` clients."""
-    federating = federating_executor.FederatingExecutor(
-        unplaced_stack(config), num_clients, client_work=client_work.SequentialClientWork())
-    return rre.ReferenceResolvingExecutor(federating)
+    unplaced = unplaced_stack(config)
+    work = client_work(config)
+    fanout = config.max_fanout
+    if fanout is None or num_clients <= fanout:
+        return rre.ReferenceResolvingExecutor(
+            federating_executor.FederatingExecutor(unplaced, num_clients, client_work=work))
+    return rre.ReferenceResolvingExecutor(
+        compose(unplaced, work, num_clients, fanout))
+
+
+def compose(unplaced: base.SyncExecutor, work: client_work_lib.ClientWork, num_clients: int,
+            fanout: int) -> composing_executor.ComposingExecutor:
+    """Levels of composing executors over flat stacks of at most `fanout` clients each."""
+    level: list[composing_executor.Child] = []
+    for first in range(0, num_clients, fanout):
+        count = min(fanout, num_clients - first)
+        flat = federating_executor.FederatingExecutor(
+            unplaced, count, client_work=work, first_client=first, owns_child=False)
+        level.append(composing_executor.Child(rre.ReferenceResolvingExecutor(flat), count, first))
+    while True:
+        groups = [level[i:i + fanout] for i in range(0, len(level), fanout)]
+        if len(groups) == 1:
+            return composing_executor.ComposingExecutor(
+                unplaced, groups[0], owns_server=True, closables=(work,))
+        level = [
+            composing_executor.Child(
+                rre.ReferenceResolvingExecutor(composing_executor.ComposingExecutor(unplaced, g)),
+                sum(c.num_clients for c in g), g[0].first_client)
+            for g in groups
+        ]
+
+
+def depth(num_clients: int, fanout: int | None) -> int:
+    """Levels of composing executors above the flat stacks (0 for a flat stack)."""
+    if fanout is None or num_clients <= fanout:
+        return 0
+    stacks, levels = math.ceil(num_clients / fanout), 0
+    while stacks > 1 or levels == 0:
+        stacks, levels = math.ceil(stacks / fanout), levels + 1
+    return levels

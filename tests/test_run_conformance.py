@@ -4,6 +4,10 @@ One test per case and form: `comp.pb` (as the user serialized it, before TFF's c
 `native_comp.pb` (the compiled form TFF's runtime executed). Integers, strings and bools must be
 equal; floats within rtol 1e-5 / atol 1e-6 (TF 2.21's kernels differ from TF 2.14's in the last
 bits). Cases whose values come from stateful random ops are checked for type and shape only.
+
+Every stack runs every case: local, threaded (one client per task, so clients really run on
+several threads and aggregates are folded in chunks and merged), composed with the smallest fanout
+(every aggregation is merged from partials across several levels), and both together.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import federated_language
 import pytest
 
 from tffexec import runner as runner_lib
+from tffexec.factories import config as config_lib
 from tffexec.formats import loading
 from tffexec.formats import values
 from tffexec.formats.protos import executor_pb2
@@ -20,9 +25,17 @@ from tffexec.formats.protos import executor_pb2
 RTOL, ATOL = 1e-5, 1e-6
 
 
-@pytest.fixture(scope="module")
-def runner():
-    with runner_lib.Runner() as r:
+STACKS = {
+    "local": config_lib.StackConfig(),
+    "threaded": config_lib.StackConfig(kind="threaded", threads=3, clients_per_thread=1),
+    "fanout2": config_lib.StackConfig(max_fanout=2),
+    "threaded-fanout3": config_lib.StackConfig(kind="threaded", threads=2, max_fanout=3),
+}
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
+def runner(request):
+    with runner_lib.Runner(STACKS[request.param]) as r:
         yield r
 
 

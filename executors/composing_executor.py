@@ -1,0 +1,487 @@
+"""The composing executor: clients split over child stacks, partial aggregates merged.
+
+TFF's composing stack (tff-runtime-facts.md §2): each child is a federating-capable stack that
+holds a contiguous block of the clients; the composing executor forwards per-client intrinsics to
+every child as intrinsic calls, and for aggregations it lets every child aggregate its own block
+and folds the children's partial results on the server side, with the computation's own `merge`
+for `federated_aggregate`. Children may themselves be composing executors (levels of at most
+`max_fanout` children), or, later, proxies for stacks in other processes: the composing executor
+talks to them only through the executor interface and hands them plain values and computation
+protos, never its own objects.
+
+Value representations here:
+- `Unplaced`: a value of the server stack, plus where it came from (a computation proto, a
+  closure, or data) so that it can be re-embedded in each child once (cached per child);
+- `ServerRep`: a SERVER value, one member in the server stack;
+- `ClientsRep`: a CLIENTS value, one value per child (each a CLIENTS value of that child);
+- `StructRep` and `IntrinsicRep`, as in the federating executor.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from typing import Any, Callable, Optional
+
+import federated_language
+from federated_language.common_libs import structure
+from federated_language.proto import computation_pb2
+
+from tffexec import errors
+from tffexec.executors import base
+from tffexec.executors import numeric
+from tffexec.executors.base import StructRep
+
+
+@dataclasses.dataclass(frozen=True)
+class Child:
+    """A child stack and the block of clients it holds."""
+
+    executor: base.SyncExecutor
+    num_clients: int
+    first_client: int
+
+
+class Unplaced:
+    __slots__ = ("server_value", "source", "python", "in_child", "lock")
+
+    def __init__(self, server_value=None, source=None, python=None):
+        self.server_value = server_value  # the server stack's value (built lazily from source)
+        self.source = source  # Computation proto, ClosureSpec of composing values, or None (data)
+        self.python = python  # the plain value when known (saves materialising it again)
+        self.in_child: dict[int, base.ExecValue] = {}
+        self.lock = threading.Lock()
+
+
+class ServerRep:
+    __slots__ = ("member",)
+
+    def __init__(self, member: base.ExecValue):
+        self.member = member
+
+
+class ClientsRep:
+    __slots__ = ("values", "all_equal")
+
+    def __init__(self, values: list, all_equal: bool):
+        self.values = values
+        self.all_equal = all_equal
+
+
+class IntrinsicRep:
+    __slots__ = ("uri",)
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+
+Handler = Callable[["ComposingExecutor", Optional[base.ExecValue], Any], base.ExecValue]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(*uris: str):
+    def register(fn: Handler) -> Handler:
+        for uri in uris:
+            HANDLERS[uri] = fn
+        return fn
+
+    return register
+
+
+def intrinsic_proto(uri: str, type_spec) -> computation_pb2.Computation:
+    return computation_pb2.Computation(type=type_spec.to_proto(),
+                                       intrinsic=computation_pb2.Intrinsic(uri=uri))
+
+
+def identity_proto(type_spec) -> computation_pb2.Computation:
+    """`(x -> x)` of `type_spec`: the report function of the children's partial aggregates."""
+    function_type = federated_language.FunctionType(type_spec, type_spec)
+    result = computation_pb2.Computation(type=type_spec.to_proto(),
+                                         reference=computation_pb2.Reference(name="x"))
+    comp = computation_pb2.Computation(type=function_type.to_proto())
+    getattr(comp, "lambda").parameter_name = "x"
+    getattr(comp, "lambda").result.CopyFrom(result)
+    return comp
+
+
+class ComposingExecutor(base.SyncExecutor):
+    """Forwards client work to child stacks and merges their partial aggregates.
+
+    Attributes:
+      transfers: how many values were embedded in children, by kind ("broadcast" for all-equal
+        CLIENTS values, "function", "data", "server"): a broadcast reaches each child once,
+        whatever its client count.
+    """
+
+    def __init__(self, server: base.SyncExecutor, children: list[Child], *,
+                 owns_server: bool = False, closables: tuple = ()):
+        if not children:
+            raise errors.InternalError("a composing executor needs at least one child")
+        self.server = server
+        self.children = list(children)
+        self.num_clients = sum(c.num_clients for c in children)
+        self.transfers: collections.Counter = collections.Counter()
+        self._transfers_lock = threading.Lock()
+        self._owns_server = owns_server
+        self._closables = closables
+
+    def close(self) -> None:
+        for child in self.children:
+            child.executor.close()
+        if self._owns_server:
+            self.server.close()
+        for closable in self._closables:
+            closable.close()
+
+    def _count(self, kind: str) -> None:
+        with self._transfers_lock:
+            self.transfers[kind] += 1
+
+    # -- moving values between the server stack and the children ------------------------------
+    def in_server(self, value: base.ExecValue) -> base.ExecValue:
+        """An unplaced value of this executor as a value of the server stack."""
+        rep = value.rep
+        if isinstance(rep, Unplaced):
+            if rep.server_value is None:
+                with rep.lock:
+                    if rep.server_value is None:
+                        source = rep.source
+                        if isinstance(source, base.ClosureSpec):
+                            captured = {n: self.in_server(v) for n, v in source.captured.items()}
+                            source = base.ClosureSpec(source.comp, captured, source.type_signature)
+                        rep.server_value = self.server.value(source, value.type_signature)
+            return rep.server_value
+        if isinstance(rep, StructRep):
+            return self.server.struct([(n, self.in_server(v)) for n, v in rep.elements])
+        if isinstance(rep, (ServerRep, ClientsRep)):
+            raise errors.ComputationError(
+                f"a federated value ({value.type_signature}) is used where an unplaced value is "
+                "expected")
+        raise errors.ComputationError(f"intrinsic {rep.uri} cannot be passed as an unplaced value")
+
+    def _plain(self, value: base.ExecValue):
+        rep = value.rep
+        if rep.python is None:
+            rep.python = self.server.materialize(self.in_server(value))
+        return rep.python
+
+    def in_child(self, value: base.ExecValue, index: int) -> base.ExecValue:
+        """This executor's value as a value of child `index` (embedded once per child)."""
+        rep = value.rep
+        child = self.children[index].executor
+        if isinstance(rep, ClientsRep):
+            return rep.values[index]
+        if isinstance(rep, StructRep):
+            return child.struct([(n, self.in_child(v, index)) for n, v in rep.elements])
+        if isinstance(rep, Unplaced):
+            hit = rep.in_child.get(index)
+            if hit is not None:
+                return hit
+            source = rep.source
+            if isinstance(source, computation_pb2.Computation):
+                self._count("function")
+                embedded = child.value(source, value.type_signature)
+            elif isinstance(source, base.ClosureSpec):
+                self._count("function")
+                captured = {n: self.in_child(v, index) for n, v in source.captured.items()}
+                embedded = child.value(
+                    base.ClosureSpec(source.comp, captured, source.type_signature),
+                    value.type_signature)
+            else:
+                self._count("data")
+                embedded = child.value(self._plain(value), value.type_signature)
+            with rep.lock:
+                rep.in_child[index] = embedded
+            return embedded
+        if isinstance(rep, ServerRep):
+            self._count("server")
+            return child.value(self.server.materialize(rep.member), value.type_signature)
+        if isinstance(rep, IntrinsicRep):
+            return child.value(intrinsic_proto(rep.uri, value.type_signature), value.type_signature)
+        raise errors.InternalError(f"unexpected representation {type(rep).__name__}")
+
+    def forward(self, uri: str, type_spec, argument: Optional[base.ExecValue]) -> list:
+        """Calls intrinsic `uri` (of function type `type_spec`) in every child on its part of
+        `argument`; returns the children's results."""
+        proto = intrinsic_proto(uri, type_spec)
+        results = []
+        for index, child in enumerate(self.children):
+            function = child.executor.value(proto, type_spec)
+            child_argument = self.in_child(argument, index) if argument is not None else None
+            results.append(child.executor.call(function, child_argument))
+        return results
+
+    def partials(self, uri: str, type_spec, argument) -> list:
+        """The children's SERVER results of intrinsic `uri`, as plain values."""
+        return [child.executor.materialize(result) for child, result in
+                zip(self.children, self.forward(uri, type_spec, argument))]
+
+    def clients(self, values: list, type_spec) -> base.ExecValue:
+        return base.ExecValue(ClientsRep(values, type_spec.all_equal), type_spec, self)
+
+    def at_server(self, member: base.ExecValue, type_spec) -> base.ExecValue:
+        return base.ExecValue(ServerRep(member), type_spec, self)
+
+    def plain_at_server(self, python_value, type_spec) -> base.ExecValue:
+        return self.at_server(self.server.value(python_value, type_spec.member), type_spec)
+
+    def unplaced(self, server_value: base.ExecValue) -> base.ExecValue:
+        return base.ExecValue(Unplaced(server_value), server_value.type_signature, self)
+
+    # -- the executor interface ----------------------------------------------------------
+    def value(self, value: Any, type_spec=None) -> base.ExecValue:
+        if isinstance(value, computation_pb2.Computation):
+            if type_spec is None:
+                type_spec = federated_language.Type.from_proto(value.type)
+            kind = value.WhichOneof("computation")
+            if kind == "intrinsic" and value.intrinsic.uri == "generic_zero":
+                return self._zero(type_spec)
+            if kind == "intrinsic" and value.intrinsic.uri in HANDLERS:
+                return base.ExecValue(IntrinsicRep(value.intrinsic.uri), type_spec, self)
+            if kind == "placement":
+                return base.ExecValue(IntrinsicRep("placement:" + value.placement.uri), type_spec,
+                                      self)
+            return base.ExecValue(Unplaced(source=value), type_spec, self)
+        if isinstance(value, base.ClosureSpec):
+            return base.ExecValue(Unplaced(source=value), value.type_signature, self)
+        if type_spec is None:
+            raise errors.InternalError("the composing executor needs a type to embed a value")
+        return self._ingest(value, type_spec)
+
+    def _zero(self, type_spec) -> base.ExecValue:
+        if isinstance(type_spec, federated_language.FederatedType):
+            if type_spec.placement is federated_language.CLIENTS:
+                proto = intrinsic_proto("generic_zero", type_spec)
+                return self.clients([c.executor.value(proto, type_spec) for c in self.children],
+                                    type_spec)
+            return self.plain_at_server(numeric.zeros(type_spec.member), type_spec)
+        zero = numeric.zeros(type_spec)
+        return base.ExecValue(Unplaced(self.server.value(zero, type_spec), python=zero), type_spec,
+                              self)
+
+    def _ingest(self, value, type_spec) -> base.ExecValue:
+        if isinstance(type_spec, federated_language.FederatedType):
+            if type_spec.placement is not federated_language.CLIENTS:
+                return self.at_server(self.server.value(value, type_spec.member), type_spec)
+            if type_spec.all_equal:
+                # One embedding per child, whatever its client count (how broadcasts travel).
+                values = []
+                for child in self.children:
+                    self._count("broadcast")
+                    values.append(child.executor.value(value, type_spec))
+                return self.clients(values, type_spec)
+            if not isinstance(value, (list, tuple)):
+                raise errors.ArgumentError(
+                    f"a value of type {type_spec} must be a list with one member per client")
+            if len(value) != self.num_clients:
+                raise errors.ArgumentError(
+                    f"the executor was configured for {self.num_clients} clients, but "
+                    f"{len(value)} values were provided for {type_spec}")
+            offset = self.children[0].first_client
+            return self.clients(
+                [c.executor.value(list(value[c.first_client - offset:
+                                             c.first_client - offset + c.num_clients]), type_spec)
+                 for c in self.children], type_spec)
+        if isinstance(type_spec, federated_language.StructType) and \
+                federated_language.framework.type_contains(
+                    type_spec, lambda t: isinstance(t, federated_language.FederatedType)):
+            elements = [(name, self._ingest(v, t)) for (name, t), (_, v) in
+                        zip(type_spec.items(), structure.iter_elements(value))]
+            return self.struct(elements)
+        return base.ExecValue(Unplaced(self.server.value(value, type_spec), python=value),
+                              type_spec, self)
+
+    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
+        rep = function.rep
+        if isinstance(rep, IntrinsicRep):
+            handler = HANDLERS.get(rep.uri)
+            if handler is None:
+                raise errors.ComputationError(f"{rep.uri} cannot be called")
+            return handler(self, argument, function.type_signature)
+        if isinstance(rep, Unplaced):
+            server_argument = self.in_server(argument) if argument is not None else None
+            return self.unplaced(self.server.call(self.in_server(function), server_argument))
+        raise errors.ComputationError(
+            f"cannot call a value of type {function.type_signature}: it is not a function")
+
+    def struct(self, elements):
+        return base.ExecValue(StructRep(list(elements)), base.struct_type(elements), self)
+
+    def selection(self, source: base.ExecValue, index: int):
+        rep = source.rep
+        if isinstance(rep, StructRep):
+            return rep.element(index, source.type_signature)
+        if isinstance(rep, Unplaced):
+            return self.unplaced(self.server.selection(self.in_server(source), index))
+        raise errors.ComputationError(
+            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
+
+    def materialize(self, value: base.ExecValue):
+        rep = value.rep
+        if isinstance(rep, Unplaced):
+            return self.server.materialize(self.in_server(value))
+        if isinstance(rep, StructRep):
+            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
+        if isinstance(rep, ServerRep):
+            return self.server.materialize(rep.member)
+        if isinstance(rep, ClientsRep):
+            if rep.all_equal:
+                return self.children[0].executor.materialize(rep.values[0])
+            members: list = []
+            for child, child_value in zip(self.children, rep.values):
+                members.extend(child.executor.materialize(child_value))
+            return members
+        raise errors.ComputationError(f"cannot return intrinsic {rep.uri} as a value")
+
+
+# -- intrinsics ------------------------------------------------------------------------------------
+def _args(ex: ComposingExecutor, argument, count: int) -> list:
+    return [ex.selection(argument, i) for i in range(count)]
+
+
+@handles("federated_value_at_server")
+def _value_at_server(ex, argument, type_spec):
+    return ex.at_server(ex.in_server(argument), type_spec.result)
+
+
+@handles("federated_eval_at_server")
+def _eval_at_server(ex, argument, type_spec):
+    return ex.at_server(ex.server.call(ex.in_server(argument)), type_spec.result)
+
+
+def _forwarding(uri: str) -> Handler:
+    """Work that stays with each child's clients: forwarded as is, results stay in the children."""
+
+    def handler(ex, argument, type_spec):
+        return ex.clients(ex.forward(uri, type_spec, argument), type_spec.result)
+
+    return handler
+
+
+for _uri in ("federated_value_at_clients", "federated_eval_at_clients", "federated_map",
+             "federated_map_all_equal", "federated_zip_at_clients", "federated_select",
+             "federated_secure_select"):
+    HANDLERS[_uri] = _forwarding(_uri)
+
+
+@handles("federated_broadcast")
+def _broadcast(ex, argument, type_spec):
+    """The server value is materialised once and embedded once per child."""
+    return ex.value(ex.server.materialize(argument.rep.member), type_spec.result)
+
+
+@handles("federated_apply")
+def _apply(ex, argument, type_spec):
+    fn, data = _args(ex, argument, 2)
+    return ex.at_server(ex.server.call(ex.in_server(fn), data.rep.member), type_spec.result)
+
+
+def _server_member(ex, value: base.ExecValue) -> base.ExecValue:
+    rep = value.rep
+    if isinstance(rep, ServerRep):
+        return rep.member
+    if isinstance(rep, StructRep):
+        return ex.server.struct([(n, _server_member(ex, v)) for n, v in rep.elements])
+    raise errors.ComputationError(
+        f"federated_zip_at_server expects SERVER values, found {value.type_signature}")
+
+
+@handles("federated_zip_at_server")
+def _zip_at_server(ex, argument, type_spec):
+    return ex.at_server(_server_member(ex, argument), type_spec.result)
+
+
+@handles("federated_aggregate")
+def _aggregate(ex, argument, type_spec):
+    """Each child aggregates its block with an identity report; the partial accumulators are
+    merged in client order on the server side with the computation's `merge`, then reported."""
+    values, zero, accumulate, merge, report = _args(ex, argument, 5)
+    accumulator_type = zero.type_signature
+    identity_type = federated_language.FunctionType(accumulator_type, accumulator_type)
+    child_type = federated_language.FunctionType(
+        federated_language.StructType([
+            values.type_signature, accumulator_type, accumulate.type_signature,
+            merge.type_signature, identity_type]),
+        federated_language.FederatedType(accumulator_type, federated_language.SERVER))
+    identity = ex.value(identity_proto(accumulator_type), identity_type)
+    child_argument = ex.struct([(None, values), (None, zero), (None, accumulate), (None, merge),
+                                (None, identity)])
+    partials = ex.partials("federated_aggregate", child_type, child_argument)
+    merge_fn = ex.in_server(merge)
+    result = ex.server.value(partials[0], accumulator_type)
+    for partial in partials[1:]:
+        pair = ex.server.struct([(None, result),
+                                 (None, ex.server.value(partial, accumulator_type))])
+        result = ex.server.call(merge_fn, pair)
+    return ex.at_server(ex.server.call(ex.in_server(report), result), type_spec.result)
+
+
+def _combining(uri: str, combine: Callable) -> Handler:
+    def handler(ex, argument, type_spec):
+        member_type = type_spec.result.member
+        return ex.plain_at_server(combine(ex.partials(uri, type_spec, argument), member_type),
+                                  type_spec.result)
+
+    return handler
+
+
+HANDLERS["federated_sum"] = _combining("federated_sum", numeric.sum_values)
+HANDLERS["federated_min"] = _combining("federated_min", numeric.min_values)
+HANDLERS["federated_max"] = _combining("federated_max", numeric.max_values)
+# Each child checks its clients' bounds; the partial sums are then added as plain sums.
+HANDLERS["federated_secure_sum"] = _combining("federated_secure_sum", numeric.sum_values)
+HANDLERS["federated_secure_sum_bitwidth"] = _combining("federated_secure_sum_bitwidth",
+                                                       numeric.sum_values)
+
+
+@handles("federated_secure_modular_sum")
+def _secure_modular_sum(ex, argument, type_spec):
+    _, modulus = _args(ex, argument, 2)
+    member_type = type_spec.result.member
+    partials = ex.partials("federated_secure_modular_sum", type_spec, argument)
+    result = numeric.modular_sum(partials, ex.materialize(modulus), member_type,
+                                 modulus.type_signature)
+    return ex.plain_at_server(result, type_spec.result)
+
+
+@handles("federated_mean")
+def _mean(ex, argument, type_spec):
+    member_type = type_spec.result.member
+    total = numeric.sum_values(ex.partials("federated_sum", type_spec, argument), member_type)
+    return ex.plain_at_server(numeric.mean_from_sum(total, member_type, ex.num_clients),
+                              type_spec.result)
+
+
+@handles("federated_weighted_mean")
+def _weighted_mean(ex, argument, type_spec):
+    _, weights = _args(ex, argument, 2)
+    member_type = type_spec.result.member
+    weight_type = weights.type_signature.member
+    means = ex.partials("federated_weighted_mean", type_spec, argument)
+    sum_type = federated_language.FunctionType(
+        weights.type_signature, federated_language.FederatedType(weight_type,
+                                                                 federated_language.SERVER))
+    weight_totals = ex.partials("federated_sum", sum_type, weights)
+    result = numeric.combine_weighted_means(means, weight_totals, member_type, weight_type)
+    return ex.plain_at_server(result, type_spec.result)
+
+
+def _generic(uri: str, op: Callable) -> Handler:
+    def handler(ex, argument, type_spec):
+        result_type = type_spec.result
+        if isinstance(result_type, federated_language.FederatedType):
+            if result_type.placement is federated_language.CLIENTS:
+                return ex.clients(ex.forward(uri, type_spec, argument), result_type)
+            left, right = _args(ex, argument, 2)
+            value = op(ex.materialize(left), ex.materialize(right), left.type_signature.member,
+                       right.type_signature.member, result_type.member)
+            return ex.plain_at_server(value, result_type)
+        function = ex.server.value(intrinsic_proto(uri, type_spec), type_spec)
+        return ex.unplaced(ex.server.call(function, ex.in_server(argument)))
+
+    return handler
+
+
+HANDLERS["generic_plus"] = _generic("generic_plus", numeric.generic_plus)
+HANDLERS["generic_multiply"] = _generic("generic_multiply", numeric.generic_multiply)
+HANDLERS["generic_divide"] = _generic("generic_divide", numeric.generic_divide)
