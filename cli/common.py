@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import Any, Callable
 
 import click
 
@@ -64,3 +65,83 @@ def check_single_stdin(*sources: str | None) -> None:
     """Only one input can come from standard input."""
     if sum(1 for s in sources if s == "-") > 1:
         raise click.UsageError("only one input may be '-' (standard input)")
+
+
+# ---------------------------------------------------------------------------- -q / -v / --debug
+
+def _remember(key: str, *, count: bool = False):
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if count:
+            if value:
+                ctx.meta[key] = int(ctx.meta.get(key, 0)) + int(value)
+        elif value:
+            ctx.meta[key] = True
+
+    return callback
+
+
+def verbosity_options(*, envvars: bool) -> Callable[[Callable], Callable]:
+    """Adds -q/--quiet, -v/--verbose and --debug.
+
+    They are accepted both before the command (`tffexec -v run ...`, where `envvars` is True and
+    TFFEXEC_QUIET/TFFEXEC_VERBOSE/TFFEXEC_DEBUG apply) and after it (`tffexec run ... -v`); either
+    place sets the same switch in `ctx.meta`, which click shares between the group and the command.
+    """
+    from tffexec.cli import progress  # noqa: PLC0415 - light module
+
+    keys = progress._Verbosity  # noqa: SLF001
+
+    def env(name: str) -> dict[str, Any]:
+        if envvars:
+            return {"envvar": name, "show_envvar": True}
+        return {"allow_from_autoenv": False}
+
+    decorators = [
+        click.option("-q", "--quiet", is_flag=True, expose_value=False,
+                     callback=_remember(keys.QUIET), **env("TFFEXEC_QUIET"),
+                     help="No progress display and no notes on standard error (errors still "
+                          "print)."),
+        click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=_remember(keys.VERBOSE, count=True), **env("TFFEXEC_VERBOSE"),
+                     help="Log stages and executor activity to standard error (-vv: every "
+                          "progress step)."),
+        click.option("--debug", is_flag=True, expose_value=False,
+                     callback=_remember(keys.DEBUG), **env("TFFEXEC_DEBUG"),
+                     help="Show tracebacks for errors."),
+    ]
+
+    def apply(command: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def note(message: str) -> None:
+    """A one-line note for people on standard error, unless --quiet."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("tffexec.quiet"):
+        return
+    click.echo(message, err=True)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+def write_result(payload: bytes, output: str | None) -> None:
+    """Writes encoded result bytes to FILE atomically, or to standard output for None / `-`."""
+    if output is None or output == "-":
+        stream = sys.stdout.buffer
+        stream.write(payload)
+        stream.flush()
+        return
+    from tffexec.cli import watchdog  # noqa: PLC0415
+
+    watchdog.atomic_write(output, payload)
+
+
+def refuse_binary_to_terminal(fmt: str, output: str | None) -> None:
+    """pb/npz on a terminal would only garble it (the gzip/httpie rule)."""
+    if fmt in ("pb", "npz") and output in (None, "-") and sys.stdout.isatty():
+        raise click.UsageError(f"refusing to write binary {fmt} to a terminal; use --output FILE "
+                               "or a pipe")

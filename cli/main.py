@@ -11,6 +11,10 @@ Error handling (see `TffexecGroup.invoke`):
   * KeyboardInterrupt -> exit 130;
   * anything else -> exit 70, `Error: internal error: ...; please report it ...`;
   * `--debug` / `TFFEXEC_DEBUG=1` also prints the traceback.
+
+Ctrl-C and `--timeout` during `run`/`benchmark` are handled by `tffexec.cli.watchdog`: the work
+runs on a worker thread, and when it is abandoned `main()` leaves the process with `os._exit`
+rather than waiting for a TensorFlow kernel to return.
 """
 from __future__ import annotations
 
@@ -22,17 +26,22 @@ from typing import Any
 import click
 
 from tffexec import errors
+from tffexec.cli import benchmark_cmd
+from tffexec.cli import common
+from tffexec.cli import convert_cmd
 from tffexec.cli import inspect_cmd
 from tffexec.cli import run_cmd
+from tffexec.cli import template_cmd
 from tffexec.cli import validate_cmd
 from tffexec.cli import versions
+from tffexec.cli import watchdog
 
 REPORT_HINT = "please report it to the tffexec maintainers with the output of `tffexec --version`"
 DEBUG_ENVVAR = "TFFEXEC_DEBUG"
 
 
 def _debug_enabled(ctx: click.Context) -> bool:
-    if ctx.params.get("debug"):
+    if ctx.meta.get("tffexec.debug"):
         return True
     return os.environ.get(DEBUG_ENVVAR, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -99,9 +108,22 @@ EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
 )
 
 
+ENVIRONMENT_HELP = """\b
+Environment (a flag on the command line wins):
+  TFFEXEC_CLIENTS      --clients of run, benchmark
+  TFFEXEC_STACK        --stack of run, benchmark (local, threaded)
+  TFFEXEC_THREADS      --threads of run, benchmark
+  TFFEXEC_MAX_FANOUT   --max-fanout;  TFFEXEC_DEVICE  --device;  TFFEXEC_TF_THREADS  --tf-threads
+  TFFEXEC_SEED         --seed of run, benchmark
+  TFFEXEC_TIMEOUT      --timeout of run, benchmark (seconds)
+  TFFEXEC_QUIET, TFFEXEC_VERBOSE, TFFEXEC_DEBUG   -q, -v (a count), --debug
+--trust and --allow-op never come from the environment.
+Shell completion: eval "$(_TFFEXEC_COMPLETE=bash_source tffexec)" (zsh_source, fish_source)."""
+
+
 @click.group(
     cls=TffexecGroup,
-    epilog=EXIT_CODE_HELP,
+    epilog=ENVIRONMENT_HELP + "\n\n" + EXIT_CODE_HELP,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option(
@@ -112,14 +134,8 @@ EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
     callback=_print_version,
     help="Show the versions of tffexec, TensorFlow, federated-language, numpy and protobuf.",
 )
-@click.option(
-    "--debug",
-    is_flag=True,
-    envvar=DEBUG_ENVVAR,
-    show_envvar=True,
-    help="Show tracebacks for errors.",
-)
-def cli(debug: bool) -> None:
+@common.verbosity_options(envvars=True)
+def cli() -> None:
     """Run serialized TensorFlow Federated computations in-process.
 
     COMP arguments are serialized `Computation` protos (`-` reads standard input).
@@ -130,8 +146,22 @@ def cli(debug: bool) -> None:
 cli.add_command(inspect_cmd.inspect)
 cli.add_command(validate_cmd.validate)
 cli.add_command(run_cmd.run)
+cli.add_command(convert_cmd.convert)
+cli.add_command(template_cmd.template)
+cli.add_command(benchmark_cmd.benchmark)
 
 
 def main() -> None:
-    """Entry point of the `tffexec` console script and of `python -m tffexec`."""
-    cli.main(prog_name="tffexec", auto_envvar_prefix="TFFEXEC")
+    """Entry point of the `tffexec` console script and of `python -m tffexec`.
+
+    When Ctrl-C or `--timeout` abandoned a worker that may be inside a TensorFlow kernel, the
+    process leaves with `os._exit` (after the one-line message): a normal interpreter exit would
+    wait for that kernel, and TensorFlow's shutdown with a busy thread can hang or crash.
+    """
+    try:
+        cli.main(prog_name="tffexec", auto_envvar_prefix="TFFEXEC")
+    except SystemExit as e:
+        if watchdog.work_abandoned():
+            code = e.code if isinstance(e.code, int) else 1
+            watchdog.hard_exit(code)
+        raise

@@ -90,10 +90,15 @@ def _diff_tensor(a, b, t, rtol, atol, path, out) -> None:
         out.append((path, f"shape {list(x.shape)} vs {list(y.shape)}"))
         return
     if tt.is_string(t.dtype) or x.dtype.kind in "OSU" or y.dtype.kind in "OSU":
-        same = x.shape == y.shape and all(
-            _as_bytes(p) == _as_bytes(q) for p, q in zip(x.reshape(-1), y.reshape(-1)))
-        if not same:
-            out.append((path, "strings differ"))
+        flat_x, flat_y = x.reshape(-1), y.reshape(-1)
+        differing = [i for i, (p, q) in enumerate(zip(flat_x, flat_y))
+                     if _as_bytes(p) != _as_bytes(q)]
+        if differing:
+            first = differing[0]
+            where = (f" at {[int(i) for i in np.unravel_index(first, x.shape)]}"
+                     if x.ndim else "")
+            out.append((path, f"{len(differing)} of {x.size} strings differ; first{where}: "
+                              f"{_as_bytes(flat_x[first])!r} vs {_as_bytes(flat_y[first])!r}"))
         return
     inexact = tt.is_floating(t.dtype) or t.dtype.kind == "c"
     if not inexact:
@@ -108,6 +113,8 @@ def _diff_tensor(a, b, t, rtol, atol, path, out) -> None:
 
 
 def _where(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> str:
+    if mask.size == 1:
+        return f"{x.reshape(-1)[0].tolist()!r} vs {y.reshape(-1)[0].tolist()!r}"
     idx = tuple(int(i[0]) for i in np.nonzero(mask)) if mask.ndim else ()
     first = f" at {list(idx)}" if idx else ""
     return f"{int(np.count_nonzero(mask))} of {mask.size} differ; first{first}: {x[idx].tolist()!r} vs {y[idx].tolist()!r}"

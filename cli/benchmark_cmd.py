@@ -1,0 +1,142 @@
+"""`tffexec benchmark COMP [ARG]`: how long one call takes once everything is warm.
+
+Why a command: `saved_model_cli`/TFLite `benchmark_model` users expect one. Start-up costs (reading
+and parsing files, building the stack, the first call importing TensorFlow graphs) are reported
+separately from the steady-state time per call, measured over the region "argument in memory ->
+result in memory" (as benchmarks/bench_corpus.py measures TFF and tffexec). `--json` is for CI
+trend tracking: the median is `steady.median_s`.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from tffexec import errors
+from tffexec.cli import common
+from tffexec.cli import stack_flags
+
+JSON_SCHEMA = "tffexec.benchmark/1"
+
+
+@click.command("benchmark", short_help="Time a computation: start-up and steady state per call.")
+@click.argument("comp", type=common.INPUT_PATH)
+@click.argument("arg", type=common.INPUT_PATH, required=False)
+@click.option("--runs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed calls.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Untimed calls after the first call, before the timed ones.")
+@click.option("--clients", type=click.IntRange(min=0), default=None, envvar="TFFEXEC_CLIENTS",
+              show_envvar=True, help="Number of clients when the argument does not say.")
+@click.option("--arg-format", type=click.Choice(["pb", "json", "npz"]), default=None,
+              help="Format of ARG (default: by extension, else sniffed).")
+@click.option("--seed", type=int, default=None, envvar="TFFEXEC_SEED", show_envvar=True,
+              help="Make random TensorFlow ops reproducible.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema "
+              f"{JSON_SCHEMA}; the median is steady.median_s).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              envvar="TFFEXEC_TIMEOUT", show_envvar=True, metavar="SECONDS",
+              help="Stop after this many seconds (exit 124).")
+@common.verbosity_options(envvars=False)
+@stack_flags.options
+def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int | None,
+              arg_format: str | None, seed: int | None, as_json: bool, timeout: float | None,
+              **flags) -> None:
+    """Run COMP on ARG repeatedly and report start-up and per-call times.
+
+    \b
+    Examples:
+      tffexec benchmark examples/fedavg_round/comp.pb examples/fedavg_round/arg.pb --runs 20
+      tffexec benchmark comp.pb arg.pb --stack threaded --threads 4 --json | jq .steady.median_s
+    """
+    common.check_single_stdin(comp, arg)
+    stack_params = stack_flags.pop_stack_params(flags)
+    config = stack_flags.config_from(stack_params, clients=clients, seed=seed)
+
+    from tffexec.cli import progress  # noqa: PLC0415
+    from tffexec.cli import watchdog  # noqa: PLC0415
+
+    def work():
+        from tffexec import runner as runner_lib  # noqa: PLC0415
+        from tffexec import stages  # noqa: PLC0415
+        from tffexec.cli import loaders  # noqa: PLC0415
+        from tffexec.formats import loading  # noqa: PLC0415
+
+        names = {}
+
+        def load_computation():
+            computation, comp_input = loaders.load_computation(comp)
+            names["comp"] = comp_input.name
+            return computation
+
+        def load_argument(sig):
+            if arg is None:
+                if sig.parameter_type is not None:
+                    raise errors.ArgumentError(
+                        f"the computation needs an argument of type {sig.parameter_type}: pass "
+                        "ARG", file=names["comp"])
+                return None
+            if sig.parameter_type is None:
+                raise errors.ArgumentError("the computation takes no argument, but ARG was given",
+                                           file=common.display_name(arg))
+            arg_input = common.read_input(arg, error_class=errors.ArgumentError)
+            return loading.load_value(arg_input.data, sig.parameter_type, fmt=arg_format,
+                                      name=arg_input.name)
+
+        with runner_lib.Runner(config) as runner:
+            try:
+                report = stages.benchmark(runner, load_computation, load_argument,
+                                          clients=clients, runs=runs, warmup=warmup)
+            except errors.ComputationError as e:
+                raise e.with_file(names.get("comp", common.display_name(comp))) from None
+        return names["comp"], report
+
+    quiet, verbose = progress.settings(click.get_current_context())
+    with progress.Reporter(progress=progress.show_progress(quiet), verbose=verbose):
+        comp_name, report = watchdog.run_guarded(work, timeout=timeout)
+
+    document = {
+        "schema": JSON_SCHEMA,
+        "file": comp_name,
+        "argument": common.display_name(arg) if arg is not None else None,
+        "clients": report.clients,
+        "stack": {key: value for key, value in stack_params.items()},
+        "load": {"computation_s": report.load_computation_s,
+                 "argument_s": report.load_argument_s},
+        "prepare_s": report.prepare_s,
+        "stack_build_s": report.stack_build_s,
+        "first_call_s": report.first_call_s,
+        "warmup": report.warmup,
+        "steady": report.steady(),
+        "times_s": report.times_s,
+    }
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+        return
+    _print_table(document)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.2f} ms"
+
+
+def _print_table(doc: dict) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
+    steady = doc["steady"]
+    table = Table(title=doc["file"], caption=f"{doc['clients']} clients, stack "
+                                              f"{doc['stack'].get('stack') or 'local'}",
+                  show_header=True)
+    table.add_column("stage")
+    table.add_column("time", justify="right")
+    table.add_row("load computation", _ms(doc["load"]["computation_s"]))
+    table.add_row("load argument", _ms(doc["load"]["argument_s"]))
+    table.add_row("check argument", _ms(doc["prepare_s"]))
+    table.add_row("build stack", _ms(doc["stack_build_s"]))
+    table.add_row("first call", _ms(doc["first_call_s"]))
+    runs = f"{steady['runs']} runs after {doc['warmup']} warm-up"
+    table.add_row(f"steady min ({runs})", _ms(steady["min_s"]))
+    table.add_row("steady median", _ms(steady["median_s"]))
+    table.add_row("steady p90", _ms(steady["p90_s"]))
+    table.add_row("steady max", _ms(steady["max_s"]))
+    common.stdout_console().print(table)

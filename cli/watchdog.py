@@ -1,0 +1,137 @@
+"""Ctrl-C and `--timeout` that work even while TensorFlow is busy.
+
+Why: a TensorFlow kernel cannot be interrupted, and Python runs signal handlers only in the main
+thread between bytecodes, so a run on the main thread ignores Ctrl-C until the kernel returns
+(minutes, for a big one). Instead the command's work runs on a daemon worker thread and the main
+thread only waits for it; the wait wakes up at once for SIGINT (KeyboardInterrupt) and at the
+deadline. The work is then abandoned: the CLI prints one line and `main()` leaves the process with
+`os._exit` (exit 130 or 124) without waiting for TensorFlow, after removing any temporary output
+file (`atomic_write` registers them here).
+
+Inside a test's CliRunner nothing exits hard: the abandoned thread simply finishes in the
+background; `work_abandoned()` tells `tffexec.cli.main.main` to exit hard in a real process.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from tffexec import errors
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_abandoned = threading.Event()
+_temp_paths: set[str] = set()
+
+#: How often the main thread wakes while it waits (a safety net; signals wake it at once).
+_POLL_S = 0.25
+
+
+def run_guarded(work: Callable[[], T], *, timeout: float | None = None) -> T:
+    """Runs `work()` on a worker thread; returns its result or re-raises its exception.
+
+    Raises:
+      tffexec.errors.Interrupted: Ctrl-C (SIGINT) arrived while the work was running (exit 130).
+      tffexec.errors.Timeout: the work took longer than `timeout` seconds (exit 124).
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread as is
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name="tffexec-work", daemon=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        worker.start()
+        while not done.is_set():
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            if wait <= 0:
+                _abandoned.set()
+                raise errors.Timeout(f"stopped after --timeout {timeout:g} s; no output written")
+            done.wait(wait)
+    except KeyboardInterrupt:
+        _abandoned.set()
+        raise errors.Interrupted("interrupted; no output written") from None
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def work_abandoned() -> bool:
+    """Whether a worker was left running (so the process must not wait for it at exit)."""
+    return _abandoned.is_set()
+
+
+def remove_temp_files() -> None:
+    """Removes temporary output files that an interrupted write left behind."""
+    with _lock:
+        paths = list(_temp_paths)
+        _temp_paths.clear()
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def hard_exit(code: int) -> None:
+    """Leaves the process now: temp files removed, streams flushed, no waiting for threads."""
+    remove_temp_files()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not stop the exit
+            pass
+    os._exit(code)
+
+
+def atomic_write(path: str | os.PathLike, payload: bytes) -> None:
+    """Writes `payload` to `path` via a temporary file in the same folder and a rename.
+
+    The temporary file is registered while it exists, so neither an exception, nor Ctrl-C in the
+    middle of the write, nor a hard exit leaves it (or a partial `path`) behind.
+
+    Raises:
+      tffexec.errors.ArgumentError: the file cannot be written (exit 4, as for `--output`
+        elsewhere in tffexec).
+    """
+    target = pathlib.Path(path)
+    directory = target.parent if str(target.parent) else pathlib.Path(".")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        with _lock:
+            _temp_paths.add(tmp)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the usual mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        with _lock:
+            _temp_paths.discard(tmp)
+        tmp = None
+    except OSError as e:
+        raise errors.ArgumentError(f"cannot write: {e.strerror or e}", file=str(path)) from None
+    finally:
+        if tmp is not None:
+            with _lock:
+                _temp_paths.discard(tmp)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
