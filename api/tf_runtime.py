@@ -11,6 +11,8 @@ import threading
 
 _lock = threading.Lock()
 _tf = None
+# TensorFlow's process-wide thread pools, requested before it starts (see `request_threads`).
+_requested_threads: dict[str, int] = {}
 
 
 def is_loaded() -> bool:
@@ -53,6 +55,82 @@ def _configure(tf) -> None:
     (measured on the corpus' FedAvg case: 6.5 s -> 1.9 s first call, 2.7 s -> 1.7 s per call).
     """
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    _apply_threads(tf)
+
+
+def cores() -> int:
+    """The number of cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def request_threads(intra_op: int | None, inter_op: int | None) -> None:
+    """Asks for TensorFlow's intra-/inter-op thread counts (None: TensorFlow's default).
+
+    They are process-wide and fixed once TensorFlow has run its first op, so they are recorded
+    here and applied when TensorFlow is imported (or right away if it is imported but idle). A
+    later, different request in a process where TensorFlow already runs cannot take effect and
+    is reported with a `RuntimeWarning`.
+    """
+    wanted = {k: v for k, v in (("intra", intra_op), ("inter", inter_op)) if v is not None}
+    if not wanted:
+        return
+    with _lock:
+        _requested_threads.update(wanted)
+        tf = _tf
+    if tf is not None:
+        _apply_threads(tf)
+
+
+def _apply_threads(tf) -> None:
+    setters = {"intra": (tf.config.threading.get_intra_op_parallelism_threads,
+                         tf.config.threading.set_intra_op_parallelism_threads),
+               "inter": (tf.config.threading.get_inter_op_parallelism_threads,
+                         tf.config.threading.set_inter_op_parallelism_threads)}
+    for kind, count in list(_requested_threads.items()):
+        get, set_ = setters[kind]
+        if get() == count:
+            continue
+        try:
+            set_(count)
+        except RuntimeError:
+            import warnings  # noqa: PLC0415
+
+            warnings.warn(
+                f"TensorFlow is already running with {get() or 'default'} {kind}-op threads; "
+                f"the requested {count} applies only to a new process", RuntimeWarning,
+                stacklevel=3)
+
+
+def check_device(device: str) -> str:
+    """The TensorFlow device name for `cpu`, `gpu` or `gpu:N`, with GPU memory growth on.
+
+    Raises:
+      errors.EngineUnavailable: a GPU was asked for and TensorFlow sees none (or not that many).
+    """
+    from tffexec import errors  # noqa: PLC0415
+
+    tf = tensorflow()
+    kind, _, index = device.partition(":")
+    number = int(index) if index else 0
+    if kind == "cpu":
+        return f"/CPU:{number}"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise errors.EngineUnavailable(
+            f"--device {device}: TensorFlow sees no GPU on this machine (install a CUDA build of "
+            "TensorFlow, e.g. `pip install tensorflow[and-cuda]`, or use --device cpu)")
+    if number >= len(gpus):
+        raise errors.EngineUnavailable(
+            f"--device {device}: TensorFlow sees {len(gpus)} GPU(s), numbered 0 to {len(gpus) - 1}")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):
+            pass  # already initialised: growth can no longer change
+    return f"/GPU:{number}"
 
 
 class _stderr_silenced:

@@ -152,7 +152,8 @@ def _secure(ex, argument, type_spec, *, intrinsic_name: str, bound_of: Callable)
     bound_value = bound_of(ex.child.materialize(ex.to_child(bound)), bound_type)
     member_type = _result_member(type_spec)
     client_values = ex.materialize_members(values)
-    numeric.check_bounds(client_values, bound_value, member_type, bound_type, intrinsic=intrinsic_name)
+    numeric.check_bounds(client_values, bound_value, member_type, bound_type,
+                         intrinsic=intrinsic_name, first_client=ex.first_client)
     return _server(ex, numeric.sum_values(client_values, member_type), type_spec)
 
 

@@ -140,9 +140,13 @@ def max_values(values: Sequence, type_spec):
     return map_structure(lambda t, *leaves: _stack_reduce(np.maximum, t, leaves), type_spec, *values)
 
 
-def check_bounds(values: Sequence, bound, type_spec, bound_type, *, intrinsic: str) -> None:
-    """Secure sums: every client's every coordinate must lie in [0, bound]."""
-    for client, value in enumerate(values):
+def check_bounds(values: Sequence, bound, type_spec, bound_type, *, intrinsic: str,
+                 first_client: int = 0) -> None:
+    """Secure sums: every client's every coordinate must lie in [0, bound].
+
+    `values[i]` is client `first_client + i`'s value (errors name the global client index).
+    """
+    for client, value in enumerate(values, start=first_client):
         def leaf(t, v, b):
             v = np.asarray(v)
             b = np.asarray(b)

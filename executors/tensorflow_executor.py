@@ -100,7 +100,11 @@ class TensorFlowExecutor(base.SyncExecutor):
             if argument is None:
                 raise errors.ComputationError(f"function {fn_type} called without its argument")
             flat_args = [self._to_tf(v) for v in tf_function.flatten(argument.rep, fn_type.parameter)]
-        outputs = fn.graph_function(flat_args)
+        if self._device is None:
+            outputs = fn.graph_function(flat_args)
+        else:
+            with tf_runtime.tensorflow().device(self._tf_device()):
+                outputs = fn.graph_function(flat_args)
         kinds = iter(kind for kind, _ in fn.graph_function.result_leaves)
         result = tf_function.pack(
             outputs, fn_type.result, lambda tensor, t: self._from_tf(tensor, t, next(kinds)))
@@ -123,6 +127,13 @@ class TensorFlowExecutor(base.SyncExecutor):
         if isinstance(rep, LeafFunction):
             raise errors.ComputationError("a TensorFlow function cannot be returned as a result")
         return rep
+
+    def _tf_device(self) -> str:
+        """The TensorFlow device of `--device` (checked once: exit 7 when there is no GPU)."""
+        name = getattr(self, "_tf_device_name", None)
+        if name is None:
+            name = self._tf_device_name = tf_runtime.check_device(self._device)
+        return name
 
     # -- conversions at the TensorFlow boundary -------------------------------------------------
     @staticmethod

@@ -13,6 +13,7 @@ from typing import Mapping
 
 import federated_language
 
+from tffexec import tf_runtime
 from tffexec.executors import base
 from tffexec.factories import config as config_lib
 from tffexec.factories import stacks
@@ -31,6 +32,7 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
 
     def __init__(self, config: config_lib.StackConfig | None = None):
         self.config = config or config_lib.StackConfig()
+        tf_runtime.request_threads(*stacks.tf_thread_plan(self.config))
         self._stacks: collections.OrderedDict[int, base.SyncExecutor] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.built = 0  # how many stacks were built (observable by tests and `benchmark`)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+from tffexec import tf_runtime
 from tffexec.executors import base
 from tffexec.executors import client_work as client_work_lib
 from tffexec.executors import composing_executor
@@ -34,6 +35,23 @@ from tffexec.executors import reference_resolving_executor as rre
 from tffexec.executors import sequence_executor
 from tffexec.executors import tensorflow_executor
 from tffexec.factories import config as config_lib
+
+
+def tf_thread_plan(config: config_lib.StackConfig) -> tuple[int | None, int | None]:
+    """TensorFlow's (intra-op, inter-op) thread counts for `config` (None: TensorFlow's default).
+
+    The local stack keeps TensorFlow's defaults (both pools as large as the cores): its one
+    client thread leaves the cores to TensorFlow. The threaded stack already keeps every core busy
+    with client threads, so each client's ops get `cores // threads` intra-op threads (at least
+    1): N client threads x intra-op threads stay within the cores instead of oversubscribing
+    them. `--tf-threads` overrides the intra-op count on either stack.
+    """
+    if config.tf_threads is not None:
+        return config.tf_threads, None
+    if config.kind == "threaded":
+        threads = config.threads or tf_runtime.cores()
+        return max(1, tf_runtime.cores() // threads), None
+    return None, None
 
 
 def unplaced_stack(config: config_lib.StackConfig) -> base.SyncExecutor:
@@ -52,6 +70,8 @@ def client_work(config: config_lib.StackConfig) -> client_work_lib.ClientWork:
 
 def build_stack(config: config_lib.StackConfig, num_clients: int) -> base.SyncExecutor:
     """The full stack for `num_clients` clients."""
+    if config.device is not None:
+        tf_runtime.check_device(config.device)  # a missing GPU is exit 7 before any work
     unplaced = unplaced_stack(config)
     work = client_work(config)
     fanout = config.max_fanout

@@ -18,6 +18,7 @@ from federated_language.proto import computation_pb2
 from tffexec import errors
 from tffexec import runner as runner_lib
 from tffexec.executors import federated_intrinsics
+from tffexec.factories import config as config_lib
 from tffexec.executors import sequence_executor
 from tffexec.executors import tensorflow_executor
 from tffexec.formats import tensorflow_computation as tfc
@@ -125,9 +126,18 @@ def struct_items(value):
     return [(name, v) for name, v in structure.iter_elements(value)]
 
 
-@pytest.fixture(scope="module")
-def runner():
-    with runner_lib.Runner() as r:
+# The intrinsics behave the same on every stack: flat and sequential, threaded (aggregates folded
+# in chunks and merged), and composed from flat stacks of at most two clients.
+STACKS = {
+    "local": config_lib.StackConfig(),
+    "threaded": config_lib.StackConfig(kind="threaded", threads=2, clients_per_thread=1),
+    "fanout2": config_lib.StackConfig(max_fanout=2),
+}
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
+def runner(request):
+    with runner_lib.Runner(STACKS[request.param]) as r:
         yield r
 
 
@@ -344,7 +354,8 @@ def test_map_all_equal_calls_the_function_once(runner, leaf_calls):
     comp = map_proto("federated_map_all_equal", tfc.tensorflow_computation(lambda a: a * 2, np.int32),
                      clients(I32, all_equal=True), clients(I32, all_equal=True))
     assert runner.run(comp, 5, clients=4) == 10
-    assert len(leaf_calls) == 1
+    # Once per stack: a composed stack of two 2-client stacks calls it in each.
+    assert len(leaf_calls) == (2 if runner.config.max_fanout == 2 else 1)
 
 
 def test_map_of_an_all_equal_value_calls_the_function_per_client(runner, leaf_calls):
@@ -492,7 +503,13 @@ MANY_FLOATS = [float(np.float32(v)) for v in
                _RNG.standard_normal(40) * 10.0 ** _RNG.integers(-3, 6, 40)]
 
 
+def _skip_when_composed(runner):
+    if runner.config.max_fanout is not None:
+        pytest.skip("a composed stack adds its children's partial sums (equal within rounding)")
+
+
 def test_sum_of_float32_scalars_adds_clients_one_after_another(runner):
+    _skip_when_composed(runner)
     result = runner.run(_sum_comp(F32), MANY_FLOATS)
     assert result.dtype == np.float32
     assert result == _sequential_float32_sum(MANY_FLOATS)  # bit for bit, like TFF's fold
@@ -517,6 +534,7 @@ def test_mean_of_float32_values(runner):
 
 
 def test_mean_of_float32_scalars_divides_the_sequential_sum(runner):
+    _skip_when_composed(runner)
     @fl.federated_computation(clients(F32))
     def comp(x):
         return fl.federated_mean(x)
@@ -743,6 +761,8 @@ def test_aggregate_folds_clients_in_order_and_applies_report(runner):
 
 
 def test_aggregate_does_not_call_merge_on_a_flat_stack(runner):
+    if runner.config.kind == "threaded":
+        pytest.skip("the threaded stack folds chunks of clients in parallel and merges them")
     shift_add = tf_fn(lambda a: a[0] * 10 + a[1], fl.StructType([np.int32, np.int32]))
     poison = tf_fn(lambda a: a[0] * 0 - 1, fl.StructType([np.int32, np.int32]))
     identity = tf_fn(lambda a: a, np.int32)
