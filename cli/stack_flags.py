@@ -46,6 +46,10 @@ def options(command: Callable) -> Callable:
         click.option("--device", type=DeviceType(), default=None, envvar="TFFEXEC_DEVICE",
                      show_envvar=True,
                      help="Where TensorFlow work runs: cpu, gpu or gpu:N (exit 7 without a GPU)."),
+        click.option("--no-batch", "no_batch", is_flag=True, default=False,
+                     envvar="TFFEXEC_NO_BATCH", show_envvar=True,
+                     help="Run client work one client at a time instead of batching clients "
+                          "into one TensorFlow call (for comparison and debugging)."),
         click.option("--tf-threads", type=click.IntRange(min=1), default=None,
                      envvar="TFFEXEC_TF_THREADS", show_envvar=True,
                      help="TensorFlow intra-op threads (process-wide; default: cores divided by "
@@ -54,7 +58,8 @@ def options(command: Callable) -> Callable:
     return functools.reduce(lambda f, d: d(f), reversed(decorators), command)
 
 
-STACK_PARAMS = ("stack", "threads", "clients_per_thread", "max_fanout", "device", "tf_threads")
+STACK_PARAMS = ("stack", "threads", "clients_per_thread", "max_fanout", "device", "tf_threads",
+                "no_batch")
 
 
 def pop_stack_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +79,7 @@ def config_from(stack_params: dict[str, Any], **fields):
             max_fanout=stack_params.get("max_fanout"),
             device=stack_params.get("device"),
             tf_threads=stack_params.get("tf_threads"),
+            batch=not stack_params.get("no_batch"),
             **fields,
         )
     except ValueError as e:

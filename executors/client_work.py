@@ -228,3 +228,57 @@ class ThreadedClientWork:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class BatchingClientWork:
+    """Client work that runs `tensorflow` computations once for all clients where it can.
+
+    `map_batched`/`fold_batched` take the clients' values as a `Batch` (columns) and return the
+    result as a Batch (or an accumulator), or None when the function cannot be batched (a lambda,
+    a stateful or non-vectorisable graph, a TensorFlow error that the per-client path must
+    attribute to a client); the federating executor then takes the per-client path, which is
+    `inner` (sequential or threaded). `--no-batch` builds stacks without this layer.
+    """
+
+    def __init__(self, inner):
+        from tffexec.executors import tf_batch  # noqa: PLC0415 - imports TF-side helpers lazily
+
+        self.inner = inner
+        self.functions = tf_batch.BatchedFunctions()
+        self._tf_batch = tf_batch
+
+    def map(self, executor, function, arguments, *, intrinsic, first_client=0):
+        return self.inner.map(executor, function, arguments, intrinsic=intrinsic,
+                              first_client=first_client)
+
+    def fold(self, executor, zero, accumulate, merge, members, *, intrinsic, first_client=0):
+        return self.inner.fold(executor, zero, accumulate, merge, members, intrinsic=intrinsic,
+                               first_client=first_client)
+
+    def map_batched(self, function: base.ExecValue, batch, result_type, *, intrinsic: str):
+        found = self._tf_batch.leaf_function(function)
+        if found is None:
+            return None
+        leaf, leaf_function = found
+        key = next(_task_keys)
+        activity.report(intrinsic, 0, batch.count, key)
+        result = self.functions.map(leaf, leaf_function, batch, result_type)
+        if result is not None:
+            activity.report(intrinsic, batch.count, batch.count, key)
+        return result
+
+    def fold_batched(self, zero_leaves: list, accumulate: base.ExecValue, batch, *,
+                     intrinsic: str):
+        found = self._tf_batch.leaf_function(accumulate)
+        if found is None:
+            return None
+        leaf, leaf_function = found
+        key = next(_task_keys)
+        activity.report(intrinsic, 0, batch.count, key)
+        result = self.functions.fold(leaf, leaf_function, zero_leaves, batch)
+        if result is not None:
+            activity.report(intrinsic, batch.count, batch.count, key)
+        return result
+
+    def close(self) -> None:
+        self.inner.close()

@@ -15,6 +15,7 @@ import numpy as np
 
 from tffexec import errors
 from tffexec.executors import base
+from tffexec.executors import batch as batch_lib
 from tffexec.executors import numeric
 
 Handler = Callable[..., base.ExecValue]
@@ -51,6 +52,15 @@ def eval_at_server(ex, argument, type_spec):
 
 @intrinsic("federated_eval_at_clients")
 def eval_at_clients(ex, argument, type_spec):
+    fn = ex.to_child(argument)
+    if ex.batching and ex.num_clients:
+        # A stateless graph gives every client the same value: evaluated once, shared. Graphs
+        # with random or other stateful ops are not batchable and run once per client.
+        batch = ex.client_work.map_batched(
+            fn, batch_lib.Batch(federated_language.StructType([]), ex.num_clients, [], []),
+            type_spec.result.member, intrinsic="federated_eval_at_clients")
+        if batch is not None:
+            return ex.placed_batch(batch, type_spec.result)
     members = ex.map_clients(ex.to_child(argument), [None] * ex.num_clients,
                              "federated_eval_at_clients")
     return ex.placed(members, type_spec.result)
@@ -73,6 +83,11 @@ def map_(uri: str):
         elif data.rep.all_equal and result_type.all_equal:
             members = ex.map_clients(fn, data.rep.members, uri)
         else:
+            batch = ex.batch_of(data)
+            if batch is not None:
+                result = ex.client_work.map_batched(fn, batch, result_type.member, intrinsic=uri)
+                if result is not None:
+                    return ex.placed_batch(result, result_type)
             members = ex.map_clients(fn, ex.members(data), uri)
         return ex.placed(members, result_type)
 
@@ -97,6 +112,10 @@ def _zip_member(ex, value: base.ExecValue, index: int) -> base.ExecValue:
 
 @intrinsic("federated_zip_at_clients")
 def zip_at_clients(ex, argument, type_spec):
+    batch = ex.batch_of(argument) if ex.num_clients else None
+    if batch is not None:  # columns side by side: no per-client structs
+        return ex.placed_batch(batch_lib.Batch(type_spec.result.member, batch.count, batch.leaves,
+                                               batch.stacked), type_spec.result)
     members = [_zip_member(ex, argument, i) for i in range(ex.num_clients)]
     return ex.placed(members, type_spec.result)
 
@@ -112,38 +131,38 @@ def _server(ex, python_value, type_spec) -> base.ExecValue:
     return ex.placed([ex.embed(python_value, member_type)], type_spec.result)
 
 
-@intrinsic("federated_sum")
-def sum_(ex, argument, type_spec):
-    return _server(ex, numeric.sum_values(ex.materialize_members(argument), _result_member(type_spec)),
-                   type_spec)
+def _reduction(per_client: Callable, batched: Callable) -> Handler:
+    """A handler reducing CLIENTS values: along the client axis of a batch, else per client."""
+
+    def handler(ex, argument, type_spec):
+        member_type = _result_member(type_spec)
+        batch = ex.batch_of(argument)
+        if batch is not None:
+            return _server(ex, batched(batch, member_type), type_spec)
+        return _server(ex, per_client(ex.materialize_members(argument), member_type), type_spec)
+
+    return handler
 
 
-@intrinsic("federated_mean")
-def mean(ex, argument, type_spec):
-    return _server(ex, numeric.mean_values(ex.materialize_members(argument), _result_member(type_spec)),
-                   type_spec)
+INTRINSICS["federated_sum"] = _reduction(numeric.sum_values, batch_lib.sum_)
+INTRINSICS["federated_mean"] = _reduction(numeric.mean_values, batch_lib.mean)
+INTRINSICS["federated_min"] = _reduction(numeric.min_values, batch_lib.minimum)
+INTRINSICS["federated_max"] = _reduction(numeric.max_values, batch_lib.maximum)
 
 
 @intrinsic("federated_weighted_mean")
 def weighted_mean(ex, argument, type_spec):
     values, weights = _args(ex, argument, 2)
     weight_type = type_spec.parameter[1].member
+    value_batch, weight_batch = ex.batch_of(values), ex.batch_of(weights)
+    if value_batch is not None and weight_batch is not None:
+        result = batch_lib.weighted_mean(value_batch, weight_batch, _result_member(type_spec),
+                                         weight_type)
+        return _server(ex, result, type_spec)
     result = numeric.weighted_mean_values(
         ex.materialize_members(values), ex.materialize_members(weights), _result_member(type_spec),
         weight_type)
     return _server(ex, result, type_spec)
-
-
-@intrinsic("federated_min")
-def min_(ex, argument, type_spec):
-    return _server(ex, numeric.min_values(ex.materialize_members(argument), _result_member(type_spec)),
-                   type_spec)
-
-
-@intrinsic("federated_max")
-def max_(ex, argument, type_spec):
-    return _server(ex, numeric.max_values(ex.materialize_members(argument), _result_member(type_spec)),
-                   type_spec)
 
 
 def _secure(ex, argument, type_spec, *, intrinsic_name: str, bound_of: Callable):
@@ -151,6 +170,11 @@ def _secure(ex, argument, type_spec, *, intrinsic_name: str, bound_of: Callable)
     bound_type = bound.type_signature
     bound_value = bound_of(ex.child.materialize(ex.to_child(bound)), bound_type)
     member_type = _result_member(type_spec)
+    batch = ex.batch_of(values)
+    if batch is not None:
+        batch_lib.check_bounds(batch, bound_value, member_type, bound_type,
+                               intrinsic=intrinsic_name, first_client=ex.first_client)
+        return _server(ex, batch_lib.sum_(batch, member_type), type_spec)
     client_values = ex.materialize_members(values)
     numeric.check_bounds(client_values, bound_value, member_type, bound_type,
                          intrinsic=intrinsic_name, first_client=ex.first_client)
@@ -200,6 +224,18 @@ def aggregate(ex, argument, type_spec):
     stack merges the partial results of its children.
     """
     values, zero, accumulate, merge, report = _args(ex, argument, 5)
+    batch = ex.batch_of(values)
+    if batch is not None:
+        zero_value = ex.child.materialize(ex.to_child(zero))
+        zero_leaves = batch_lib.leaves_of(zero_value, zero.type_signature)
+        if zero_leaves is not None:
+            folded = ex.client_work.fold_batched(zero_leaves, ex.to_child(accumulate), batch,
+                                                 intrinsic="federated_aggregate")
+            if folded is not None:
+                accumulator = ex.embed(batch_lib.pack(folded, zero.type_signature),
+                                       zero.type_signature)
+                result = ex.child.call(ex.to_child(report), accumulator)
+                return ex.placed([result], type_spec.result)
     accumulator = ex.fold_clients(ex.to_child(zero), ex.to_child(accumulate), ex.to_child(merge),
                                   ex.members(values), "federated_aggregate")
     result = ex.child.call(ex.to_child(report), accumulator)

@@ -20,6 +20,7 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec.executors import base
+from tffexec.executors import batch as batch_lib
 from tffexec.executors.base import StructRep
 from tffexec.executors import client_work as client_work_lib
 from tffexec.executors import federated_intrinsics
@@ -27,14 +28,26 @@ from tffexec.executors import numeric
 
 
 class Placed:
-    """A federated value: its members live in the child executor."""
+    """A federated value: its members live in the child executor.
 
-    __slots__ = ("placement", "all_equal", "members")
+    A CLIENTS value may instead be held as a `Batch` (columns of plain arrays, see
+    `executors/batch.py`); its per-client members are then made only if an intrinsic needs them.
+    """
 
-    def __init__(self, placement, all_equal: bool, members: list):
+    __slots__ = ("placement", "all_equal", "members", "batch")
+
+    def __init__(self, placement, all_equal: bool, members: Optional[list], batch=None):
         self.placement = placement
         self.all_equal = all_equal
         self.members = members
+        self.batch = batch
+
+
+def _member_type(type_spec):
+    """The per-client type of a CLIENTS value, or of a struct of them (a zip's argument)."""
+    if isinstance(type_spec, federated_language.FederatedType):
+        return type_spec.member
+    return federated_language.StructType([(n, _member_type(t)) for n, t in type_spec.items()])
 
 
 class IntrinsicRep:
@@ -82,6 +95,13 @@ class FederatingExecutor(base.SyncExecutor):
         return base.ExecValue(Placed(type_spec.placement, type_spec.all_equal, members), type_spec,
                               self)
 
+    def placed_batch(self, batch: "batch_lib.Batch", type_spec) -> base.ExecValue:
+        return base.ExecValue(Placed(type_spec.placement, False, None, batch), type_spec, self)
+
+    @property
+    def batching(self) -> bool:
+        return hasattr(self.client_work, "map_batched")
+
     def members(self, value: base.ExecValue) -> list:
         """The members of a placed value, one per client for CLIENTS (shared when all-equal)."""
         rep = value.rep
@@ -89,7 +109,30 @@ class FederatingExecutor(base.SyncExecutor):
             raise errors.ComputationError(f"expected a federated value, found {value.type_signature}")
         if rep.placement is federated_language.CLIENTS and rep.all_equal:
             return rep.members * self.num_clients if rep.members else []
+        if rep.members is None:  # a batch: embed each client's value (the per-client path)
+            member_type = value.type_signature.member
+            rep.members = [self.embed(m, member_type) for m in rep.batch.members()]
         return rep.members
+
+    def batch_of(self, value: base.ExecValue) -> Optional["batch_lib.Batch"]:
+        """The value's clients as columns, or None when they are not (or cannot be) batched."""
+        if not self.batching:
+            return None
+        rep = value.rep
+        if isinstance(rep, Placed):
+            if rep.batch is not None:
+                return rep.batch
+            if rep.placement is federated_language.CLIENTS and rep.all_equal and rep.members:
+                member = self.child.materialize(rep.members[0])
+                return batch_lib.Batch.shared(member, value.type_signature.member,
+                                              self.num_clients)
+            return None
+        if isinstance(rep, StructRep):  # a zip's argument: a struct of CLIENTS values
+            parts = [(n, self.batch_of(v)) for n, v in rep.elements]
+            if not parts or any(b is None for _, b in parts):
+                return None
+            return batch_lib.Batch.zip(parts, _member_type(value.type_signature))
+        return None
 
     def to_child(self, value: base.ExecValue) -> base.ExecValue:
         """An unplaced value of this executor as a child value."""
@@ -106,6 +149,9 @@ class FederatingExecutor(base.SyncExecutor):
             f"intrinsic {rep.uri} cannot be passed as an unplaced value")
 
     def materialize_members(self, value: base.ExecValue) -> list:
+        rep = value.rep
+        if isinstance(rep, Placed) and rep.members is None:
+            return rep.batch.members()
         return [self.child.materialize(m) for m in self.members(value)]
 
     def embed(self, python_value, type_spec) -> base.ExecValue:
@@ -159,6 +205,10 @@ class FederatingExecutor(base.SyncExecutor):
                 raise errors.ArgumentError(
                     f"the executor was configured for {self.num_clients} clients, but "
                     f"{len(value)} values were provided for {type_spec}")
+            if self.batching:
+                batch = batch_lib.Batch.from_members(value, member_type)
+                if batch is not None:
+                    return self.placed_batch(batch, type_spec)
             return self.placed([self.embed(v, member_type) for v in value], type_spec)
         if isinstance(type_spec, federated_language.StructType) and federated_language.framework.type_contains(
                 type_spec, lambda t: isinstance(t, federated_language.FederatedType)):
@@ -201,6 +251,8 @@ class FederatingExecutor(base.SyncExecutor):
         if isinstance(rep, StructRep):
             return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
         if isinstance(rep, Placed):
+            if rep.members is None:
+                return rep.batch.members()
             members = [self.child.materialize(m) for m in rep.members]
             if rep.all_equal:
                 return members[0] if members else None

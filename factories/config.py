@@ -32,6 +32,8 @@ class StackConfig:
       tf_threads: TensorFlow's intra-op thread count, set once per process before TensorFlow
         starts (None: a default that avoids oversubscribing the cores; see tf_runtime).
       policy: allowed TensorFlow ops and input limits (untrusted computations).
+      batch: hold client values as columns and run `tensorflow` computations once for all
+        clients where possible (`--no-batch` turns it off: one call per client).
     """
 
     kind: str = "local"
@@ -44,6 +46,7 @@ class StackConfig:
     device: Optional[str] = None
     tf_threads: Optional[int] = None
     policy: policy_lib.Policy = policy_lib.Policy()
+    batch: bool = True
 
     def __post_init__(self):
         if self.kind not in STACK_KINDS:

@@ -63,9 +63,12 @@ def unplaced_stack(config: config_lib.StackConfig) -> base.SyncExecutor:
 
 
 def client_work(config: config_lib.StackConfig) -> client_work_lib.ClientWork:
+    """Per-client work: batched where possible, else sequential or on a pool of threads."""
     if config.kind == "threaded":
-        return client_work_lib.ThreadedClientWork(config.threads, config.clients_per_thread)
-    return client_work_lib.SequentialClientWork()
+        work = client_work_lib.ThreadedClientWork(config.threads, config.clients_per_thread)
+    else:
+        work = client_work_lib.SequentialClientWork()
+    return client_work_lib.BatchingClientWork(work) if config.batch else work
 
 
 def build_stack(config: config_lib.StackConfig, num_clients: int) -> base.SyncExecutor:

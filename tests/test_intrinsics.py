@@ -126,11 +126,14 @@ def struct_items(value):
     return [(name, v) for name, v in structure.iter_elements(value)]
 
 
-# The intrinsics behave the same on every stack: flat and sequential, threaded (aggregates folded
-# in chunks and merged), and composed from flat stacks of at most two clients.
+# The intrinsics behave the same on every stack: flat with clients batched into columns, flat and
+# one client at a time, threaded (aggregates folded in chunks and merged), and composed from flat
+# stacks of at most two clients.
 STACKS = {
     "local": config_lib.StackConfig(),
-    "threaded": config_lib.StackConfig(kind="threaded", threads=2, clients_per_thread=1),
+    "local-nobatch": config_lib.StackConfig(batch=False),
+    "threaded": config_lib.StackConfig(kind="threaded", threads=2, clients_per_thread=1,
+                                       batch=False),
     "fanout2": config_lib.StackConfig(max_fanout=2),
 }
 
@@ -365,7 +368,8 @@ def test_map_of_an_all_equal_value_calls_the_function_per_client(runner, leaf_ca
 
     assert uris(comp) == {"federated_map"}  # federated-language never emits map_all_equal
     assert [int(v) for v in runner.run(comp, 5, clients=3)] == [10, 10, 10]
-    assert len(leaf_calls) == 3
+    # Per client, as TFF does; batched, a stateless graph on a shared value runs once.
+    assert len(leaf_calls) == (0 if runner.config.batch else 3)
 
 
 def test_apply_runs_the_function_on_the_server_value(runner):

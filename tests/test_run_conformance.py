@@ -5,9 +5,10 @@ One test per case and form: `comp.pb` (as the user serialized it, before TFF's c
 equal; floats within rtol 1e-5 / atol 1e-6 (TF 2.21's kernels differ from TF 2.14's in the last
 bits). Cases whose values come from stateful random ops are checked for type and shape only.
 
-Every stack runs every case: local, threaded (one client per task, so clients really run on
-several threads and aggregates are folded in chunks and merged), composed with the smallest fanout
-(every aggregation is merged from partials across several levels), and both together.
+Every stack runs every case: local with clients batched into columns (the default) and one client
+at a time (`--no-batch`), threaded (one client per task, so per-client work really runs on several
+threads), composed with the smallest fanout (every aggregation is merged from partials across
+several levels), and both together.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ RTOL, ATOL = 1e-5, 1e-6
 
 STACKS = {
     "local": config_lib.StackConfig(),
+    "local-nobatch": config_lib.StackConfig(batch=False),
     "threaded": config_lib.StackConfig(kind="threaded", threads=3, clients_per_thread=1),
     "fanout2": config_lib.StackConfig(max_fanout=2),
     "threaded-fanout3": config_lib.StackConfig(kind="threaded", threads=2, max_fanout=3),

@@ -174,8 +174,11 @@ def test_composed_aggregate_merges_partials_in_client_order_with_the_computation
 
     assert runner_lib.run(comp, [1, 2, 3, 4]) == 10
     assert runner_lib.run(comp, [1, 2, 3, 4], stack=config_lib.StackConfig(max_fanout=2)) == 21
-    threaded = config_lib.StackConfig(kind="threaded", threads=2)
+    threaded = config_lib.StackConfig(kind="threaded", threads=2, batch=False)
     assert runner_lib.run(comp, [1, 2, 3, 4], stack=threaded) == 21
+    # Batched, the fold is one in-order pass over the client axis, as on the local stack.
+    batched = config_lib.StackConfig(kind="threaded", threads=2)
+    assert runner_lib.run(comp, [1, 2, 3, 4], stack=batched) == 10
 
 
 @pytest.mark.parametrize("stack", list(STACKS))

@@ -1,0 +1,304 @@
+"""One TensorFlow call for all clients: vectorised maps and in-order folds of `tensorflow`
+computations over a `Batch` of client values.
+
+A `GraphFunction` called once per client costs a few hundred microseconds per call in TensorFlow's
+function-call machinery; the same graph imported inside `tf.vectorized_map` (pfor: every op
+rewritten to work on the whole client axis) and compiled once with `tf.function` runs all clients
+in one call, with bit-identical results. An aggregate's `accumulate` becomes one `tf.foldl` over
+the client axis: still client after client, in order, but inside one call.
+
+What is batched: graphs whose parameters and results are tensors, without variables, tables,
+random or other stateful ops (their per-call state and per-client independence are the
+per-client path's business), without an initialize op. TFF's session-token placeholder, when a
+graph has one, is fed one constant token for the whole batch. Anything pfor cannot
+vectorise is refused when the function is first traced; the refusal is remembered (keyed by the
+function, which the leaf imports once per distinct graph, and the shapes of the batch) and the
+caller takes the per-client path. A TensorFlow error at run time also sends that call to the
+per-client path, which reruns it client by client and reports the failing client's index.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+import numpy as np
+
+from tffexec import tf_runtime
+from tffexec.executors import base
+from tffexec.executors import batch as batch_lib
+from tffexec.executors import tensorflow_executor
+from tffexec.executors import tf_function
+
+
+def leaf_function(value: base.ExecValue):
+    """(leaf executor, LeafFunction) under the layers wrapping `value`, or None (e.g. a lambda)."""
+    while isinstance(value, base.ExecValue):
+        if isinstance(value.owner, tensorflow_executor.TensorFlowExecutor):
+            if isinstance(value.rep, tensorflow_executor.LeafFunction):
+                return value.owner, value.rep
+            return None
+        value = value.rep
+    return None
+
+
+def _stateful_ops(graph_def) -> set[str]:
+    from tensorflow.python.framework import op_def_registry  # noqa: PLC0415
+
+    found = set()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    for node in nodes:
+        op_def = op_def_registry.get(node.op)
+        if op_def is None or op_def.is_stateful:
+            found.add(node.op)
+    return found
+
+
+def batchable(graph_function: tf_function.GraphFunction) -> bool:
+    """Whether the graph can run for all clients at once with per-client semantics intact."""
+    cached = getattr(graph_function, "_tffexec_batchable", None)
+    if cached is not None:
+        return cached
+    proto = graph_function._proto
+    ok = (graph_function._shared is not None
+          and not proto.initialize_op
+          and not getattr(graph_function, "_string_graph_params", ())
+          and all(kind == "tensor" for kind, _ in graph_function.parameter_leaves)
+          and all(kind == "tensor" for kind, _ in graph_function.result_leaves)
+          and not _stateful_ops(graph_function._graph_def))
+    graph_function._tffexec_batchable = ok
+    return ok
+
+
+def _graph_for_batching(tf, graph_function):
+    """The graph with its parameter placeholders turned into identities of fresh input names.
+
+    `import_graph_def(input_map=...)` would still import the replaced Placeholder nodes, and XLA
+    (used for folds) cannot compile a Placeholder; an Identity of an input that only the
+    input map provides can. Returns the GraphDef, the input-map keys for the parameters (in
+    binding order) and extra inputs (TFF's session token, fed one constant for the batch).
+    """
+    graph_def = graph_function._prepared_graph_def()
+    by_name = {node.name: node for node in graph_def.node}
+    keys = []
+    for index, (_, tensor_name) in enumerate(graph_function.parameter_leaves):
+        node_name, _, output = tensor_name.partition(":")
+        node = by_name.get(node_name)
+        if node is not None and node.op == "Placeholder" and output in ("", "0"):
+            _as_identity(node, f"tffexec_in_{index}")
+            keys.append(f"tffexec_in_{index}:0")
+        else:
+            keys.append(tensor_name)
+    extra = {}
+    token = graph_function._proto.session_token_tensor_name
+    token_node = by_name.get(token.split(":")[0]) if token else None
+    if token_node is not None:
+        if token_node.op == "Placeholder":
+            _as_identity(token_node, "tffexec_token")
+            extra["tffexec_token:0"] = "tffexec-batch"
+        else:
+            extra[token] = "tffexec-batch"
+    return graph_def, keys, extra
+
+
+def _as_identity(node, input_name: str) -> None:
+    dtype = node.attr["dtype"].type
+    node.op = "Identity"
+    node.attr.clear()
+    node.attr["T"].type = dtype
+    del node.input[:]
+    node.input.append(input_name)
+
+
+def _spec(tf, array: np.ndarray, stacked: bool):
+    shape = array.shape[1:] if stacked else array.shape
+    return tf.TensorSpec(([None] if stacked else []) + list(shape), tf.as_dtype(array.dtype))
+
+
+class BatchedFunctions:
+    """Compiled batched versions of graph functions, and the refusals, for one stack."""
+
+    def __init__(self):
+        self._compiled: dict = {}
+        self._refused: set = set()
+        self._lock = threading.Lock()
+        self.calls = 0  # batched TensorFlow calls made (observable by tests and benchmarks)
+        self.jit = True  # compile folds with XLA where it can
+
+    # -- maps ----------------------------------------------------------------------------------------
+    def map(self, leaf, function, batch: batch_lib.Batch, result_type) -> Optional[batch_lib.Batch]:
+        """`function` applied to every client's value of `batch`, as a Batch of `result_type`.
+
+        None when the function cannot be batched: the caller runs it per client.
+        """
+        graph_function = function.graph_function
+        if batch.count == 0 or not batchable(graph_function):
+            return None
+        result_types = batch_lib.leaf_types(result_type)
+        if result_types is None:
+            return None
+        if not any(batch.stacked):
+            # Every client has the same input, and the graph is stateless: one call, one shared
+            # result.
+            outputs = self._run(leaf, graph_function, list(batch.leaves))
+            if outputs is None:
+                return None
+            leaves = [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in
+                      zip(outputs, result_types)]
+            return batch_lib.Batch(result_type, batch.count, leaves, [False] * len(leaves))
+        key = ("map", graph_function, tuple(batch.stacked),
+               tuple((a.dtype.str, a.shape[1:] if s else a.shape)
+                     for a, s in zip(batch.leaves, batch.stacked)))
+        compiled = self._get(key, lambda: self._build_map(graph_function, batch))
+        if compiled is None:
+            return None
+        stacked = [a for a, s in zip(batch.leaves, batch.stacked) if s]
+        shared = [a for a, s in zip(batch.leaves, batch.stacked) if not s]
+        outputs = self._invoke(leaf, key, compiled, stacked, shared)
+        if outputs is None:
+            return None
+        leaves = [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
+        return batch_lib.Batch(result_type, batch.count, leaves, [True] * len(leaves))
+
+    def _build_map(self, graph_function, batch):
+        tf = tf_runtime.tensorflow()
+        graph_def, parameters, extra = _graph_for_batching(tf, graph_function)
+        results = [name for _, name in graph_function.result_leaves]
+        mask = list(batch.stacked)
+        signature = [[_spec(tf, a, True) for a, s in zip(batch.leaves, mask) if s],
+                     [_spec(tf, a, False) for a, s in zip(batch.leaves, mask) if not s]]
+
+        def one_client(stacked_slices, shared):
+            slices, constants = iter(stacked_slices), iter(shared)
+            inputs = {name: next(slices) if s else tf.identity(next(constants))
+                      for name, s in zip(parameters, mask)}
+            inputs.update({name: tf.constant(v) for name, v in extra.items()})
+            return tf.graph_util.import_graph_def(graph_def, input_map=inputs,
+                                                  return_elements=results, name="client")
+
+        @tf.function(input_signature=signature, autograph=False)
+        def all_clients(stacked, shared):
+            return tf.vectorized_map(lambda xs: one_client(xs, shared), stacked,
+                                     fallback_to_while_loop=False)
+
+        return all_clients.get_concrete_function()
+
+    # -- folds ---------------------------------------------------------------------------------------
+    def fold(self, leaf, function, zero_leaves: list, batch: batch_lib.Batch) -> Optional[list]:
+        """The in-order fold of `function` (accumulate: <acc, member> -> acc) over the clients,
+        starting from `zero_leaves`, in one TensorFlow call; the accumulator's leaves, or None."""
+        graph_function = function.graph_function
+        if batch.count == 0 or not any(batch.stacked) or not batchable(graph_function):
+            return None
+        if len(graph_function.parameter_leaves) != len(zero_leaves) + len(batch.leaves) or \
+                len(graph_function.result_leaves) != len(zero_leaves):
+            return None
+        key = ("fold", graph_function, tuple(batch.stacked),
+               tuple((a.dtype.str, a.shape) for a in zero_leaves),
+               tuple((a.dtype.str, a.shape[1:] if s else a.shape)
+                     for a, s in zip(batch.leaves, batch.stacked)))
+        stacked = [a for a, s in zip(batch.leaves, batch.stacked) if s]
+        shared = [a for a, s in zip(batch.leaves, batch.stacked) if not s]
+        # XLA first: a compiled while loop costs about a microsecond per client where TensorFlow's
+        # executor takes tens. Graphs XLA cannot compile are remembered and run without it.
+        outputs = None
+        for jit in ((True, False) if self.jit else (False,)):
+            variant = key + (jit,)
+            compiled = self._get(variant, lambda: self._build_fold(graph_function, zero_leaves,
+                                                                   batch, jit))
+            if compiled is None:
+                continue
+            outputs = self._invoke(leaf, variant, compiled, list(zero_leaves), stacked, shared,
+                                   refuse_any_error=jit)
+            if outputs is not None:
+                break
+        if outputs is None:
+            return None
+        return [tf_function.to_numpy(o, z.dtype) for o, z in zip(outputs, zero_leaves)]
+
+    def _build_fold(self, graph_function, zero_leaves, batch, jit: bool):
+        tf = tf_runtime.tensorflow()
+        graph_def, parameters, extra = _graph_for_batching(tf, graph_function)
+        results = [name for _, name in graph_function.result_leaves]
+        k = len(zero_leaves)
+        mask = list(batch.stacked)
+        signature = [[_spec(tf, np.asarray(z), False) for z in zero_leaves],
+                     [_spec(tf, a, True) for a, s in zip(batch.leaves, mask) if s],
+                     [_spec(tf, a, False) for a, s in zip(batch.leaves, mask) if not s]]
+
+        @tf.function(input_signature=signature, autograph=False, jit_compile=jit)
+        def folded(zero, stacked, shared):
+            def step(accumulator, slices):
+                # import_graph_def maps inputs only to tensors of the loop body's own graph:
+                # identities capture the accumulator and the shared tensors into it.
+                slices_it = iter(slices)
+                constants = iter([tf.identity(t) for t in shared])
+                inputs = dict(zip(parameters[:k], [tf.identity(a) for a in accumulator]))
+                for name, s in zip(parameters[k:], mask):
+                    inputs[name] = next(slices_it) if s else next(constants)
+                inputs.update({name: tf.constant(v) for name, v in extra.items()})
+                outputs = tf.graph_util.import_graph_def(graph_def, input_map=inputs,
+                                                         return_elements=results, name="client")
+                return [tf.ensure_shape(tf.cast(o, a.dtype) if o.dtype != a.dtype else o, a.shape)
+                        for o, a in zip(outputs, accumulator)]
+
+            return tf.foldl(step, stacked, initializer=list(zero))
+
+        return folded.get_concrete_function()
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _get(self, key, build):
+        """The compiled function for `key`, traced once; None if tracing refused it (remembered)."""
+        if key in self._refused:
+            return None
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.get(key)
+                if compiled is None and key not in self._refused:
+                    try:
+                        compiled = self._compiled[key] = build()
+                    except Exception:  # noqa: BLE001 - pfor/tracing refuse in several ways
+                        self._refused.add(key)
+                        return None
+        return compiled
+
+    def _invoke(self, leaf, key, compiled, *args, refuse_any_error: bool = False):
+        tf = tf_runtime.tensorflow()
+        try:
+            with self._device(leaf, tf):
+                # The concrete function's flat entry point: binding Python arguments to the
+                # signature costs more than the call itself for small batches.
+                flat = [tf.convert_to_tensor(x) for group in args for x in group]
+                outputs = tf_function._call(compiled, flat)
+        except tf.errors.OpError:
+            if not refuse_any_error:
+                return None  # a data-dependent failure: the per-client path names the client
+            with self._lock:  # XLA could not compile it: do not try again
+                self._refused.add(key)
+                self._compiled.pop(key, None)
+            return None
+        except Exception:  # noqa: BLE001 - pfor refuses at trace time in several ways
+            with self._lock:
+                self._refused.add(key)
+                self._compiled.pop(key, None)
+            return None
+        self.calls += 1
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+    def _run(self, leaf, graph_function, flat_args):
+        tf = tf_runtime.tensorflow()
+        try:
+            with self._device(leaf, tf):
+                return graph_function(flat_args)
+        except Exception:  # noqa: BLE001 - the per-client path reports the real error
+            return None
+
+    @staticmethod
+    def _device(leaf, tf):
+        import contextlib  # noqa: PLC0415
+
+        if getattr(leaf, "_device", None) is None:
+            return contextlib.nullcontext()
+        return tf.device(leaf._tf_device())
