@@ -53,20 +53,46 @@ def run_guarded(work: Callable[[], T], *, timeout: float | None = None) -> T:
 
     worker = threading.Thread(target=target, name="tffexec-work", daemon=True)
     deadline = None if timeout is None else time.monotonic() + timeout
+    stderr_fd = _dup_stderr()
     try:
         worker.start()
         while not done.is_set():
             wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
             if wait <= 0:
-                _abandoned.set()
+                _abandon(stderr_fd)
                 raise errors.Timeout(f"stopped after --timeout {timeout:g} s; no output written")
             done.wait(wait)
     except KeyboardInterrupt:
-        _abandoned.set()
+        _abandon(stderr_fd)
         raise errors.Interrupted("interrupted; no output written") from None
+    finally:
+        if stderr_fd is not None:
+            os.close(stderr_fd)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _dup_stderr() -> int | None:
+    try:
+        return os.dup(2)
+    except OSError:
+        return None
+
+
+def _abandon(stderr_fd: int | None) -> None:
+    """Marks the worker abandoned and gives file descriptor 2 back to the user.
+
+    The worker may be importing TensorFlow, which runs with descriptor 2 pointed at /dev/null
+    (tffexec.tf_runtime silences its C++ banner); the one-line message must still be seen.
+    """
+    _abandoned.set()
+    if stderr_fd is not None:
+        try:
+            sys.stderr.flush()
+            os.dup2(stderr_fd, 2)
+        except (OSError, ValueError):
+            pass
 
 
 def work_abandoned() -> bool:
