@@ -18,7 +18,7 @@ from tffexec.cli import common
 @click.option("--clients", type=click.IntRange(min=0), default=1, show_default=True,
               help="Entries in each {T}@CLIENTS list.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-              help="Write to FILE instead of standard output (atomically).")
+              allow_from_autoenv=False, help="Write to FILE instead of standard output (atomically).")
 @common.verbosity_options(envvars=False)
 def template(comp: str, clients: int, output: str | None) -> None:
     """Write a skeleton argument for COMP: plain JSON with zeros of the right shapes.
