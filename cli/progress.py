@@ -99,7 +99,7 @@ class Reporter:
             if event.done == 0 or key not in self._started:
                 self._started[key] = time.perf_counter()
                 if self._verbose:
-                    self._logger.info("%s: started%s", event.task, _units(event.total))
+                    self._logger.info("%s: started%s", event.task, _units(event.total, " to do"))
             if self._progress is not None:
                 self._show(key, event)
             finished = event.total > 0 and event.done >= event.total
@@ -108,7 +108,7 @@ class Reporter:
             if finished:
                 seconds = time.perf_counter() - self._started.pop(key, time.perf_counter())
                 if self._verbose:
-                    self._logger.info("%s: done%s in %.3f s", event.task, _units(event.total),
+                    self._logger.info("%s: done%s in %.3f s", event.task, _units(event.total, ""),
                                       seconds)
 
     def _show(self, key: tuple[str, int], event: activity.Event) -> None:
@@ -124,5 +124,6 @@ class Reporter:
             del self._tasks[key]
 
 
-def _units(total: int) -> str:
-    return f" ({total})" if total > 1 else ""
+def _units(total: int, what: str) -> str:
+    """` (N to do)` for tasks of many units (clients, runs); nothing for a single stage."""
+    return f" ({total}{what})" if total > 1 else ""

@@ -355,3 +355,12 @@ def test_npz_argument_on_stdin_needs_arg_format(runner):
     import io
 
     assert float(np.load(io.BytesIO(result.stdout_bytes))["value"]) == 21.0
+
+
+def test_verbose_logs_executor_client_work(runner):
+    result = _invoke(runner, "-v", "run", FEDAVG / "comp.pb", FEDAVG / "arg.npz", "--expect",
+                     FEDAVG / "expected.pb")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert "tffexec: federated_map: started (5 to do)" in lines
+    assert any(line.startswith("tffexec: federated_map: done (5) in ") for line in lines)
