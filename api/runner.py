@@ -20,6 +20,8 @@ from tffexec.factories import config as config_lib
 from tffexec.factories import executor_factory
 from tffexec.formats import analysis
 from tffexec.formats import loading
+from tffexec.formats import op_check
+from tffexec.formats import policy as policy_lib
 from tffexec.formats import values as values_lib
 from tffexec.formats.protos import executor_pb2
 
@@ -56,16 +58,18 @@ def prepare_argument(arg: Any, parameter_type) -> Any:
 
 
 def resolve_clients(comp: computation_pb2.Computation, arg: Any, parameter_type,
-                    clients: Optional[int]) -> int:
-    """The client count: from the argument, from `clients`, checked against each other."""
+                    clients: Optional[int], *, max_clients: Optional[int] = None) -> int:
+    """The client count: from the argument, from `clients`, checked against each other and
+    against `max_clients` (default: the current policy's limit; exceeding it is a PolicyError)."""
     inferred = values_lib.infer_clients(arg, parameter_type) if parameter_type is not None else None
     if inferred is not None and clients is not None and inferred != clients:
         raise errors.ArgumentError(
             f"--clients {clients} disagrees with the argument, which has {inferred} clients")
-    if inferred is not None:
-        return inferred
-    if clients is not None:
-        return clients
+    limit = policy_lib.current().max_clients if max_clients is None else max_clients
+    if inferred is not None or clients is not None:
+        count = inferred if inferred is not None else clients
+        policy_lib.check_clients(count, limit)
+        return count
     if analysis.analyze(comp).uses_clients:
         raise errors.ArgumentError(
             "the computation places values at CLIENTS but the number of clients is unknown: "
@@ -83,11 +87,19 @@ class Runner:
     def run(self, computation: ComputationLike, arg: Any = None, *,
             clients: Optional[int] = None) -> Any:
         comp = to_proto(computation)
+        policy = self.config.policy
+        if getattr(self, "_checked", None) is not comp:  # checked once per computation object
+            op_check.check_computation(comp, policy)  # size and ops, before anything runs
+            analysis.check(comp)  # types, references, intrinsics: exit 3 with the AST path
+            self._checked = comp
         function_type = federated_language.Type.from_proto(comp.type)
         parameter_type = getattr(function_type, "parameter", None)
         arg = prepare_argument(arg, parameter_type)
+        if parameter_type is not None:
+            op_check.check_value(arg, parameter_type, policy, path="arg")  # dataset graphs
         num_clients = resolve_clients(comp, arg, parameter_type,
-                                      clients if clients is not None else self.config.clients)
+                                      clients if clients is not None else self.config.clients,
+                                      max_clients=policy.max_clients)
         executor = self.factory.create_executor({federated_language.CLIENTS: num_clients})
         fn = executor.value(comp, function_type)
         if not isinstance(function_type, federated_language.FunctionType):

@@ -2,10 +2,17 @@
 
 The work is done by `tffexec.formats.loading`; this module adapts the CLI's inputs (paths, `-`)
 to it. The CLI reads the bytes itself so that it knows their size and can name `-` `<stdin>`.
+
+Limits: a file larger than the current policy's limit is refused by its size before it is read.
+Commands that run computations make their policy current (`policy_flags.policy_from`); for them
+`load_computation` also checks every TensorFlow graph against it, so a forbidden op is refused
+(exit 5, naming the file, the AST path, the op and the node) before anything runs.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import os
 
 from tffexec import errors
 from tffexec.cli import common
@@ -14,12 +21,44 @@ if TYPE_CHECKING:  # importing federated-language costs ~0.3 s; `--help` must no
     from federated_language.proto import computation_pb2
 
 
-def load_computation(source: str) -> tuple[computation_pb2.Computation, common.Input]:
-    """Loads COMP (a path or `-`); raises `ComputationError` (exit 3) when it is unusable."""
-    from tffexec.formats import loading
+def load_computation(source: str, *, check_ops: bool | None = None
+                     ) -> tuple[computation_pb2.Computation, common.Input]:
+    """Loads COMP (a path or `-`); raises `ComputationError` (exit 3) when it is unusable.
 
+    Args:
+      source: a path or `-`.
+      check_ops: check the graphs' ops against the current policy (`PolicyError`, exit 5);
+        default: when a command made its policy current (commands that run computations).
+    """
+    from tffexec.formats import loading
+    from tffexec.formats import policy as policy_lib
+
+    _check_file_size(source, policy_lib.current().check_computation_bytes)
     comp_input = common.read_input(source, error_class=errors.ComputationError)
-    return loading.load_computation(comp_input.data, name=comp_input.name), comp_input
+    computation = loading.load_computation(comp_input.data, name=comp_input.name)
+    active = policy_lib.active()
+    if check_ops is None:
+        check_ops = active is not None
+    if check_ops:
+        from tffexec.formats import op_check
+
+        try:
+            op_check.check_computation(computation, active or policy_lib.current(),
+                                       size_bytes=len(comp_input.data))
+        except errors.TffexecError as e:
+            raise e.with_file(comp_input.name) from None
+    return computation, comp_input
+
+
+def _check_file_size(source: str, check) -> None:
+    """Refuses an over-limit regular file by its size, before reading it into memory."""
+    if source == "-":
+        return
+    try:
+        size = os.stat(source).st_size
+    except OSError:
+        return  # read_input reports unreadable files
+    check(size, file=common.display_name(source))
 
 
 def load_argument(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None) -> int | None:
@@ -27,15 +66,23 @@ def load_argument(source: str, parameter_type: computation_pb2.Type, *, fmt: str
 
     Raises:
       tffexec.errors.ArgumentError: ARG is unreadable or not a value of the parameter type (exit 4).
+      tffexec.errors.PolicyError: ARG is larger than the current policy allows (exit 5).
     """
+    return load_argument_value(source, parameter_type, fmt=fmt)[2]
+
+
+def load_argument_value(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None):
+    """(value, its federated-language type, implied client count or None) of ARG."""
     from tffexec.formats import loading
     from tffexec.formats import normalize
+    from tffexec.formats import policy as policy_lib
     from tffexec.formats import types
 
     type_hint = types.type_from_proto(parameter_type, errors.ComputationError)
+    _check_file_size(source, policy_lib.current().check_value_bytes)
     arg_input = common.read_input(source, error_class=errors.ArgumentError)
     value = loading.load_value(arg_input.data, type_hint, fmt=fmt, name=arg_input.name)
     try:
-        return normalize.infer_clients(value, type_hint)
+        return value, type_hint, normalize.infer_clients(value, type_hint)
     except errors.ArgumentError as e:
         raise e.with_file(arg_input.name) from None

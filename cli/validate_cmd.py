@@ -5,6 +5,7 @@ import click
 
 from tffexec import errors
 from tffexec.cli import common
+from tffexec.cli import policy_flags
 
 
 @click.command(short_help="Check that tffexec can run COMP (and ARG), without running it.")
@@ -22,15 +23,21 @@ from tffexec.cli import common
     default=None,
     help="Format of ARG (default: from its file extension).",
 )
-def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | None) -> None:
+@policy_flags.options
+def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | None,
+             **flags) -> None:
     """Check COMP (and ARG, if given) without executing anything.
 
     Checks that the computation parses; that every node kind and intrinsic is supported; that
-    every reference is bound; that ARG, if given, reads as a value of the parameter type; and
-    that the number of clients is known when values are placed at CLIENTS.
+    every reference is bound; that ARG, if given, reads as a value of the parameter type; that
+    the number of clients is known when values are placed at CLIENTS; and that `run` would not
+    refuse it by policy: every TensorFlow op in its graphs and in dataset values of ARG is
+    allowed (same allowlist, --allow-op and --trust as `run`) and the client count is within
+    --max-clients.
 
     Prints `ok: ...` and exits 0 when tffexec can run it. Otherwise prints one line per
-    problem on standard error and exits 1. Unreadable inputs exit 3 (COMP) or 4 (ARG).
+    problem on standard error and exits 1. Unreadable inputs exit 3 (COMP) or 4 (ARG); inputs
+    over a size limit exit 5.
 
     \b
     Examples:
@@ -42,12 +49,15 @@ def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | 
     from tffexec.formats import analysis
 
     common.check_single_stdin(comp, arg)
-    computation, comp_input = loaders.load_computation(comp)
+    # Limits apply while loading; ops are reported below rather than refused.
+    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags), check_ops=False)
+    computation, comp_input = loaders.load_computation(comp, check_ops=False)
     try:
-        result = analysis.analyze(computation, size_bytes=len(comp_input.data))
+        result = analysis.analyze(computation, size_bytes=len(comp_input.data), policy=policy)
     except errors.TffexecError as e:
         raise e.with_file(comp_input.name) from None
     problems = list(result.problems)
+    arg_problems: list[analysis.Problem] = []
 
     argument_clients = None
     if arg is not None:
@@ -55,17 +65,24 @@ def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | 
             message = f"the computation takes no argument, but ARG {common.display_name(arg)} was given"
             problems.append(analysis.Problem(analysis.ROOT_PATH, message))
         else:
-            argument_clients = loaders.load_argument(
-                arg, computation.type.function.parameter, fmt=arg_format
-            )
+            argument_clients, arg_problems = _check_argument(
+                arg, computation.type.function.parameter, arg_format, policy)
     problems += analysis.client_count_problems(
         result, clients=clients, argument_clients=argument_clients
     )
+    client_count = clients if clients is not None else argument_clients
+    if client_count is not None and client_count > policy.max_clients:
+        problems.append(analysis.Problem(
+            analysis.ROOT_PATH, f"{client_count:,} clients is more than the limit of "
+            f"{policy.max_clients:,} (--max-clients)"))
 
-    if problems:
+    if problems or arg_problems:
         for problem in problems:
             click.echo(f"{comp_input.name}: {problem}", err=True)
-        raise errors.CheckFailed(f"{_plural(len(problems), 'problem')} found", file=comp_input.name)
+        for problem in arg_problems:
+            click.echo(f"{common.display_name(arg)}: {problem}", err=True)
+        count = len(problems) + len(arg_problems)
+        raise errors.CheckFailed(f"{_plural(count, 'problem')} found", file=comp_input.name)
 
     details = [result.type_signature, _plural(result.total_nodes, "node")]
     if result.intrinsics:
@@ -78,6 +95,19 @@ def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | 
     if arg is not None:
         details.append(f"argument {common.display_name(arg)} matches the parameter type")
     click.echo(f"ok: {comp_input.name}: " + "; ".join(details))
+
+
+def _check_argument(arg: str, parameter_type, arg_format: str | None, policy):
+    """(client count, problems) of ARG: dataset graphs in it holding ops `policy` refuses."""
+    from tffexec.cli import loaders
+    from tffexec.formats import analysis
+    from tffexec.formats import op_check
+
+    value, type_hint, argument_clients = loaders.load_argument_value(
+        arg, parameter_type, fmt=arg_format)
+    problems = [analysis.Problem(path, finding.describe())
+                for path, finding in op_check.value_findings(value, type_hint, policy)]
+    return argument_clients, problems
 
 
 def _plural(n: int, word: str) -> str:

@@ -21,6 +21,8 @@ from tffexec.executors import tf_function
 from tffexec import tf_runtime
 from tffexec.formats import arrays
 from tffexec.formats import normalize
+from tffexec.formats import op_check
+from tffexec.formats import policy as policy_lib
 from tffexec.formats import sequences
 
 
@@ -40,7 +42,9 @@ class TensorFlowExecutor(base.SyncExecutor):
     def __init__(self, *, seed: int | None = None, policy=None, device: str | None = None):
         self._seed = seed
         self._device = device  # "cpu", "gpu" or "gpu:N": where imported graphs are placed
-        self._policy = policy  # tffexec.formats.policy.Policy: which ops may run
+        # Which ops may run and how long sequences may be: graphs are checked before they are
+        # imported, dataset graphs in values before they become datasets (see op_check).
+        self._policy = policy if policy is not None else policy_lib.DEFAULT
         self._lock = threading.Lock()
         # id(proto) -> (proto, function): protos stay alive, so ids are not reused.
         self._by_identity: dict[int, tuple[Any, LeafFunction]] = {}
@@ -59,6 +63,9 @@ class TensorFlowExecutor(base.SyncExecutor):
             # Loose Python values (from federated-language's context or the Python API) are
             # converted to the type's dtypes here; values from tffexec's loaders already are.
             value = normalize.normalize(value, type_spec, path="value")
+        # Sequences are read under this stack's policy; their dataset graphs are checked now,
+        # before anything can turn them into datasets.
+        op_check.check_value(value, type_spec, self._policy, path="value")
         return base.ExecValue(value, type_spec, self)
 
     def _computation(self, comp: computation_pb2.Computation) -> base.ExecValue:
@@ -82,7 +89,8 @@ class TensorFlowExecutor(base.SyncExecutor):
             digest = hashlib.sha256(comp.tensorflow.SerializeToString(deterministic=True)).digest()
             graph_function = self._by_content.get(digest)
             if graph_function is None:
-                graph_function = tf_function.GraphFunction(comp.tensorflow, seed=self._seed)
+                graph_function = tf_function.GraphFunction(comp.tensorflow, seed=self._seed,
+                                                           policy=self._policy)
                 self._by_content[digest] = graph_function
             function = LeafFunction(graph_function, type_spec)
             self._by_identity[id(comp)] = (comp, function)
@@ -99,7 +107,8 @@ class TensorFlowExecutor(base.SyncExecutor):
         if fn_type.parameter is not None:
             if argument is None:
                 raise errors.ComputationError(f"function {fn_type} called without its argument")
-            flat_args = [self._to_tf(v) for v in tf_function.flatten(argument.rep, fn_type.parameter)]
+            flat_args = [self._to_tf(v) for v in
+                         tf_function.flatten(argument.rep, fn_type.parameter)]
         if self._device is None:
             outputs = fn.graph_function(flat_args)
         else:
@@ -136,18 +145,20 @@ class TensorFlowExecutor(base.SyncExecutor):
         return name
 
     # -- conversions at the TensorFlow boundary -------------------------------------------------
-    @staticmethod
-    def _to_tf(value):
+    def _to_tf(self, value):
         if isinstance(value, sequences.SequenceValue):
-            return value.to_dataset()
+            # Bounded: an infinite or over-long dataset never reaches a graph.
+            return value.bind_policy(self._policy).bounded_dataset()
         return value
 
-    @staticmethod
-    def _from_tf(tensor, type_spec, kind: str):
+    def _from_tf(self, tensor, type_spec, kind: str):
         if kind == "variant":
             tf = tf_runtime.tensorflow()
             graph = tf.raw_ops.DatasetToGraphV2(input_dataset=tensor)
-            return sequences.SequenceValue(type_spec.element, graph_def=graph.numpy())
+            return sequences.SequenceValue(type_spec.element, graph_def=graph.numpy()
+                                           ).bind_policy(self._policy)
         if kind == "graph_def":
-            return sequences.SequenceValue(type_spec.element, graph_def=tensor.numpy())
+            # Bytes a graph computed: checked like any dataset graph before they are read.
+            return sequences.SequenceValue(type_spec.element, graph_def=tensor.numpy()
+                                           ).bind_policy(self._policy)
         return tf_function.to_numpy(tensor, type_spec.dtype)

@@ -14,6 +14,10 @@ call at a time, creating another only while all are busy. Variables are reset at
 call because `initialize_op` runs before every fetch (we add it as a control dependency to every
 node that does not feed it, as TFF's eager executor did); tables re-initialised with the same
 data are a no-op in TensorFlow. So no call sees another call's state.
+
+Untrusted graphs. The graph's ops are checked against the stack's `Policy` (`op_check`) before
+TensorFlow sees the GraphDef; a parameter that feeds a graph-from-string op (`DatasetFromGraph`)
+has its value checked as a dataset graph on every call, before the graph runs.
 """
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec import tf_runtime
+from tffexec.formats import graphs
+from tffexec.formats import op_check
+from tffexec.formats import policy as policy_lib
+from tffexec.formats import sequences
 
 # Ops whose `shared_name` attribute names a resource in TensorFlow's resource manager.
 _SEEDED_RANDOM_ATTRS = ("seed", "seed2")
@@ -74,7 +82,14 @@ class GraphFunction:
     into the computation's types. Sequences cross this boundary as `tf.data.Dataset`s.
     """
 
-    def __init__(self, proto: computation_pb2.TensorFlow, seed: int | None = None):
+    def __init__(self, proto: computation_pb2.TensorFlow, seed: int | None = None,
+                 policy: policy_lib.Policy | None = None):
+        # The policy check comes first, on tffexec's own GraphDef parser: nothing of an
+        # untrusted graph reaches TensorFlow before it passes.
+        self._policy = policy if policy is not None else policy_lib.DEFAULT
+        op_check.check_tensorflow(proto, self._policy)
+        self._string_graph_params = frozenset() if self._policy.trust else \
+            op_check.graph_string_parameters(proto, graphs.parse_graph_def(proto.graph_def))
         tf = tf_runtime.tensorflow()
         self._proto = proto
         self._seed = seed
@@ -188,6 +203,15 @@ class GraphFunction:
     def __call__(self, flat_args: list) -> list:
         tf = tf_runtime.tensorflow()
         inputs = []
+        if len(flat_args) != len(self.parameter_leaves):
+            # A binding that does not match the function type (found by fuzzing): TensorFlow
+            # would fail with a signature error far from the cause.
+            raise errors.ComputationError(
+                f"the graph's parameter binding names {len(self.parameter_leaves)} tensors but "
+                f"the function type has {len(flat_args)} parameter leaves")
+        for index in self._string_graph_params:
+            if index < len(flat_args) and self.parameter_leaves[index][0] == "tensor":
+                self._check_graph_string(flat_args[index], index)
         for (kind, _), value in zip(self.parameter_leaves, flat_args):
             if kind == "variant":
                 inputs.append(tf.data.experimental.to_variant(value))
@@ -202,12 +226,23 @@ class GraphFunction:
                 inputs.append(tf.constant(uuid.uuid4().hex))
             outputs = _call(instance, inputs)
         except tf.errors.OpError as e:
+            if sequences.LIMIT_MARKER in e.message:
+                raise self._policy.sequence_too_long() from None
             raise errors.ExecutionError(f"TensorFlow failed: {_error_cause(e.message)}") from None
         finally:
             self._release(instance)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         return list(outputs)
+
+
+    def _check_graph_string(self, value, index: int) -> None:
+        """A string parameter that becomes a graph inside this one: check it as a dataset graph."""
+        array = np.asarray(value, dtype=object)
+        for item in array.reshape(-1):
+            data = item.encode() if isinstance(item, str) else bytes(item)
+            op_check.check_dataset_graph(
+                data, self._policy, path=f"string parameter {index} fed to DatasetFromGraph")
 
 
 def _error_cause(message: str) -> str:

@@ -332,7 +332,9 @@ def _placements_in_type(type_proto: computation_pb2.Type, found: set[str]) -> No
             stack.append(t.sequence.element)
 
 
-def _graph_info(comp: computation_pb2.Computation, path: str) -> GraphInfo:
+def _graph_info(comp: computation_pb2.Computation, path: str, policy=None,
+                problems: list[Problem] | None = None) -> GraphInfo:
+    """Summary of one `tensorflow` node; with a `policy`, ops it refuses go to `problems`."""
     tf = comp.tensorflow
     info = GraphInfo(
         path=path,
@@ -347,19 +349,28 @@ def _graph_info(comp: computation_pb2.Computation, path: str) -> GraphInfo:
     info.nodes = len(graph_def.node)
     info.functions = len(graph_def.library.function)
     info.ops = dict(_most_common(graphs.op_counts(graph_def)))
+    if policy is not None and problems is not None:
+        from tffexec.formats import op_check  # noqa: PLC0415 - op_check imports this module
+
+        bound = frozenset(op_check.parameter_nodes(tf))
+        for finding in op_check.graph_findings(graph_def, policy, bound=bound):
+            problems.append(Problem(path, finding.describe()))
     return info
 
 
-def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None) -> Analysis:
+def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None,
+            policy=None) -> Analysis:
     """Walks the computation once and collects its summary and every problem found.
 
     Problems are what would stop tffexec from running it: unsupported node kinds (`data`,
     `xla`) and intrinsics, references to names not bound by an enclosing lambda or block,
-    missing required fields, out-of-range selections, unknown placements, unreadable graphs.
+    missing required fields, out-of-range selections, unknown placements, unreadable graphs,
+    and, given a `policy`, TensorFlow ops it refuses (the findings `run` would refuse with).
 
     Args:
       comp: the parsed computation.
       size_bytes: the serialized size, if known (else computed with `ByteSize()`).
+      policy: a `tffexec.formats.policy.Policy` to check every graph's ops against.
 
     Raises:
       tffexec.errors.ComputationError: the root has no type or an invalid one, so this is not a
@@ -420,7 +431,7 @@ def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None)
         elif kind == "placement":
             placements.add(node.placement.uri)
         elif kind == "tensorflow":
-            info = _graph_info(node, path)
+            info = _graph_info(node, path, policy, problems)
             graph_infos.append(info)
             if info.error:
                 problems.append(Problem(path, info.error))
@@ -436,8 +447,12 @@ def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None)
         elif kind == "call":
             if not node.call.HasField("function"):
                 problems.append(Problem(path, "call has no function"))
+            else:
+                problems.extend(Problem(path, m) for m in _call_type_problems(node))
         elif kind == "selection":
             _check_selection(node, path, problems)
+        if kind in ("lambda", "block"):
+            problems.extend(Problem(path, m) for m in _result_type_problems(node, kind))
 
         kids = children(node)
         if kind == "block":
@@ -465,6 +480,81 @@ def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None)
         graphs=graph_infos,
         problems=_unknown_placement_problems(placements) + problems,
     )
+
+
+def _types(*protos: computation_pb2.Type):
+    """The federated-language types of `protos`, or None if any is missing or unreadable
+    (missing and invalid types are reported elsewhere)."""
+    from federated_language.types import computation_types  # noqa: PLC0415
+
+    out = []
+    for proto in protos:
+        if proto.WhichOneof("type") is None:
+            return None
+        try:
+            out.append(computation_types.Type.from_proto(proto))
+        except Exception:  # noqa: BLE001 - invalid types are reported where they are declared
+            return None
+    return out
+
+
+def _call_type_problems(node: computation_pb2.Computation) -> list[str]:
+    """A call must call a function, with an argument its parameter accepts, for its result."""
+    call = node.call
+    types = _types(call.function.type)
+    if types is None:
+        return []
+    (fn_type,) = types
+    if call.function.type.WhichOneof("type") != "function":
+        return [f"call of a non-function: the called value has type {fn_type}"]
+    has_parameter = call.function.type.function.HasField("parameter")
+    if has_parameter and not call.HasField("argument"):
+        return [f"function of type {fn_type} is called without an argument"]
+    if not has_parameter and call.HasField("argument"):
+        return [f"function of type {fn_type} takes no argument but is called with one"]
+    out = []
+    if has_parameter:
+        arg = _types(call.argument.type)
+        if arg is not None and not fn_type.parameter.is_assignable_from(arg[0]):
+            out.append(f"argument of type {arg[0]} does not match the parameter type "
+                       f"{fn_type.parameter} of the called function")
+    declared = _types(node.type)
+    if declared is not None and not declared[0].is_assignable_from(fn_type.result):
+        out.append(f"call is declared as {declared[0]} but the function returns {fn_type.result}")
+    return out
+
+
+def _result_type_problems(node: computation_pb2.Computation, kind: str) -> list[str]:
+    """A lambda's or block's result has the type the node declares."""
+    if kind == "lambda":
+        if node.type.WhichOneof("type") != "function":
+            types = _types(node.type)
+            return [f"lambda declared with the non-function type {types[0]}"] if types else []
+        result = getattr(node, "lambda").result
+        declared = _types(node.type.function.result)
+    else:
+        result = node.block.result
+        declared = _types(node.type)
+    found = _types(result.type)
+    if declared is None or found is None or declared[0].is_assignable_from(found[0]):
+        return []
+    return [f"{kind} declares the result type {declared[0]} but its result has type {found[0]}"]
+
+
+def check(comp: computation_pb2.Computation) -> None:
+    """Raises `ComputationError` for the first problem `analyze` finds (run's static check).
+
+    Running a computation that analysis already knows to be broken (a type mismatch, an unbound
+    reference, an unsupported intrinsic) would fail somewhere deep in an executor, or worse,
+    after side effects such as partial client work; refusing it up front names the AST path.
+    """
+    problems = analyze(comp).problems
+    if problems:
+        message = problems[0].message
+        if message.startswith("unsupported intrinsic"):
+            message += f"; supported: {', '.join(sorted(SUPPORTED_INTRINSICS))}"
+        more = f" (and {len(problems) - 1} more; see `tffexec validate`)" if len(problems) > 1 else ""
+        raise errors.ComputationError(message + more, path=problems[0].path)
 
 
 def _check_selection(node: computation_pb2.Computation, path: str, problems: list[Problem]) -> None:

@@ -6,9 +6,18 @@ tffexec error naming the file — `ComputationError` (exit 3) for computations, 
 (a Value or a TensorFlow GraphDef given as a computation, and the reverse), nested deeper than
 protobuf allows, or an unknown computation node kind. `data` and `xla` nodes load; whether they
 can run is decided later, by the executors.
+
+Limits (`tffexec.formats.policy`): a computation or value file over the size limit is refused
+with `PolicyError` (exit 5) before it is read or parsed, and so is a decoded value whose arrays,
+strings and sequence graphs (or an npz archive whose declared uncompressed size) exceed the value
+limit. The limits are explicit arguments, defaulting to the current policy's. When a command that
+runs computations has made its policy current (`policy.active()`), dataset graphs inside a
+loaded value are also checked against it here, so the error names the file and the place in the
+value.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,12 +25,16 @@ import pathlib
 import re
 import sys
 import tempfile
+import zipfile
+from typing import Callable
 
 import federated_language as fl
+import numpy as np
 from federated_language.proto import computation_pb2
 
-from tffexec.errors import ArgumentError, ComputationError, TffexecError
+from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
 from tffexec.formats import jsonfmt, npzfmt, protoparse
+from tffexec.formats import policy as policy_lib
 from tffexec.formats import types as tt
 from tffexec.formats.normalize import infer_clients
 from tffexec.formats.protos import executor_pb2, tf_graph_pb2
@@ -33,24 +46,49 @@ _EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz
 _COMPUTATION = computation_pb2.Computation.DESCRIPTOR.full_name
 
 
-def _read(source: Source, name: str | None, error: type[TffexecError]) -> tuple[bytes, str]:
-    """(bytes, label for messages) of a path, '-' (stdin) or bytes."""
+def _read(source: Source, name: str | None, error: type[TffexecError],
+          limit: int, check: Callable[..., None]) -> tuple[bytes, str]:
+    """(bytes, label for messages) of a path, '-' (stdin) or bytes.
+
+    `check(size, file=label)` raises for a size over `limit`; files are checked by their size
+    before they are read, standard input after at most `limit + 1` bytes.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), name or "<bytes>"
+        label = name or "<bytes>"
+        check(len(source), file=label)
+        return bytes(source), label
     if str(source) == "-":
-        return sys.stdin.buffer.read(), name or "<stdin>"
+        label = name or "<stdin>"
+        data = sys.stdin.buffer.read(limit + 1)
+        check(len(data), file=label)
+        return data, label
     label = name or str(source)
     try:
-        return pathlib.Path(source).read_bytes(), label
+        with open(source, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            check(size, file=label)
+            data = f.read(limit + 1)
     except OSError as e:
         raise error(f"cannot read: {e.strerror or e}", file=label) from None
+    check(len(data), file=label)
+    return data, label
 
 
 # ---------------------------------------------------------------------------------- computations
 
-def load_computation(source: Source, name: str | None = None) -> computation_pb2.Computation:
-    """Parse a serialized `Computation`; any problem raises `ComputationError` naming the file."""
-    data, label = _read(source, name, ComputationError)
+def load_computation(source: Source, name: str | None = None, *,
+                     max_bytes: int | None = None) -> computation_pb2.Computation:
+    """Parse a serialized `Computation`; any problem raises `ComputationError` naming the file.
+
+    Raises:
+      tffexec.errors.PolicyError: the file is larger than `max_bytes` (default: the current
+        policy's `max_computation_bytes`).
+    """
+    policy = policy_lib.current()
+    if max_bytes is not None:
+        policy = dataclasses.replace(policy, max_computation_bytes=max_bytes)
+    data, label = _read(source, name, ComputationError, policy.max_computation_bytes,
+                        policy.check_computation_bytes)
     try:
         return parse_computation(data)
     except ComputationError as e:
@@ -153,29 +191,99 @@ def detect_format(data: bytes, label: str = "", fmt: str | None = None) -> str:
 
 
 def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None,
-                     name: str | None = None, path: str = "arg") -> tuple[object, fl.Type]:
+                     name: str | None = None, path: str = "arg", *,
+                     max_bytes: int | None = None) -> tuple[object, fl.Type]:
     """(value, type) from a value file; the type is inferred when no hint is given (pb, tagged
-    JSON). All problems raise `ArgumentError` naming the file and the path inside the value."""
-    data, label = _read(source, name, ArgumentError)
+    JSON). All problems raise `ArgumentError` naming the file and the path inside the value.
+
+    Raises:
+      tffexec.errors.PolicyError: the file, or the decoded value, is larger than `max_bytes`
+        (default: the current policy's `max_value_bytes`), a sequence in it is longer than the
+        policy allows, or (when a policy is active) a dataset graph in it holds a forbidden op.
+    """
+    policy = policy_lib.current()
+    if max_bytes is not None:
+        policy = dataclasses.replace(policy, max_value_bytes=max_bytes)
+    data, label = _read(source, name, ArgumentError, policy.max_value_bytes,
+                        policy.check_value_bytes)
     try:
-        fmt = detect_format(data, label, fmt)
-        if fmt == "pb":
-            value, t = _value_from_pb(data, type_hint, path)
-            infer_clients(value, t, path)  # decoding checked types; client counts remain
-            return value, t
-        if fmt == "json":
-            return _value_from_json(data, type_hint, path)  # normalized and checked
-        if type_hint is None:
-            raise ArgumentError("an npz value needs the parameter type to be read")
-        return npzfmt.value_from_npz(io.BytesIO(data), type_hint, path), type_hint
-    except ArgumentError as e:
+        value, t = _decode_value(data, label, type_hint, fmt, path, policy)
+        _check_materialized(value, t, policy, path)
+        active = policy_lib.active()
+        if active is not None:
+            from tffexec.formats import op_check  # noqa: PLC0415
+
+            op_check.check_value(value, t, active, path=path)
+        return value, t
+    except (ArgumentError, PolicyError) as e:
         raise e.with_file(label) from None
 
 
+def _decode_value(data: bytes, label: str, type_hint, fmt: str | None, path: str,
+                  policy: policy_lib.Policy) -> tuple[object, fl.Type]:
+    fmt = detect_format(data, label, fmt)
+    if fmt == "pb":
+        value, t = _value_from_pb(data, type_hint, path)
+        infer_clients(value, t, path)  # decoding checked types; client counts remain
+        return value, t
+    if fmt == "json":
+        return _value_from_json(data, type_hint, path)  # normalized and checked
+    if type_hint is None:
+        raise ArgumentError("an npz value needs the parameter type to be read")
+    _check_npz_size(data, policy)
+    return npzfmt.value_from_npz(io.BytesIO(data), type_hint, path), type_hint
+
+
+def _check_npz_size(data: bytes, policy: policy_lib.Policy) -> None:
+    """Refuses an npz whose members would decompress past the value limit (a zip bomb)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # npzfmt reports unreadable archives with its own message
+    policy.check_value_bytes(declared, what="argument (uncompressed npz)")
+
+
+def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Policy,
+                        path: str) -> None:
+    """Refuses decoded values over the size limit and element lists over the sequence limit."""
+    from federated_language.common_libs import structure  # noqa: PLC0415
+
+    from tffexec.formats.sequences import SequenceValue  # noqa: PLC0415
+
+    total = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, np.ndarray):
+            if v.dtype.kind == "O":
+                total += sum(len(x) if isinstance(x, (bytes, str)) else 8 for x in v.flat)
+            else:
+                total += v.nbytes
+        elif isinstance(v, structure.Struct):
+            stack.extend(x for _, x in structure.iter_elements(v))
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, SequenceValue):
+            if v.has_graph_def:
+                total += len(v.graph_def())
+            if v.is_materialized:
+                elements = v.elements()
+                if len(elements) > policy.max_sequence_elements:
+                    raise policy.sequence_too_long(len(elements))
+                stack.extend(elements)
+        elif isinstance(v, (bytes, str)):
+            total += len(v)
+        if total > policy.max_value_bytes:
+            break
+    policy.check_value_bytes(total, what="decoded argument")
+
+
 def load_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None,
-               name: str | None = None, path: str = "arg") -> object:
+               name: str | None = None, path: str = "arg", *,
+               max_bytes: int | None = None) -> object:
     """The value in a pb/json/npz file, '-' (stdin) or bytes, checked against `type_hint`."""
-    return load_typed_value(source, type_hint, fmt, name, path)[0]
+    return load_typed_value(source, type_hint, fmt, name, path, max_bytes=max_bytes)[0]
 
 
 def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
@@ -200,14 +308,22 @@ def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
 def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
     try:
         obj = json.loads(data.decode("utf-8-sig"))
+    except RecursionError:
+        raise ArgumentError("JSON nested too deeply (more levels than Python's parser "
+                            "accepts)") from None
     except UnicodeDecodeError:
         raise ArgumentError("JSON file is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise ArgumentError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    if type_hint is None:
-        inner = obj.get("value") if isinstance(obj, dict) and "value" in obj else obj
-        type_hint = jsonfmt.infer_type(inner, path)
-    return jsonfmt.value_from_json(obj, type_hint, path), type_hint
+    try:
+        if type_hint is None:
+            inner = obj.get("value") if isinstance(obj, dict) and "value" in obj else obj
+            type_hint = jsonfmt.infer_type(inner, path)
+        return jsonfmt.value_from_json(obj, type_hint, path), type_hint
+    except RecursionError:
+        # Only reachable for JSON nested almost as deep as the parser allows; no TFF type
+        # nests that deep (protobuf's limit is 100 levels).
+        raise ArgumentError("JSON value nested too deeply to be a value of any TFF type") from None
 
 
 def save_value(value: object, type_spec: fl.Type, dest: str | pathlib.Path,

@@ -81,12 +81,24 @@ def unknown_fields(msg: _message.Message, path: str = "") -> list[tuple[str, int
         if field.message_type is None:
             continue
         sub = f"{path}.{field.name}" if path else field.name
-        if isinstance(value, _message.Message):
-            found.extend(unknown_fields(value, sub))
-        else:  # repeated message field
-            for i, v in enumerate(value):
-                found.extend(unknown_fields(v, f"{sub}[{i}]"))
+        for item_path, item in _message_items(field, value, sub):
+            found.extend(unknown_fields(item, item_path))
     return found
+
+
+def _message_items(field: _descriptor.FieldDescriptor, value, sub: str):
+    """(path, message) of a message-typed field's value: a message, a repeated field, or a map
+    (whose values may be messages; its keys are not)."""
+    if isinstance(value, _message.Message):
+        yield sub, value
+    elif field.message_type.GetOptions().map_entry:
+        for key in value:
+            item = value[key]
+            if isinstance(item, _message.Message):
+                yield f"{sub}[{key!r}]", item
+    else:  # repeated message field
+        for i, v in enumerate(value):
+            yield f"{sub}[{i}]", v
 
 
 def messages_of_type(msg: _message.Message, full_name: str, path: str = ""):
@@ -97,11 +109,8 @@ def messages_of_type(msg: _message.Message, full_name: str, path: str = ""):
         if field.message_type is None:
             continue
         sub = f"{path}.{field.name}" if path else field.name
-        if isinstance(value, _message.Message):
-            yield from messages_of_type(value, full_name, sub)
-        else:  # repeated message field
-            for i, v in enumerate(value):
-                yield from messages_of_type(v, full_name, f"{sub}[{i}]")
+        for item_path, item in _message_items(field, value, sub):
+            yield from messages_of_type(item, full_name, item_path)
 
 
 def try_parse(cls: type[_message.Message], data: bytes) -> _message.Message | None:

@@ -8,6 +8,13 @@ for the elements or a `tf.data.Dataset`. Both directions are lazy and cached.
 TensorFlow is imported ONLY inside the functions below that need it; importing this module
 never imports it.
 
+Untrusted dataset graphs. A dataset graph can hold any TensorFlow op, and `DatasetFromGraph` runs
+part of it just to build the dataset, so its ops are checked against a `Policy` (see `op_check`)
+before it is ever turned into a dataset, and a sequence is never read or fed to a graph beyond the
+policy's `max_sequence_elements` (infinite datasets are refused up front; datasets of unknown
+length are cut with an error at the limit). The policy is the one bound with `bind_policy` (the
+leaf executor binds its stack's policy), else the current one (`policy.current()`).
+
 Element values use the formats representation (see `tffexec.formats`). A struct element type maps
 to TensorFlow structures as TFF did: all-named -> dict (tf.nest orders it by sorted key, which is
 why TFF insists on sorted names), all-unnamed -> tuple.
@@ -21,7 +28,12 @@ import numpy as np
 from federated_language.common_libs import structure
 
 from tffexec.errors import ArgumentError
+from tffexec.formats import policy as policy_lib
 from tffexec.formats import types as tt
+
+#: Text in the TensorFlow error raised when a fed dataset of unknown length passes the limit;
+#: `tf_function` turns an error carrying it into a `PolicyError`.
+LIMIT_MARKER = "tffexec: sequence longer than --max-sequence-elements"
 
 
 class SequenceValue:
@@ -30,7 +42,7 @@ class SequenceValue:
     Equality compares elements (the bytes of a re-serialized dataset graph differ run to run).
     """
 
-    __slots__ = ("_element_type", "_graph_def", "_elements", "_dataset")
+    __slots__ = ("_element_type", "_graph_def", "_elements", "_dataset", "_policy", "_checked")
 
     def __init__(self, element_type: fl.Type, graph_def: bytes | None = None,
                  elements: list | None = None):
@@ -40,6 +52,8 @@ class SequenceValue:
         self._graph_def = bytes(graph_def) if graph_def is not None else None
         self._elements = list(elements) if elements is not None else None
         self._dataset = None
+        self._policy = None  # bound by bind_policy; None: the current policy
+        self._checked = None  # the policy under which the graph's ops passed the check
 
     @classmethod
     def from_dataset(cls, dataset: Any, element_type: fl.Type | None = None) -> "SequenceValue":
@@ -49,7 +63,37 @@ class SequenceValue:
         seq = cls.__new__(cls)
         seq._element_type, seq._graph_def, seq._elements, seq._dataset = (
             element_type, None, None, dataset)
+        # A tf.data.Dataset object comes from the caller's own Python code, not from a file:
+        # there is no untrusted graph to check.
+        seq._policy, seq._checked = None, True
         return seq
+
+    # -- policy --------------------------------------------------------------------------------
+    @property
+    def policy(self) -> policy_lib.Policy:
+        """The policy this sequence is read under."""
+        return self._policy or policy_lib.current()
+
+    def bind_policy(self, policy: policy_lib.Policy) -> "SequenceValue":
+        """Reads this sequence under `policy` from now on (the stack's policy)."""
+        if self._policy is not policy:
+            self._policy = policy
+            if self._checked is not True:
+                self._checked = None
+        return self
+
+    def check_ops(self, path: str | None = None) -> None:
+        """Refuses a dataset graph holding ops the policy does not allow (`PolicyError`).
+
+        Done once per policy; a sequence without a graph, or made from a Python dataset, passes.
+        """
+        policy = self.policy
+        if self._graph_def is None or self._checked is True or self._checked is policy:
+            return
+        from tffexec.formats import op_check  # noqa: PLC0415 - op_check imports this module
+
+        op_check.check_dataset_graph(self._graph_def, policy, path=path)
+        self._checked = policy
 
     @property
     def element_type(self) -> fl.Type:
@@ -66,9 +110,17 @@ class SequenceValue:
         return self._elements is not None
 
     def elements(self) -> list:
-        """The element values, read from the dataset graph with TensorFlow on first use."""
+        """The element values, read from the dataset graph with TensorFlow on first use.
+
+        Raises:
+          tffexec.errors.PolicyError: the dataset holds forbidden ops, is infinite, or has more
+            elements than the policy allows.
+        """
         if self._elements is None:
-            self._elements = _read_elements(self.to_dataset(), self._element_type)
+            policy = self.policy
+            self._elements = _read_elements(self.to_dataset(), self._element_type, policy)
+        elif len(self._elements) > self.policy.max_sequence_elements:
+            raise self.policy.sequence_too_long(len(self._elements))
         return self._elements
 
     def graph_def(self) -> bytes:
@@ -78,13 +130,41 @@ class SequenceValue:
         return self._graph_def
 
     def to_dataset(self) -> Any:
-        """A `tf.data.Dataset` of this sequence (from the graph when there is one)."""
+        """A `tf.data.Dataset` of this sequence (from the graph when there is one).
+
+        The graph's ops are checked first (`check_ops`); the dataset itself is not bounded (see
+        `bounded_dataset`).
+        """
         if self._dataset is None:
             if self._graph_def is not None:
+                self.check_ops()
                 self._dataset = _dataset_from_graph(self._graph_def, self._element_type)
             else:
                 self._dataset = _dataset_from_elements(self._elements, self._element_type)
         return self._dataset
+
+    def bounded_dataset(self) -> Any:
+        """`to_dataset()`, refused or cut so a graph can never read more than the limit.
+
+        A dataset of known length over the limit, or infinite, is refused here; one of unknown
+        length (a filter, say) gets a counter that fails with `LIMIT_MARKER` one element past
+        the limit.
+        """
+        policy = self.policy
+        limit = policy.max_sequence_elements
+        if self._elements is not None:
+            if len(self._elements) > limit:
+                raise policy.sequence_too_long(len(self._elements))
+            return self.to_dataset()
+        dataset = self.to_dataset()
+        count = _cardinality(dataset)
+        if count == _INFINITE:
+            raise policy.sequence_too_long(infinite=True)
+        if count > limit:
+            raise policy.sequence_too_long(count)
+        if count >= 0:
+            return dataset
+        return _guarded(dataset, limit)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SequenceValue):
@@ -211,10 +291,42 @@ def _dataset_from_graph(graph_def: bytes, t: fl.Type):
         raise ArgumentError(f"sequence dataset graph is unreadable: {_first_line(e)}") from None
 
 
-def _read_elements(dataset, t: fl.Type) -> list:
+_INFINITE = -1
+_UNKNOWN = -2
+
+
+def _cardinality(dataset) -> int:
+    """The dataset's static length, `_INFINITE` or `_UNKNOWN` (tf.data's own constants)."""
+    return int(dataset.cardinality().numpy())
+
+
+def _guarded(dataset, limit: int):
+    """The dataset, failing with `LIMIT_MARKER` when element `limit` + 1 is produced."""
     tf = _tf()
+
+    def check(index, element):
+        ok = tf.debugging.assert_less(index, tf.constant(limit, tf.int64), message=LIMIT_MARKER)
+        with tf.control_dependencies([ok]):
+            return tf.nest.map_structure(tf.identity, element)
+
+    return dataset.take(limit + 1).enumerate().map(check)
+
+
+def _read_elements(dataset, t: fl.Type, policy: policy_lib.Policy) -> list:
+    tf = _tf()
+    limit = policy.max_sequence_elements
+    count = _cardinality(dataset)
+    if count == _INFINITE:
+        raise policy.sequence_too_long(infinite=True)
+    if count > limit:
+        raise policy.sequence_too_long(count)
     try:
-        return [_to_value(x, t) for x in dataset]
+        out = []
+        for x in dataset:
+            if len(out) == limit:
+                raise policy.sequence_too_long()
+            out.append(_to_value(x, t))
+        return out
     except (tf.errors.OpError, ValueError, TypeError) as e:
         raise ArgumentError(f"sequence elements could not be read as {tt.type_str(t)}*: "
                             f"{_first_line(e)}") from None

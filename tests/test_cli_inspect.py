@@ -204,23 +204,31 @@ def test_with_directory_exit_2(runner, tmp_path):
 
 
 def _deep_computation(levels: int):
-    """`lambda x: block[a0=x] -> lambda y: block[a1=a0] -> ...`, nested `levels` lambdas deep."""
+    """`lambda x: block[a0=x] -> lambda y: block[a1=a0] -> ...`, nested `levels` lambdas deep.
+
+    Well typed: the innermost lambda is `(int32 -> int32)`, each block has the type of the
+    lambda it returns, and each enclosing lambda is `(int32 -> <that type>)`.
+    """
     from federated_language.proto import computation_pb2 as pb
     from federated_language.proto import data_type_pb2
 
     int32 = pb.Type(tensor=pb.TensorType(dtype=data_type_pb2.DT_INT32))
-    fn = pb.Type(function=pb.FunctionType(parameter=int32, result=int32))
-    root = pb.Computation(type=fn)
+    lambda_types = [pb.Type(function=pb.FunctionType(parameter=int32, result=int32))]
+    for _ in range(levels):
+        lambda_types.append(pb.Type(function=pb.FunctionType(parameter=int32,
+                                                             result=lambda_types[-1])))
+    lambda_types.reverse()  # lambda_types[level] is the type of the lambda at that level
+    root = pb.Computation(type=lambda_types[0])
     node = root
     previous = "x0"
     getattr(node, "lambda").parameter_name = previous
     for level in range(levels):
         body = getattr(node, "lambda").result
-        body.type.CopyFrom(int32)
+        body.type.CopyFrom(lambda_types[level + 1])
         local = body.block.local.add(name=f"a{level}")
         local.value.type.CopyFrom(int32)
         local.value.reference.name = previous
-        body.block.result.type.CopyFrom(fn)
+        body.block.result.type.CopyFrom(lambda_types[level + 1])
         node = body.block.result
         previous = f"a{level}"
         getattr(node, "lambda").parameter_name = f"unused{level}"

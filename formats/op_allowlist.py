@@ -1,0 +1,300 @@
+"""The built-in allowlist: TensorFlow ops an untrusted computation may run.
+
+Why an allowlist and not a denylist: TensorFlow registers ~1,900 ops and adds more every release;
+a new file-system or network op must be refused until someone looks at it. The list holds the
+pure computation ops of TensorFlow 2.21 (every op that TFF-made graphs use, collected from the
+corpus and the example cases, plus the broad families of pure math/array/random/string/dataset
+ops), grouped by family so a review can see what each group admits.
+
+Deliberately absent (so refused): file system (ReadFile, WriteFile, MatchingFiles, readers,
+InitializeTableFromTextFile, ImmutableConst), checkpoints (Save*, Restore*, MergeV2Checkpoints,
+LoadAndRemapMatrix), dataset sources that read or write files or the network (TFRecordDataset,
+TextLineDataset, FixedLengthRecordDataset, CSV/LMDB/Sql datasets, MatchingFilesDataset,
+Save/Load/Snapshot datasets, DatasetToTFRecord, DataService*, RegisterDataset), summaries and debug
+ops (which write event files or connect to debug servers), Python callbacks (PyFunc, EagerPyFunc),
+process control (Abort), cross-device and cross-process communication (Send/Recv, Collective*,
+Nccl*, RemoteCall, TPU and XLA ops), ops that reach state outside one call (queues, barriers,
+staging areas, session handles, iterator string handles, Batch/BatchFunction), protobuf ops that
+may load descriptors from files (DecodeProtoV2, EncodeProto), and ops that turn runtime strings
+into graphs (DatasetFromGraph; see `op_check` for when it is admitted).
+
+This module only holds names; `tffexec.formats.op_check` applies them (and the few per-op rules).
+"""
+from __future__ import annotations
+
+#: Control flow, function calls and the argument/return ops of function bodies.
+CONTROL_FLOW = frozenset("""
+Case ControlTrigger DeviceIndex Enter Exit FakeParam For If LoopCond Merge NextIteration NoOp
+PartitionedCall RefEnter RefExit RefMerge RefNextIteration RefSelect RefSwitch
+StatefulPartitionedCall StatelessCase StatelessIf StatelessWhile Switch SymbolicGradient ToBool
+While _Arg _DeviceArg _DeviceRetval _Retval
+""".split())
+
+#: Element-wise and reduction math, linear algebra, FFTs, bitwise, set and counting ops.
+MATH = frozenset("""
+Abs AccumulateNV2 Acos Acosh Add AddN AddV2 All Angle Any ApproximateEqual ArgMax ArgMin Asin Asinh
+Atan Atan2 Atanh BandedTriangularSolve BatchCholesky BatchCholeskyGrad BatchFFT BatchFFT2D
+BatchFFT3D BatchIFFT BatchIFFT2D BatchIFFT3D BatchMatMul BatchMatMulV2 BatchMatMulV3
+BatchMatrixDeterminant BatchMatrixInverse BatchMatrixSolve BatchMatrixSolveLs
+BatchMatrixTriangularSolve BatchSelfAdjointEig BatchSelfAdjointEigV2 BatchSvd BesselI0 BesselI0e
+BesselI1 BesselI1e BesselJ0 BesselJ1 BesselK0 BesselK0e BesselK1 BesselK1e BesselY0 BesselY1
+Betainc Bincount BitwiseAnd BitwiseOr BitwiseXor Bucketize Cast Ceil Cholesky CholeskyGrad
+ClipByValue Complex ComplexAbs Conj Cos Cosh Cross Cumprod Cumsum CumulativeLogsumexp Dawsn
+DenseBincount DenseCountSparseOutput DenseToDenseSetOperation DenseToSparseSetOperation Digamma Div
+DivNoNan Eig Einsum Equal Erf Erfc Erfinv EuclideanNorm Exp Expint Expm1 FFT FFT2D FFT3D FFTND
+Floor FloorDiv FloorMod FresnelCos FresnelSin Greater GreaterEqual HistogramFixedWidth IFFT IFFT2D
+IFFT3D IFFTND IRFFT IRFFT2D IRFFT3D IRFFTND Igamma IgammaGradA Igammac Imag Inv InvGrad Invert
+IsFinite IsInf IsNan LeftShift Less LessEqual Lgamma LinSpace Log Log1p LogMatrixDeterminant
+LogicalAnd LogicalNot LogicalOr Lu MatMul MatrixDeterminant MatrixExponential MatrixInverse
+MatrixLogarithm MatrixSolve MatrixSolveLs MatrixSquareRoot MatrixTriangularSolve Max Maximum Mean
+Min Minimum Mod Mul MulNoNan Ndtri Neg NextAfter NotEqual Polygamma PopulationCount Pow Prod Qr
+QuantizeDownAndShrinkRange QuantizedAdd QuantizedMatMul QuantizedMul RFFT RFFT2D RFFT3D RFFTND
+RaggedBincount RaggedCountSparseOutput Range Real RealDiv Reciprocal ReciprocalGrad
+RequantizationRange RequantizationRangePerChannel Requantize RequantizePerChannel RightShift Rint
+Round Rsqrt RsqrtGrad SegmentMax SegmentMaxV2 SegmentMean SegmentMin SegmentMinV2 SegmentProd
+SegmentProdV2 SegmentSum SegmentSumV2 Select SelectV2 SelfAdjointEig SelfAdjointEigV2 SetSize
+Sigmoid SigmoidGrad Sign Sin Sinh SobolSample SparseBincount SparseCountSparseOutput SparseMatMul
+SparseSegmentMean SparseSegmentMeanGrad SparseSegmentMeanGradV2 SparseSegmentMeanWithNumSegments
+SparseSegmentSqrtN SparseSegmentSqrtNGrad SparseSegmentSqrtNGradV2
+SparseSegmentSqrtNWithNumSegments SparseSegmentSum SparseSegmentSumGrad SparseSegmentSumGradV2
+SparseSegmentSumWithNumSegments SparseToSparseSetOperation Spence Sqrt SqrtGrad Square
+SquaredDifference Sub Sum Svd Tan Tanh TanhGrad TridiagonalMatMul TridiagonalSolve TruncateDiv
+TruncateMod UniformDequantize UniformQuantize UniformQuantizedAdd UniformQuantizedClipByValue
+UniformQuantizedConvolution UniformQuantizedConvolutionHybrid UniformQuantizedDot
+UniformQuantizedDotHybrid UniformRequantize UnsortedSegmentMax UnsortedSegmentMin
+UnsortedSegmentProd UnsortedSegmentSum Xdivy Xlog1py Xlogy Zeta
+""".split())
+
+#: Creating, reshaping, slicing, gathering and scattering tensors; tensor lists, maps and optionals.
+ARRAY = frozenset("""
+BatchMatrixBandPart BatchMatrixDiag BatchMatrixDiagPart BatchMatrixSetDiag BatchToSpace
+BatchToSpaceND Bitcast BroadcastArgs BroadcastGradientArgs BroadcastTo CheckNumerics
+CheckNumericsV2 CompositeTensorVariantFromComponents CompositeTensorVariantToComponents Concat
+ConcatOffset ConcatV2 ConjugateTranspose Const DebugGradientIdentity DebugGradientRefIdentity
+DeepCopy DepthToSpace Dequantize Diag DiagPart EditDistance Empty EmptyTensorList EmptyTensorMap
+EnsureShape ExpandDims ExtractImagePatches ExtractVolumePatches FakeQuantWithMinMaxArgs
+FakeQuantWithMinMaxArgsGradient FakeQuantWithMinMaxVars FakeQuantWithMinMaxVarsGradient
+FakeQuantWithMinMaxVarsPerChannel FakeQuantWithMinMaxVarsPerChannelGradient Fill Fingerprint Gather
+GatherNd GatherV2 GuaranteeConst Identity IdentityN InplaceAdd InplaceSub InplaceUpdate
+InvertPermutation ListDiff LowerBound MatrixBandPart MatrixDiag MatrixDiagPart MatrixDiagPartV2
+MatrixDiagPartV3 MatrixDiagV2 MatrixDiagV3 MatrixSetDiag MatrixSetDiagV2 MatrixSetDiagV3 MirrorPad
+MirrorPadGrad OneHot OnesLike OptionalFromValue OptionalGetValue OptionalHasValue OptionalNone Pack
+Pad PadV2 ParallelConcat Placeholder PlaceholderV2 PlaceholderWithDefault PreventGradient
+QuantizeAndDequantize QuantizeAndDequantizeV2 QuantizeAndDequantizeV3 QuantizeAndDequantizeV4
+QuantizeAndDequantizeV4Grad QuantizeV2 QuantizedConcat QuantizedInstanceNorm QuantizedReshape Rank
+RefIdentity Reshape ResourceStridedSliceAssign Reverse ReverseSequence ReverseV2 Roll ScatterNd
+ScatterNdNonAliasingAdd Shape ShapeN Size Slice Snapshot SpaceToBatch SpaceToBatchND SpaceToDepth
+Split SplitV Squeeze StopGradient StridedSlice StridedSliceAssign StridedSliceGrad TensorListConcat
+TensorListConcatLists TensorListConcatV2 TensorListElementShape TensorListFromTensor
+TensorListGather TensorListGetItem TensorListLength TensorListPopBack TensorListPushBack
+TensorListPushBackBatch TensorListReserve TensorListResize TensorListScatter
+TensorListScatterIntoExistingList TensorListScatterV2 TensorListSetItem TensorListSplit
+TensorListStack TensorMapErase TensorMapHasKey TensorMapInsert TensorMapLookup TensorMapSize
+TensorMapStackKeys TensorScatterAdd TensorScatterMax TensorScatterMin TensorScatterSub
+TensorScatterUpdate TensorStridedSliceUpdate Tile TileGrad Transpose Unique UniqueV2
+UniqueWithCounts UniqueWithCountsV2 Unpack UnravelIndex UpperBound Where ZerosLike
+""".split())
+
+#: Neural-network layers, losses, optimizer updates and sampling helpers.
+NN = frozenset("""
+AllCandidateSampler ApplyAdaMax ApplyAdadelta ApplyAdagrad ApplyAdagradDA ApplyAdagradV2 ApplyAdam
+ApplyAddSign ApplyCenteredRMSProp ApplyFtrl ApplyFtrlV2 ApplyGradientDescent ApplyMomentum
+ApplyPowerSign ApplyProximalAdagrad ApplyProximalGradientDescent ApplyRMSProp ApproxTopK AvgPool
+AvgPool3D AvgPool3DGrad AvgPoolGrad BatchNormWithGlobalNormalization
+BatchNormWithGlobalNormalizationGrad BiasAdd BiasAddGrad BiasAddV1 BlockLSTM BlockLSTMGrad
+BlockLSTMGradV2 BlockLSTMV2 CTCBeamSearchDecoder CTCGreedyDecoder CTCLoss CTCLossV2
+ComputeAccidentalHits Conv Conv2D Conv2DBackpropFilter Conv2DBackpropFilterV2 Conv2DBackpropInput
+Conv2DBackpropInputV2 Conv3D Conv3DBackpropFilter Conv3DBackpropFilterV2 Conv3DBackpropInput
+Conv3DBackpropInputV2 CudnnRNN CudnnRNNBackprop CudnnRNNBackpropV2 CudnnRNNBackpropV3
+CudnnRNNCanonicalToParams CudnnRNNCanonicalToParamsV2 CudnnRNNParamsSize CudnnRNNParamsToCanonical
+CudnnRNNParamsToCanonicalV2 CudnnRNNV2 CudnnRNNV3 DataFormatDimMap DataFormatVecPermute
+DepthwiseConv2dNative DepthwiseConv2dNativeBackpropFilter DepthwiseConv2dNativeBackpropInput
+Dilation2D Dilation2DBackpropFilter Dilation2DBackpropInput Elu EluGrad
+FixedUnigramCandidateSampler FractionalAvgPool FractionalAvgPoolGrad FractionalMaxPool
+FractionalMaxPoolGrad FusedBatchNorm FusedBatchNormGrad FusedBatchNormGradV2 FusedBatchNormGradV3
+FusedBatchNormV2 FusedBatchNormV3 FusedPadConv2D FusedResizeAndPadConv2D GRUBlockCell
+GRUBlockCellGrad InTopK InTopKV2 IsotonicRegression KMC2ChainInitialization
+KmeansPlusPlusInitialization L2Loss LRN LRNGrad LSTMBlockCell LSTMBlockCellGrad LeakyRelu
+LeakyReluGrad LearnedUnigramCandidateSampler LogSoftmax LogUniformCandidateSampler MaxPool
+MaxPool3D MaxPool3DGrad MaxPool3DGradGrad MaxPoolGrad MaxPoolGradGrad MaxPoolGradGradV2
+MaxPoolGradGradWithArgmax MaxPoolGradV2 MaxPoolGradWithArgmax MaxPoolV2 MaxPoolWithArgmax
+NearestNeighbors NthElement QuantizedAvgPool QuantizedBatchNormWithGlobalNormalization
+QuantizedBiasAdd QuantizedConv2D QuantizedConv2DAndRelu QuantizedConv2DAndReluAndRequantize
+QuantizedConv2DAndRequantize QuantizedConv2DPerChannel QuantizedConv2DWithBias
+QuantizedConv2DWithBiasAndRelu QuantizedConv2DWithBiasAndReluAndRequantize
+QuantizedConv2DWithBiasAndRequantize QuantizedConv2DWithBiasSignedSumAndReluAndRequantize
+QuantizedConv2DWithBiasSumAndRelu QuantizedConv2DWithBiasSumAndReluAndRequantize
+QuantizedDepthwiseConv2D QuantizedDepthwiseConv2DWithBias QuantizedDepthwiseConv2DWithBiasAndRelu
+QuantizedDepthwiseConv2DWithBiasAndReluAndRequantize QuantizedMatMulWithBias
+QuantizedMatMulWithBiasAndDequantize QuantizedMatMulWithBiasAndRelu
+QuantizedMatMulWithBiasAndReluAndRequantize QuantizedMatMulWithBiasAndRequantize QuantizedMaxPool
+QuantizedRelu QuantizedRelu6 QuantizedReluX Relu Relu6 Relu6Grad ReluGrad ResourceApplyAdaMax
+ResourceApplyAdadelta ResourceApplyAdagrad ResourceApplyAdagradDA ResourceApplyAdagradV2
+ResourceApplyAdam ResourceApplyAdamWithAmsgrad ResourceApplyAddSign ResourceApplyCenteredRMSProp
+ResourceApplyFtrl ResourceApplyFtrlV2 ResourceApplyGradientDescent ResourceApplyKerasMomentum
+ResourceApplyMomentum ResourceApplyPowerSign ResourceApplyProximalAdagrad
+ResourceApplyProximalGradientDescent ResourceApplyRMSProp ResourceSparseApplyAdadelta
+ResourceSparseApplyAdagrad ResourceSparseApplyAdagradDA ResourceSparseApplyAdagradV2
+ResourceSparseApplyCenteredRMSProp ResourceSparseApplyFtrl ResourceSparseApplyFtrlV2
+ResourceSparseApplyKerasMomentum ResourceSparseApplyMomentum ResourceSparseApplyProximalAdagrad
+ResourceSparseApplyProximalGradientDescent ResourceSparseApplyRMSProp SdcaFprint SdcaOptimizer
+SdcaOptimizerV2 SdcaShrinkL1 Selu SeluGrad Softmax SoftmaxCrossEntropyWithLogits Softplus
+SoftplusGrad Softsign SoftsignGrad SparseApplyAdadelta SparseApplyAdagrad SparseApplyAdagradDA
+SparseApplyAdagradV2 SparseApplyCenteredRMSProp SparseApplyFtrl SparseApplyFtrlV2
+SparseApplyMomentum SparseApplyProximalAdagrad SparseApplyProximalGradientDescent
+SparseApplyRMSProp SparseSoftmaxCrossEntropyWithLogits ThreadUnsafeUnigramCandidateSampler TopK
+TopKV2 UniformCandidateSampler
+""".split())
+
+#: Random number generation (stateful and stateless).
+RANDOM = frozenset("""
+Multinomial NonDeterministicInts ParameterizedTruncatedNormal RandomGamma RandomGammaGrad
+RandomIndexShuffle RandomPoisson RandomPoissonV2 RandomShuffle RandomStandardNormal RandomUniform
+RandomUniformInt RngReadAndSkip RngSkip StatefulRandomBinomial StatefulStandardNormal
+StatefulStandardNormalV2 StatefulTruncatedNormal StatefulUniform StatefulUniformFullInt
+StatefulUniformInt StatelessMultinomial StatelessParameterizedTruncatedNormal
+StatelessRandomBinomial StatelessRandomGammaV2 StatelessRandomGammaV3 StatelessRandomGetAlg
+StatelessRandomGetKeyCounter StatelessRandomGetKeyCounterAlg StatelessRandomNormal
+StatelessRandomNormalV2 StatelessRandomPoisson StatelessRandomUniform StatelessRandomUniformFullInt
+StatelessRandomUniformFullIntV2 StatelessRandomUniformInt StatelessRandomUniformIntV2
+StatelessRandomUniformV2 StatelessShuffle StatelessTruncatedNormal StatelessTruncatedNormalV2
+TruncatedNormal
+""".split())
+
+#: Sparse and ragged tensors.
+SPARSE_RAGGED = frozenset("""
+AddManySparseToTensorsMap AddSparseToTensorsMap CSRSparseMatrixComponents CSRSparseMatrixToDense
+CSRSparseMatrixToSparseTensor DenseToCSRSparseMatrix DeserializeManySparse DeserializeSparse
+RaggedCross RaggedFillEmptyRows RaggedFillEmptyRowsGrad RaggedGather RaggedRange
+RaggedTensorFromVariant RaggedTensorToSparse RaggedTensorToTensor RaggedTensorToVariant
+RaggedTensorToVariantGradient SerializeManySparse SerializeSparse SparseAdd SparseAddGrad
+SparseConcat SparseCross SparseCrossHashed SparseCrossV2 SparseDenseCwiseAdd SparseDenseCwiseDiv
+SparseDenseCwiseMul SparseFillEmptyRows SparseFillEmptyRowsGrad SparseMatrixAdd SparseMatrixMatMul
+SparseMatrixMul SparseMatrixNNZ SparseMatrixOrderingAMD SparseMatrixSoftmax SparseMatrixSoftmaxGrad
+SparseMatrixSparseCholesky SparseMatrixSparseMatMul SparseMatrixTranspose SparseMatrixZeros
+SparseReduceMax SparseReduceMaxSparse SparseReduceSum SparseReduceSumSparse SparseReorder
+SparseReshape SparseSlice SparseSliceGrad SparseSoftmax SparseSparseMaximum SparseSparseMinimum
+SparseSplit SparseTensorDenseAdd SparseTensorDenseMatMul SparseTensorToCSRSparseMatrix
+SparseToDense TakeManySparseFromTensorsMap
+""".split())
+
+#: String manipulation and parsing of in-memory bytes (tf.Example, CSV text, raw bytes).
+STRING_PARSING = frozenset("""
+AsString DecodeBase64 DecodeCSV DecodeCompressed DecodeJSONExample DecodePaddedRaw DecodeRaw
+EncodeBase64 ParseExample ParseExampleV2 ParseSequenceExample ParseSequenceExampleV2
+ParseSingleExample ParseSingleSequenceExample ParseTensor ReduceJoin RegexFullMatch RegexReplace
+SerializeTensor StaticRegexFullMatch StaticRegexReplace StringFormat StringJoin StringLength
+StringLower StringNGrams StringSplit StringSplitV2 StringStrip StringToHashBucket
+StringToHashBucketFast StringToHashBucketStrong StringToNumber StringUpper Substr UnicodeDecode
+UnicodeDecodeWithOffsets UnicodeEncode UnicodeScript UnicodeTranscode UnsortedSegmentJoin
+""".split())
+
+#: Decoding, encoding and transforming in-memory images and audio.
+IMAGE_AUDIO = frozenset("""
+AdjustContrast AdjustContrastv2 AdjustHue AdjustSaturation AudioSpectrogram
+CombinedNonMaxSuppression CropAndResize CropAndResizeGradBoxes CropAndResizeGradImage
+DecodeAndCropJpeg DecodeBmp DecodeGif DecodeImage DecodeJpeg DecodeJxl DecodePng DecodeWav
+DecodeWebP DrawBoundingBoxes DrawBoundingBoxesV2 EncodeJpeg EncodeJpegVariableQuality EncodePng
+EncodeWav ExtractGlimpse ExtractGlimpseV2 ExtractJpegShape GenerateBoundingBoxProposals HSVToRGB
+ImageProjectiveTransformV2 ImageProjectiveTransformV3 Mfcc NonMaxSuppression NonMaxSuppressionV2
+NonMaxSuppressionV3 NonMaxSuppressionV4 NonMaxSuppressionV5 NonMaxSuppressionWithOverlaps
+QuantizedResizeBilinear RGBToHSV RandomCrop ResizeArea ResizeBicubic ResizeBicubicGrad
+ResizeBilinear ResizeBilinearGrad ResizeNearestNeighbor ResizeNearestNeighborGrad
+SampleDistortedBoundingBox SampleDistortedBoundingBoxV2 ScaleAndTranslate ScaleAndTranslateGrad
+StatelessSampleDistortedBoundingBox
+""".split())
+
+#: Variables and resource variables (state lives only for one call, see tf_function).
+VARIABLES = frozenset("""
+Assign AssignAdd AssignAddVariableOp AssignSub AssignSubVariableOp AssignVariableOp
+ConsumeMutexLock CountUpTo DestroyResourceOp DestroyTemporaryVariable DisableCopyOnRead
+IsVariableInitialized MutexLock MutexV2 ReadVariableOp ResourceCountUpTo ResourceGather
+ResourceGatherNd ResourceScatterAdd ResourceScatterDiv ResourceScatterMax ResourceScatterMin
+ResourceScatterMul ResourceScatterNdAdd ResourceScatterNdMax ResourceScatterNdMin
+ResourceScatterNdSub ResourceScatterNdUpdate ResourceScatterSub ResourceScatterUpdate ScatterAdd
+ScatterDiv ScatterMax ScatterMin ScatterMul ScatterNdAdd ScatterNdMax ScatterNdMin ScatterNdSub
+ScatterNdUpdate ScatterSub ScatterUpdate TemporaryVariable VarHandleOp VarIsInitializedOp Variable
+VariableShape VariableV2
+""".split())
+
+#: Hash tables initialised from tensors (not from text files).
+LOOKUP = frozenset("""
+AnonymousHashTable AnonymousMutableDenseHashTable AnonymousMutableHashTable
+AnonymousMutableHashTableOfTensors HashTable HashTableV2 InitializeTable InitializeTableV2
+LookupTableExport LookupTableExportV2 LookupTableFind LookupTableFindV2 LookupTableImport
+LookupTableImportV2 LookupTableInsert LookupTableInsertV2 LookupTableRemoveV2 LookupTableSize
+LookupTableSizeV2 MutableDenseHashTable MutableDenseHashTableV2 MutableHashTable
+MutableHashTableOfTensors MutableHashTableOfTensorsV2 MutableHashTableV2
+""".split())
+
+#: TensorArrays, stacks and dynamic partition/stitch used by loops.
+DATA_FLOW = frozenset("""
+DynamicPartition DynamicStitch ParallelDynamicStitch Stack StackClose StackCloseV2 StackPop
+StackPopV2 StackPush StackPushV2 StackV2 TensorArray TensorArrayClose TensorArrayCloseV2
+TensorArrayCloseV3 TensorArrayConcat TensorArrayConcatV2 TensorArrayConcatV3 TensorArrayGather
+TensorArrayGatherV2 TensorArrayGatherV3 TensorArrayGrad TensorArrayGradV2 TensorArrayGradV3
+TensorArrayGradWithShape TensorArrayPack TensorArrayRead TensorArrayReadV2 TensorArrayReadV3
+TensorArrayScatter TensorArrayScatterV2 TensorArrayScatterV3 TensorArraySize TensorArraySizeV2
+TensorArraySizeV3 TensorArraySplit TensorArraySplitV2 TensorArraySplitV3 TensorArrayUnpack
+TensorArrayV2 TensorArrayV3 TensorArrayWrite TensorArrayWriteV2 TensorArrayWriteV3
+""".split())
+
+#: Assertions, timestamps and printing to standard error or the log (see PrintV2 rule).
+LOGGING = frozenset("""
+Assert Print PrintV2 Timestamp
+""".split())
+
+#: tf.data transformations and in-memory sources (no file, network or snapshot sources).
+DATASETS = frozenset("""
+AnonymousIterator AnonymousIteratorV2 AnonymousIteratorV3 AnonymousMemoryCache
+AnonymousRandomSeedGenerator AnonymousSeedGenerator AssertCardinalityDataset AssertNextDataset
+AssertPrevDataset AutoShardDataset BatchDataset BatchDatasetV2 CacheDataset CacheDatasetV2
+ChooseFastestBranchDataset ChooseFastestDataset CompressElement ComputeBatchSize ConcatenateDataset
+DatasetCardinality DatasetFingerprint DatasetToGraph DatasetToGraphV2 DatasetToSingleElement
+DeleteIterator DeleteMemoryCache DeleteRandomSeedGenerator DeleteSeedGenerator
+DenseToSparseBatchDataset DirectedInterleaveDataset DummyIterationCounter DummyMemoryCache
+DummySeedGenerator ExperimentalAssertNextDataset ExperimentalAutoShardDataset
+ExperimentalChooseFastestDataset ExperimentalDatasetCardinality
+ExperimentalDenseToSparseBatchDataset ExperimentalDirectedInterleaveDataset
+ExperimentalGroupByReducerDataset ExperimentalGroupByWindowDataset ExperimentalIgnoreErrorsDataset
+ExperimentalMapAndBatchDataset ExperimentalMapDataset ExperimentalMaxIntraOpParallelismDataset
+ExperimentalParallelInterleaveDataset ExperimentalParseExampleDataset ExperimentalRandomDataset
+ExperimentalRebatchDataset ExperimentalScanDataset ExperimentalSlidingWindowDataset
+ExperimentalTakeWhileDataset ExperimentalUnbatchDataset ExperimentalUniqueDataset
+FilterByLastComponentDataset FilterDataset FinalizeDataset FlatMapDataset GeneratorDataset
+GetElementAtIndex GetOptions GlobalShuffleDataset GroupByReducerDataset GroupByWindowDataset
+IgnoreErrorsDataset IndexFlatMapDataset InitializeTableFromDataset InterleaveDataset Iterator
+IteratorGetNext IteratorGetNextAsOptional IteratorGetNextSync IteratorV2
+LegacyParallelInterleaveDatasetV2 ListDataset MakeIterator MapAndBatchDataset MapDataset MapDefun
+MaxIntraOpParallelismDataset ModelDataset OneShotIterator OptimizeDataset OptimizeDatasetV2
+OptionsDataset PaddedBatchDataset PaddedBatchDatasetV2 ParallelBatchDataset ParallelFilterDataset
+ParallelInterleaveDataset ParallelInterleaveDatasetV2 ParallelInterleaveDatasetV3
+ParallelInterleaveDatasetV4 ParallelMapDataset ParallelMapDatasetV2 ParseExampleDataset
+ParseExampleDatasetV2 PrefetchDataset RandomDataset RandomDatasetV2 RangeDataset RebatchDataset
+RebatchDatasetV2 ReduceDataset RepeatDataset RewriteDataset SamplingDataset ScanDataset
+ShardDataset ShuffleAndRepeatDataset ShuffleAndRepeatDatasetV2 ShuffleDataset ShuffleDatasetV2
+ShuffleDatasetV3 SkipDataset SlidingWindowDataset SparseTensorSliceDataset TakeDataset
+TakeWhileDataset TensorDataset TensorSliceDataset UnbatchDataset UncompressElement UniqueDataset
+UnwrapDatasetVariant WeightedFlatMapDataset WindowDataset WindowOp ZipDataset
+""".split())
+
+#: Every op on the built-in allowlist.
+ALLOWED_OPS: frozenset[str] = frozenset().union(
+    CONTROL_FLOW,
+    MATH,
+    ARRAY,
+    NN,
+    RANDOM,
+    SPARSE_RAGGED,
+    STRING_PARSING,
+    IMAGE_AUDIO,
+    VARIABLES,
+    LOOKUP,
+    DATA_FLOW,
+    LOGGING,
+    DATASETS,
+)
+
+#: Ops that build a graph from a runtime string: refused in computation graphs unless fed
+#: directly by a bound parameter whose value is itself checked (see `op_check`).
+GRAPH_FROM_STRING_OPS = frozenset({"DatasetFromGraph"})
