@@ -31,10 +31,13 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 STACKS = {
-    "local": {},
-    "threaded": {"kind": "threaded"},
-    "local-fanout100": {"max_fanout": 100},
-    "threaded-fanout100": {"kind": "threaded", "max_fanout": 100},
+    "local": {"batch": False},
+    "threaded": {"kind": "threaded", "batch": False},
+    "local-fanout100": {"max_fanout": 100, "batch": False},
+    "threaded-fanout100": {"kind": "threaded", "max_fanout": 100, "batch": False},
+    "batched": {},
+    "batched-threaded": {"kind": "threaded"},
+    "batched-fanout100": {"max_fanout": 100},
 }
 
 
@@ -52,23 +55,27 @@ class _TFTimer:
     """Sums the wall time spent inside TensorFlow function calls (all threads)."""
 
     def __init__(self):
+        from tffexec.executors import tf_batch  # noqa: PLC0415
         from tffexec.executors import tf_function  # noqa: PLC0415
 
         self.total = 0.0
         self._lock = threading.Lock()
-        original = tf_function.GraphFunction.__call__
+        tf_function.GraphFunction.__call__ = self._timed(tf_function.GraphFunction.__call__)
+        tf_batch.BatchedFunctions._invoke = self._timed(tf_batch.BatchedFunctions._invoke)
+
+    def _timed(self, original):
         timer = self
 
-        def timed(graph_function, flat_args):
+        def timed(*args, **kwargs):
             start = time.perf_counter()
             try:
-                return original(graph_function, flat_args)
+                return original(*args, **kwargs)
             finally:
                 elapsed = time.perf_counter() - start
                 with timer._lock:
                     timer.total += elapsed
 
-        tf_function.GraphFunction.__call__ = timed
+        return timed
 
 
 def worker(args) -> dict:
@@ -135,8 +142,8 @@ def _spawn(workload: str, clients: int, stack: str, opts) -> dict:
 
 
 def _table(records: list[dict]) -> str:
-    lines = [f"{'workload':8} {'clients':>7} {'stack':18} {'s/round':>9} {'in TF':>9} "
-             f"{'overhead/client':>16} {'peak RSS':>9} {'floor s':>9} {'x floor':>8}"]
+    lines = [f"{'workload':8} {'clients':>7} {'stack':18} {'s/round':>9} {'us/client':>10} "
+             f"{'in TF':>9} {'overhead/client':>16} {'peak RSS':>9} {'floor s':>9} {'x floor':>8}"]
     for r in records:
         if "error" in r:
             lines.append(f"{r['workload']:8} {r['clients']:>7} {r['stack']:18} error: {r['error']}")
@@ -145,7 +152,7 @@ def _table(records: list[dict]) -> str:
         overhead = f"{overhead:13.1f} us" if overhead is not None else f"{'-':>16}"
         lines.append(
             f"{r['workload']:8} {r['clients']:>7} {r['stack']:18} {r['seconds']:9.4f} "
-            f"{r['tf_seconds']:9.4f} {overhead} "
+            f"{r['seconds'] / r['clients'] * 1e6:10.1f} {r['tf_seconds']:9.4f} {overhead} "
             f"{r['peak_rss_mb']:7.0f}MB {r['floor_seconds']:9.5f} "
             f"{r['seconds'] / r['floor_seconds']:7.1f}x")
     return "\n".join(lines)
@@ -153,12 +160,16 @@ def _table(records: list[dict]) -> str:
 
 def _ratios(records: list[dict]) -> str:
     by_key = {(r["workload"], r["clients"], r["stack"]): r for r in records if "error" not in r}
-    lines = ["threaded speed-up over local (local s / threaded s, same run):"]
-    for (workload, clients, stack), r in sorted(by_key.items()):
-        if stack != "local" or (workload, clients, "threaded") not in by_key:
-            continue
-        threaded = by_key[(workload, clients, "threaded")]
-        lines.append(f"  {workload:8} {clients:>7} clients: {r['seconds'] / threaded['seconds']:.2f}x")
+    lines = []
+    for other, title in (("threaded", "threaded over local (per-client calls)"),
+                         ("batched", "batched over local (per-client calls)")):
+        rows = []
+        for (workload, clients, stack), r in sorted(by_key.items()):
+            if stack == "local" and (workload, clients, other) in by_key:
+                faster = r["seconds"] / by_key[(workload, clients, other)]["seconds"]
+                rows.append(f"  {workload:8} {clients:>7} clients: {faster:.2f}x")
+        if rows:
+            lines += [f"speed-up, {title}; local s / {other} s, same run:"] + rows
     return "\n".join(lines)
 
 
@@ -169,7 +180,9 @@ def main(argv=None) -> int:
     parser.add_argument("--stack", default="local", help=argparse.SUPPRESS)
     parser.add_argument("--workloads", default="trivial,heavy,fedavg")
     parser.add_argument("--clients", default="1,10,100,1000,10000")
-    parser.add_argument("--stacks", default="local,threaded")
+    parser.add_argument("--stacks", default="local,threaded,batched",
+                        help=f"comma-separated, from {','.join(STACKS)} (local/threaded: one "
+                             "TensorFlow call per client; batched*: columnar clients)")
     parser.add_argument("--threads", type=int, default=None, help="client threads (threaded)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-rounds", type=int, default=0,

@@ -83,7 +83,8 @@ def pack(leaves: Sequence, type_spec):
 
 
 def _fits(array, tensor_type) -> bool:
-    if not isinstance(array, np.ndarray) or array.dtype != np.dtype(tensor_type.dtype):
+    if not isinstance(array, (np.ndarray, np.generic)) or \
+            array.dtype != np.dtype(tensor_type.dtype):
         return False
     shape = tensor_type.shape
     if shape is None:
@@ -120,7 +121,8 @@ class Batch:
             # One tensor per client (the common case): one check per client, one stack.
             dtype = np.dtype(member_type.dtype)
             first = values[0]
-            if not all(type(v) is np.ndarray and v.dtype == dtype for v in values) or \
+            if not all((type(v) is np.ndarray or isinstance(v, np.generic)) and v.dtype == dtype
+                       for v in values) or \
                     not _fits(first, member_type) or \
                     not all(v.shape == first.shape for v in values):
                 return None
@@ -161,6 +163,26 @@ class Batch:
             leaves.extend(b.leaves)
             stacked.extend(b.stacked)
         return cls(member_type, batches[0][1].count, leaves, stacked)
+
+    def slice(self, start: int, stop: int) -> "Batch":
+        """Clients start..stop-1 (views, no copy)."""
+        return Batch(self.member_type, stop - start,
+                     [leaf[start:stop] if s else leaf for leaf, s in zip(self.leaves, self.stacked)],
+                     list(self.stacked))
+
+    @classmethod
+    def concat(cls, parts: list["Batch"]) -> "Batch":
+        """The clients of several batches of one type, in order (shared leaves must agree)."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        leaves = []
+        for index, stacked in enumerate(first.stacked):
+            if stacked:
+                leaves.append(np.concatenate([p.leaves[index] for p in parts]))
+            else:
+                leaves.append(first.leaves[index])
+        return cls(first.member_type, sum(p.count for p in parts), leaves, list(first.stacked))
 
     def element(self, index: int) -> "Batch":
         """The batch of element `index` of a struct member type."""

@@ -267,7 +267,8 @@ def _already_tensors(values: Sequence, member: fl.Type) -> bool:
     if shape is None or any(d is None for d in shape):
         return False
     shape = tuple(shape)
-    return all(type(v) is np.ndarray and v.dtype == dtype and v.shape == shape for v in values)
+    return all((type(v) is np.ndarray or isinstance(v, np.generic)) and v.dtype == dtype
+               and v.shape == shape for v in values)
 
 
 def _sequence(value: object, t: fl.SequenceType, path: str) -> SequenceValue:

@@ -8,6 +8,7 @@ ragged values, TensorFlow errors that must name a client).
 """
 from __future__ import annotations
 
+import math
 import pathlib
 
 import federated_language as fl
@@ -19,6 +20,7 @@ from tffexec import errors
 from tffexec import runner as runner_lib
 from tffexec.cli import main as cli_main
 from tffexec.executors import batch as batch_lib
+from tffexec.executors import client_work
 from tffexec.executors import tensorflow_executor
 from tffexec.factories import config as config_lib
 from tffexec.formats import tensorflow_computation as tfc
@@ -71,7 +73,7 @@ def test_map_and_mean_run_as_one_call_and_equal_the_per_client_result_bit_for_bi
         per_client_calls):
     values = list(np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32))
     batched, per_client, calls = _run_both(_tanh_map_mean(), values, 300)
-    assert calls == 1
+    assert calls == math.ceil(300 / client_work.BatchingClientWork.CHUNK)  # one per chunk
     assert batched.dtype == np.float32
     np.testing.assert_array_equal(batched, per_client)
     # The per-client stack made 300 calls; the batched one none per client.
@@ -183,6 +185,19 @@ def test_an_op_pfor_cannot_vectorise_falls_back_and_the_refusal_is_remembered():
         second = runner.run(comp, values)
         assert len(functions._refused) == 1  # not traced again
     assert [int(v) for v in first] == [int(v) for v in second] == [0, 0, 1, 2, 3, 3]
+
+
+def test_chunks_of_a_threaded_batched_map_are_concatenated_in_client_order():
+    values = list(np.random.default_rng(5).standard_normal((301, 16)).astype(np.float32))
+    fn = tf_fn(lambda x: x * 3.0 - 1.0, fl.TensorType(np.float32, [16]))
+
+    @fl.federated_computation(fl.FederatedType(fl.TensorType(np.float32, [16]), C))
+    def comp(x):
+        return fl.federated_map(fn, x)
+
+    threaded = config_lib.StackConfig(kind="threaded", threads=3)
+    result = runner_lib.run(comp, values, stack=threaded)
+    np.testing.assert_array_equal(np.stack(result), np.stack(values) * np.float32(3.0) - 1.0)
 
 
 def test_ragged_client_values_keep_the_per_client_form():
