@@ -116,6 +116,7 @@ Environment (a flag on the command line wins):
   TFFEXEC_MAX_FANOUT   --max-fanout;  TFFEXEC_DEVICE  --device;  TFFEXEC_TF_THREADS  --tf-threads
   TFFEXEC_SEED         --seed of run, benchmark
   TFFEXEC_TIMEOUT      --timeout of run, benchmark (seconds)
+  TFFEXEC_MAX_CLIENTS, TFFEXEC_MAX_VALUE_BYTES, ...  the --max-* limits of run
   TFFEXEC_QUIET, TFFEXEC_VERBOSE, TFFEXEC_DEBUG   -q, -v (a count), --debug
 --trust and --allow-op never come from the environment.
 Shell completion: eval "$(_TFFEXEC_COMPLETE=bash_source tffexec)" (zsh_source, fish_source)."""

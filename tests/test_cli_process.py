@@ -185,6 +185,7 @@ def test_exit_codes_of_real_failures(tmp_path):
         2: ["run", MEAN / "comp.pb", MEAN / "arg.pb", "--format", "yaml"],
         3: ["run", garbage, MEAN / "arg.pb"],
         4: ["run", MEAN / "comp.pb", FEDAVG / "arg.json"],
+        5: ["run", MEAN / "comp.pb", MEAN / "arg.pb", "--max-clients", "2"],
         6: ["run", SECURE / "comp.pb", tmp_path / "too_big.json"],
     }
     for code, args in cases.items():
