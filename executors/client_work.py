@@ -257,8 +257,12 @@ class BatchingClientWork:
 
         self.inner = inner
         self.chunk = chunk or int(os.environ.get("TFFEXEC_BATCH_CHUNK", 0)) or self.CHUNK
+        from tffexec.executors import batch_lambda  # noqa: PLC0415
+
         self.functions = tf_batch.BatchedFunctions()
         self._tf_batch = tf_batch
+        self._batch_lambda = batch_lambda
+        self._lambdas = batch_lambda.LambdaBatcher(self.functions)
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
         return self.inner.map(executor, function, arguments, intrinsic=intrinsic,
@@ -270,18 +274,22 @@ class BatchingClientWork:
 
     def map_batched(self, function: base.ExecValue, batch, result_type, *, intrinsic: str):
         found = self._tf_batch.leaf_function(function)
-        if found is None:
-            return None
-        leaf, leaf_function = found
+        if found is not None:
+            leaf, leaf_function = found
+            apply = functools.partial(self.functions.map, leaf, leaf_function)
+        else:
+            closure = self._batch_lambda.closure_of(function)
+            if closure is None:
+                return None
+            apply = functools.partial(self._lambdas.map, *closure)
         key = next(_task_keys)
         activity.report(intrinsic, 0, batch.count, key)
         if not any(batch.stacked) or batch.count <= self.chunk:
-            result = self.functions.map(leaf, leaf_function, batch, result_type)
+            result = apply(batch, result_type)
         else:
             chunks = [batch.slice(start, min(start + self.chunk, batch.count))
                       for start in range(0, batch.count, self.chunk)]
-            tasks = [functools.partial(self.functions.map, leaf, leaf_function, chunk, result_type)
-                     for chunk in chunks]
+            tasks = [functools.partial(apply, chunk, result_type) for chunk in chunks]
             run = getattr(self.inner, "run_tasks", None)
             parts = run(tasks) if run is not None else [task() for task in tasks]
             result = None if any(p is None for p in parts) else batch_lib.Batch.concat(parts)

@@ -136,16 +136,40 @@ def test_zip_of_client_values_with_a_broadcast_stays_columnar():
     np.testing.assert_array_equal(batched, per_client)
 
 
-def test_a_lambda_map_falls_back_to_the_per_client_path():
+def test_a_lambda_of_tensorflow_calls_selections_and_structs_is_batched_as_a_whole():
     double = tf_fn(lambda x: x * 2, np.int32)
+    add = tf_fn(lambda a: a[0] + a[1], fl.StructType([np.int32, np.int32]))
+    pair = fl.StructType([("a", np.int32), ("b", np.int32)])
 
-    @fl.federated_computation(fl.FederatedType(np.int32, C))
+    @fl.federated_computation(pair)
+    def per_client(p):
+        doubled = double(double(p.a))
+        return add((doubled, p.b)), p.b
+
+    @fl.federated_computation(fl.FederatedType(pair, C))
     def comp(x):
-        return fl.federated_map(fl.federated_computation(lambda v: double(double(v)), np.int32), x)
+        return fl.federated_map(per_client, x)
 
-    batched, per_client, calls = _run_both(comp, [1, 2, 3], 3)
+    values = [{"a": i, "b": 10 * i} for i in range(5)]
+    batched, per_client_result, calls = _run_both(comp, values, 5)
+    assert calls == 3  # double, double, add: once each for all clients
+    expected = [(4 * i + 10 * i, 10 * i) for i in range(5)]
+    assert [(int(v[0]), int(v[1])) for v in batched] == expected
+    assert [(int(v[0]), int(v[1])) for v in per_client_result] == expected
+
+
+def test_a_lambda_calling_a_stateful_graph_falls_back_to_the_per_client_path():
+    import tensorflow as tf  # noqa: PLC0415
+
+    noisy = tf_fn(lambda x: x + tf.random.uniform([]) * 0.0, np.float32)  # stateful: per client
+
+    @fl.federated_computation(fl.FederatedType(np.float32, C))
+    def comp(x):
+        return fl.federated_map(fl.federated_computation(lambda v: noisy(noisy(v)), np.float32), x)
+
+    batched, per_client, calls = _run_both(comp, [1.0, 2.0, 3.0], 3)
     assert calls == 0
-    assert [int(v) for v in batched] == [int(v) for v in per_client] == [4, 8, 12]
+    assert [float(v) for v in batched] == [float(v) for v in per_client] == [1.0, 2.0, 3.0]
 
 
 def test_a_graph_with_a_variable_runs_per_client_with_fresh_state():
