@@ -30,6 +30,7 @@ from tffexec.cli import benchmark_cmd
 from tffexec.cli import common
 from tffexec.cli import convert_cmd
 from tffexec.cli import inspect_cmd
+from tffexec.cli import iterate_cmd
 from tffexec.cli import run_cmd
 from tffexec.cli import template_cmd
 from tffexec.cli import validate_cmd
@@ -150,6 +151,7 @@ cli.add_command(run_cmd.run)
 cli.add_command(convert_cmd.convert)
 cli.add_command(template_cmd.template)
 cli.add_command(benchmark_cmd.benchmark)
+cli.add_command(iterate_cmd.iterate)
 
 
 def main() -> None:
