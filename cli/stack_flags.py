@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-STACK_CHOICES = ("local", "threaded")
+STACK_CHOICES = ("local", "threaded", "ray")
 
 
 class DeviceType(click.ParamType):
@@ -32,7 +32,8 @@ def options(command: Callable) -> Callable:
         click.option("--stack", "stack", type=click.Choice(STACK_CHOICES), default="local",
                      show_default=True, envvar="TFFEXEC_STACK", show_envvar=True,
                      help="Execution stack: local runs client work on one thread; threaded runs "
-                          "it on a pool of threads."),
+                          "it on a pool of threads; ray spreads shards of clients over Ray "
+                          "actors (pip install 'tffexec[ray]')."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      envvar="TFFEXEC_THREADS", show_envvar=True,
                      help="Client threads of the threaded stack (default: number of cores)."),
@@ -54,12 +55,44 @@ def options(command: Callable) -> Callable:
                      envvar="TFFEXEC_TF_THREADS", show_envvar=True,
                      help="TensorFlow intra-op threads (process-wide; default: cores divided by "
                           "client threads)."),
+        *ray_options(),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), command)
 
 
 STACK_PARAMS = ("stack", "threads", "clients_per_thread", "max_fanout", "device", "tf_threads",
                 "no_batch")
+
+
+def ray_options() -> list[Callable]:
+    """--address, --workers, --clients-per-shard, --worker-cpus, --worker-gpus, --shard-retries."""
+    return [
+        click.option("--address", default=None, metavar="HOST:PORT",
+                     envvar=["TFFEXEC_ADDRESS", "RAY_ADDRESS"], show_envvar=True,
+                     help="Join the Ray cluster at this address (host:port as printed by `ray "
+                          "start --head`, or ray://host:10001) and leave it running; implies "
+                          "--stack ray. A cluster with token auth needs RAY_AUTH_TOKEN."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     envvar="TFFEXEC_WORKERS", show_envvar=True,
+                     help="Ray actors, each holding shards of clients (default: as many as the "
+                          "cluster's free CPUs allow at --worker-cpus each)."),
+        click.option("--clients-per-shard", type=click.IntRange(min=1), default=None,
+                     help="Clients in one Ray shard (default: clients divided evenly over the "
+                          "actors)."),
+        click.option("--worker-cpus", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="CPUs Ray reserves for each actor (default 1; also its TensorFlow "
+                          "threads)."),
+        click.option("--worker-gpus", type=click.FloatRange(min=0), default=None,
+                     help="GPUs Ray reserves for each actor, fractions allowed (default 0)."),
+        click.option("--shard-retries", type=click.IntRange(min=0), default=None,
+                     help="Times a shard whose Ray actor died moves to another actor before the "
+                          "run fails with exit 7 (default 2)."),
+    ]
+
+
+RAY_PARAMS = ("address", "workers", "clients_per_shard", "worker_cpus", "worker_gpus",
+              "shard_retries")
+STACK_PARAMS += RAY_PARAMS
 
 
 def pop_stack_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -71,16 +104,51 @@ def config_from(stack_params: dict[str, Any], **fields):
     """The `StackConfig` for the parsed flags plus `fields` (clients, seed, policy, ...)."""
     from tffexec.factories import config as config_lib  # noqa: PLC0415
 
+    kind, address = _stack_and_address(stack_params)
+    ray_fields = {name: stack_params.get(name) for name in RAY_PARAMS
+                  if stack_params.get(name) is not None}
+    ray_fields.pop("address", None)
+    if address is not None:
+        ray_fields["address"] = address
     try:
         return config_lib.StackConfig(
-            kind=stack_params.get("stack") or "local",
+            kind=kind,
             threads=stack_params.get("threads"),
             clients_per_thread=stack_params.get("clients_per_thread"),
             max_fanout=stack_params.get("max_fanout"),
             device=stack_params.get("device"),
             tf_threads=stack_params.get("tf_threads"),
             batch=not stack_params.get("no_batch"),
+            **ray_fields,
             **fields,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+
+
+def _stack_and_address(stack_params: dict[str, Any]) -> tuple[str, Any]:
+    """The stack kind and Ray address: an address implies --stack ray.
+
+    An address on the command line with an explicit --stack local/threaded is a usage error; an
+    address from the environment (RAY_ADDRESS) does not override an explicit --stack.
+    """
+    kind = stack_params.get("stack") or "local"
+    address = stack_params.get("address") or None
+    if address is None or kind == "ray":
+        return kind, address
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        explicit, address_on_command_line = kind != "local", True
+    else:
+        from click.core import ParameterSource  # noqa: PLC0415
+
+        defaults = (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+        explicit = ctx.get_parameter_source("stack") not in defaults
+        address_on_command_line = (ctx.get_parameter_source("address")
+                                   is ParameterSource.COMMANDLINE)
+    if not explicit:
+        return "ray", address
+    if address_on_command_line:
+        raise click.UsageError(f"--address joins a Ray cluster: it needs --stack ray (or no "
+                               f"--stack), not --stack {kind}")
+    return kind, None

@@ -133,6 +133,13 @@ class ComposingExecutor(base.SyncExecutor):
         for closable in self._closables:
             closable.close()
 
+    def share(self, value: Any) -> Any:
+        """A plain value about to be embedded in every child, in the form the children take.
+
+        In-process children take the value itself; children in other processes override this to
+        ship it once (e.g. into an object store) rather than once per child."""
+        return value
+
     def _count(self, kind: str) -> None:
         with self._transfers_lock:
             self.transfers[kind] += 1
@@ -265,10 +272,11 @@ class ComposingExecutor(base.SyncExecutor):
                 return self.at_server(self.server.value(value, type_spec.member), type_spec)
             if type_spec.all_equal:
                 # One embedding per child, whatever its client count (how broadcasts travel).
+                shared = self.share(value)
                 values = []
                 for child in self.children:
                     self._count("broadcast")
-                    values.append(child.executor.value(value, type_spec))
+                    values.append(child.executor.value(shared, type_spec))
                 return self.clients(values, type_spec)
             if not isinstance(value, (list, tuple)):
                 raise errors.ArgumentError(

@@ -10,7 +10,9 @@ from typing import Optional
 
 from tffexec.formats import policy as policy_lib
 
-STACK_KINDS = ("local", "threaded")
+STACK_KINDS = ("local", "threaded", "ray")
+# Fields that only the Ray stack reads (see factories/ray_pool.py).
+RAY_FIELDS = ("address", "workers", "clients_per_shard", "worker_cpus", "worker_gpus")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,14 @@ class StackConfig:
       policy: allowed TensorFlow ops and input limits (untrusted computations).
       batch: hold client values as columns and run `tensorflow` computations once for all
         clients where possible (`--no-batch` turns it off: one call per client).
+      address: kind "ray": join the Ray cluster at host:port (None: start an embedded one).
+      workers: kind "ray": actors in the pool (default: as many as the cluster's free CPUs
+        allow at `worker_cpus` each).
+      clients_per_shard: kind "ray": clients one shard holds (default: clients divided evenly
+        over the workers, one shard per actor).
+      worker_cpus, worker_gpus: kind "ray": Ray resources of each actor (default 1 CPU, 0 GPU).
+      shard_retries: kind "ray": how many times a shard whose actor died moves to another actor
+        before the run fails with exit 7.
     """
 
     kind: str = "local"
@@ -47,6 +57,12 @@ class StackConfig:
     tf_threads: Optional[int] = None
     policy: policy_lib.Policy = policy_lib.Policy()
     batch: bool = True
+    address: Optional[str] = None
+    workers: Optional[int] = None
+    clients_per_shard: Optional[int] = None
+    worker_cpus: Optional[float] = None
+    worker_gpus: Optional[float] = None
+    shard_retries: int = 2
 
     def __post_init__(self):
         if self.kind not in STACK_KINDS:
@@ -63,6 +79,35 @@ class StackConfig:
             raise ValueError(f"device must be cpu, gpu or gpu:N, got {self.device!r}")
         if self.cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {self.cache_size}")
+        self._check_ray_fields()
+
+    def _check_ray_fields(self) -> None:
+        if self.kind != "ray":
+            given = [n for n in RAY_FIELDS if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'}"
+                                 f" to the ray stack (kind='ray')")
+            return
+        for name in ("workers", "clients_per_shard"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.worker_cpus is not None and self.worker_cpus <= 0:
+            raise ValueError(f"worker_cpus must be > 0, got {self.worker_cpus}")
+        if self.worker_gpus is not None and self.worker_gpus < 0:
+            raise ValueError(f"worker_gpus must be >= 0, got {self.worker_gpus}")
+        if self.shard_retries < 0:
+            raise ValueError(f"shard_retries must be >= 0, got {self.shard_retries}")
+        if self.max_fanout is not None:
+            raise ValueError("max_fanout does not apply to the ray stack: its clients are split "
+                             "into shards (clients_per_shard), merged in one level")
+
+
+def shard_config(config: StackConfig) -> StackConfig:
+    """The in-process stack each Ray actor runs for its shards: threaded when `threads` is
+    given, else local; everything else (seed, policy, device, ...) as in `config`."""
+    return dataclasses.replace(config, kind="threaded" if config.threads else "local",
+                               **{name: None for name in RAY_FIELDS})
 
 
 def _valid_device(device: str) -> bool:

@@ -35,6 +35,8 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
         tf_runtime.request_threads(*stacks.tf_thread_plan(self.config))
         self._stacks: collections.OrderedDict[int, base.SyncExecutor] = collections.OrderedDict()
         self._lock = threading.Lock()
+        # Shared by all of this factory's stacks, closed with it (the Ray stack's actor pool).
+        self.resources = stacks.shared_resources(self.config)
         self.built = 0  # how many stacks were built (observable by tests and `benchmark`)
 
     def create_executor(self, cardinalities: Mapping) -> base.SyncExecutor:
@@ -47,7 +49,7 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
             if stack is not None:
                 self._stacks.move_to_end(num_clients)
                 return stack
-            stack = stacks.build_stack(self.config, num_clients)
+            stack = stacks.build_stack(self.config, num_clients, self.resources)
             self.built += 1
             self._stacks[num_clients] = stack
             while len(self._stacks) > self.config.cache_size:
@@ -67,6 +69,8 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
             self._stacks.clear()
         for stack in stacks_:
             stack.close()
+        if self.resources is not None:
+            self.resources.close()
 
     def __enter__(self):
         return self

@@ -71,8 +71,23 @@ def client_work(config: config_lib.StackConfig) -> client_work_lib.ClientWork:
     return client_work_lib.BatchingClientWork(work) if config.batch else work
 
 
-def build_stack(config: config_lib.StackConfig, num_clients: int) -> base.SyncExecutor:
-    """The full stack for `num_clients` clients."""
+def shared_resources(config: config_lib.StackConfig):
+    """What every stack of one factory shares and the factory closes: the Ray stack's actor
+    pool (started on first use); None for the in-process stacks."""
+    if config.kind == "ray":
+        from tffexec.factories import ray_pool  # noqa: PLC0415 - never on the default path
+
+        return ray_pool.RayPool(config)
+    return None
+
+
+def build_stack(config: config_lib.StackConfig, num_clients: int,
+                resources=None) -> base.SyncExecutor:
+    """The full stack for `num_clients` clients (`resources`: from `shared_resources`)."""
+    if config.kind == "ray":
+        from tffexec.factories import ray_stack  # noqa: PLC0415 - never on the default path
+
+        return ray_stack.build(config, num_clients, resources)
     if config.device is not None:
         tf_runtime.check_device(config.device)  # a missing GPU is exit 7 before any work
     unplaced = unplaced_stack(config)

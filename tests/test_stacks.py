@@ -90,7 +90,7 @@ def _flat_stacks(executor) -> list[federating_executor.FederatingExecutor]:
 
 # -- configuration ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("fields, message", [
-    ({"kind": "ray"}, "unknown stack kind"),
+    ({"kind": "spark"}, "unknown stack kind"),
     ({"threads": 0}, "threads must be >= 1"),
     ({"clients_per_thread": 0}, "clients_per_thread must be >= 1"),
     ({"max_fanout": 1}, "max_fanout must be >= 2"),

@@ -1,0 +1,316 @@
+"""The pool of Ray actors a factory owns: started once, reused by every stack it builds.
+
+Actors are long-lived because starting one costs seconds (a Python process that imports
+TensorFlow), while a warm actor call costs about a millisecond: the pool is created with the
+factory's first Ray stack and serves every call and every client count until the factory closes.
+Participants change every round in real training, so a new client count builds a new stack (new
+shards) on the same actors.
+
+Where Ray comes from (checked in this order):
+- Ray already initialised in this process (a program or test that called `ray.init`): used, and
+  left as it was; only the pool's actors are killed on close.
+- `StackConfig.address` (`--address`, `RAY_ADDRESS`): tffexec joins that cluster and leaves it
+  running on close (it only disconnects).
+- Otherwise an embedded local cluster, started here with Ray's dashboard off and shut down on
+  close: nothing to set up, and nothing left running after `tffexec run`.
+
+Ray's own noise stays off stdout: workers' output is not forwarded to the driver
+(`log_to_driver=False`) and Ray's driver logging is at ERROR (`RAY_LOG_LEVEL`).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import weakref
+from typing import Any, Optional
+
+from tffexec import errors
+from tffexec import tf_runtime
+from tffexec.factories import config as config_lib
+
+INSTALL_HINT = "pip install 'tffexec[ray]'"
+# How long actors may take to start (schedule, start Python, import TensorFlow) before the pool
+# reports the cluster as unable to host them, instead of waiting forever for resources.
+START_TIMEOUT_S = 120.0
+# Ray's driver-side logging: its INFO start-up lines and WARNINGs about token auth or signal
+# handlers (tffexec runs work on a worker thread) are noise on tffexec's stderr; problems that
+# matter reach the user as tffexec errors (exit 7).
+RAY_LOG_LEVEL = logging.ERROR
+_pool_ids = itertools.count(1)
+_live_pools: "weakref.WeakSet[RayPool]" = weakref.WeakSet()
+
+
+def import_ray():
+    """Imports Ray, or explains how to install it (exit 7)."""
+    try:
+        import ray  # noqa: PLC0415 - Ray is optional and heavy: only the Ray stack loads it
+    except ImportError as e:
+        raise errors.EngineUnavailable(
+            f"--stack ray needs Ray, which is not installed ({e}): {INSTALL_HINT}") from None
+    return ray
+
+
+class RayPool:
+    """Long-lived `ShardWorker` actors, one per slot; dead actors are replaced.
+
+    Attributes:
+      puts: values put into Ray's object store (one per broadcast call).
+      losses: actors found dead; retries: shards moved to another actor after a loss.
+    """
+
+    def __init__(self, config: config_lib.StackConfig):
+        self.config = config
+        self.ray: Any = None
+        self.lost_errors: tuple = ()
+        self.workers: list = []
+        self.puts = 0
+        self.losses = 0
+        self.retries = 0
+        self.owns_cluster = False
+        self._disconnect = False
+        self._started = False
+        self._closed = False
+        self._lock = threading.Lock()
+        self._id = next(_pool_ids)
+        self._shard_ids = itertools.count(1)
+        self._actor_class = None
+        _live_pools.add(self)
+
+    # -- start ---------------------------------------------------------------------------------
+    @property
+    def cpus_per_worker(self) -> float:
+        return self.config.worker_cpus if self.config.worker_cpus is not None else 1.0
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return self.config.worker_gpus or 0.0
+
+    def start(self) -> None:
+        """Connects to (or starts) Ray and starts the actors; idempotent."""
+        with self._lock:
+            if self._started:
+                return
+            if self._closed:
+                raise errors.InternalError("the Ray pool was used after close")
+            ray = import_ray()
+            self.ray = ray
+            self.lost_errors = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
+            self._connect(ray)
+            try:
+                count = self._worker_count(ray)
+                from tffexec.executors import ray_executor  # noqa: PLC0415
+
+                self._actor_class = ray.remote(ray_executor.ShardWorker).options(
+                    num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
+                    max_restarts=0, max_task_retries=0)
+                self.workers = [self._new_worker(slot) for slot in range(count)]
+                self._wait_ready(self.workers)
+            except BaseException:
+                self._shutdown()
+                raise
+            self._started = True
+
+    def _connect(self, ray) -> None:
+        _quiet_ray_logging()
+        if ray.is_initialized():
+            return  # the caller's Ray: use it, leave it
+        address = self.config.address
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=RAY_LOG_LEVEL)
+                self._disconnect = True
+            else:
+                cores = tf_runtime.cores()
+                wanted = (self.config.workers or 0) * self.cpus_per_worker
+                ray.init(address="local", num_cpus=max(cores, math.ceil(wanted)),
+                         include_dashboard=False, log_to_driver=False,
+                         logging_level=RAY_LOG_LEVEL)
+                self.owns_cluster = self._disconnect = True
+        except Exception as e:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            hint = (" (give host:port as printed by `ray start --head`, or ray://host:10001; a "
+                    "cluster with token authentication needs RAY_AUTH_TOKEN or "
+                    "RAY_AUTH_TOKEN_PATH)") if address else ""
+            raise errors.EngineUnavailable(
+                f"cannot connect to {where}: {_first_line(e)}{hint}") from None
+
+    def _worker_count(self, ray) -> int:
+        """`--workers`, or as many actors as the cluster's free CPUs (and GPUs) allow."""
+        total = ray.cluster_resources()
+        free = ray.available_resources()
+        cpus, gpus = self.cpus_per_worker, self.gpus_per_worker
+        if self.config.workers is not None:
+            count = self.config.workers
+            needs = [("CPU", cpus * count), ("GPU", gpus * count)]
+            for resource, needed in needs:
+                if needed > total.get(resource, 0) + 1e-9:
+                    raise errors.EngineUnavailable(
+                        f"{count} Ray workers x {needed / count:g} {resource} need {needed:g} "
+                        f"{resource}s, but the cluster has {total.get(resource, 0):g}: use fewer "
+                        "--workers or smaller --worker-cpus/--worker-gpus")
+            return count
+        fits = [math.floor(free.get("CPU", 0) / cpus + 1e-9) if cpus > 0 else math.inf]
+        if gpus > 0:
+            fits.append(math.floor(free.get("GPU", 0) / gpus + 1e-9))
+        count = min(fits)
+        if count == math.inf:
+            count = tf_runtime.cores()
+        if count < 1:
+            raise errors.EngineUnavailable(
+                f"the Ray cluster has no room for an actor of {cpus:g} CPU and {gpus:g} GPU "
+                f"(free: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU)")
+        return int(count)
+
+    def _new_worker(self, slot: int):
+        from tffexec.executors import ray_executor  # noqa: PLC0415
+
+        actor = self._actor_class.remote(config_lib.shard_config(self.config),
+                                         self._intra_op_threads())
+        return ray_executor.Worker(slot, actor, actor.ready.remote())
+
+    def _intra_op_threads(self) -> Optional[int]:
+        """TensorFlow threads in an actor: its CPUs, shared by its client threads if any."""
+        if self.config.tf_threads is not None:
+            return self.config.tf_threads
+        cpus = max(1, math.floor(self.cpus_per_worker))
+        return max(1, cpus // (self.config.threads or 1))
+
+    def _wait_ready(self, workers: list) -> None:
+        ray = self.ray
+        refs = [w.ready_ref for w in workers]
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
+        if pending:
+            raise errors.EngineUnavailable(
+                f"{len(pending)} of {len(refs)} Ray actors did not start within "
+                f"{START_TIMEOUT_S:g} s: the cluster cannot place actors of "
+                f"{self.cpus_per_worker:g} CPU / {self.gpus_per_worker:g} GPU (see `ray status`)")
+        try:
+            ray.get(done)
+            for worker in workers:
+                worker.started = True
+        except errors.TffexecError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, errors.TffexecError):
+                raise cause from None
+            raise errors.EngineUnavailable(
+                f"a Ray actor failed to start: {_first_line(e)} (is tffexec installed on every "
+                "node, with the same Python?)") from None
+
+    # -- used by the shard proxies -------------------------------------------------------------
+    def new_shard_key(self) -> str:
+        return f"p{self._id}s{next(self._shard_ids)}"
+
+    def worker(self, slot: int):
+        """The live actor of `slot` (a replacement if the previous one died), once it has
+        started: a replacement the cluster cannot place is exit 7 after START_TIMEOUT_S, not a
+        batch waiting forever."""
+        with self._lock:
+            worker = self.workers[slot % len(self.workers)]
+        if not worker.started:
+            self._wait_ready([worker])
+        return worker
+
+    def note_loss(self, worker) -> None:
+        """Records that `worker` died and starts a replacement in its slot."""
+        if worker is None:
+            return
+        with self._lock:
+            if worker.dead or self._closed:
+                return
+            worker.dead = True
+            self.losses += 1
+            if self.workers[worker.slot] is worker:
+                self.workers[worker.slot] = self._new_worker(worker.slot)
+
+    def another_worker(self, lost):
+        """A live actor other than `lost` to take over a shard: a started one if any (warm),
+        else a replacement once it is ready (never waiting longer than START_TIMEOUT_S)."""
+        ray = self.ray
+        with self._lock:
+            candidates = [w for w in self.workers if w is not lost and not w.dead]
+        started = [w for w in candidates
+                   if w.started or ray.wait([w.ready_ref], timeout=0)[0]]
+        for worker in started:
+            worker.started = True
+        if started:
+            return started[lost.slot % len(started) if lost is not None else 0]
+        if not candidates:
+            raise errors.EngineUnavailable("no live Ray actor is left to take over a shard")
+        self._wait_ready(candidates[:1])
+        return candidates[0]
+
+    def put(self, value: Any):
+        """Puts a value into Ray's object store once; shards read it from there."""
+        with self._lock:
+            self.puts += 1
+        return self.ray.put(value)
+
+    def drop_shard(self, worker, key: str) -> None:
+        if self._closed or worker.dead:
+            return
+        try:
+            worker.actor.drop_shard.remote(key)
+        except Exception:  # noqa: BLE001 - a dead actor or a closed connection holds nothing
+            pass
+
+    def kill(self, slot: int) -> None:
+        """Kills the actor of `slot` (for failure drills and tests); the pool notices on use."""
+        self.ray.kill(self.workers[slot].actor, no_restart=True)
+
+    def stats(self) -> list[dict]:
+        """What each live actor holds (pid, shards, values, protos)."""
+        return self.ray.get([w.actor.stats.remote() for w in self.workers])
+
+    # -- close ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Kills the actors; shuts down a cluster tffexec started, leaves one it joined."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started
+        if started or self.ray is not None:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        ray = self.ray
+        if ray is None or not ray.is_initialized():
+            return
+        for worker in self.workers:
+            try:
+                ray.kill(worker.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        self.workers = []
+        if self._disconnect:
+            ray.shutdown()  # stops an embedded cluster; only disconnects from a joined one
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def shutdown_started_clusters() -> None:
+    """Best effort, for a process about to leave without running `close` (e.g. with `os._exit`
+    after --timeout or Ctrl-C): shuts down an embedded cluster a live pool started."""
+    for pool in list(_live_pools):
+        if pool.owns_cluster and pool.ray is not None:
+            try:
+                pool.ray.shutdown()
+            except Exception:  # noqa: BLE001 - leaving anyway
+                pass
+
+
+def _quiet_ray_logging() -> None:
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return " ".join(text[0].split()) if text else type(error).__name__
