@@ -11,6 +11,7 @@ Each workload has
 
 Workloads:
   trivial  federated_sum(federated_map(x -> x + 1, x)), x: float32@CLIENTS
+  trivial_mean  the same with federated_mean
   heavy    per client: 50 chained 64x64 matmuls from its seed, summed; then federated_sum
   fedavg   broadcast a 784x10 softmax model; per client 5 gradient steps on 100 generated
            examples; federated_weighted_mean of the new models (weight 100 per client)
@@ -25,7 +26,7 @@ import numpy as np
 from tffexec import tf_runtime
 from tffexec.formats import tensorflow_computation as tfc
 
-WORKLOADS = ("trivial", "heavy", "fedavg")
+WORKLOADS = ("trivial", "trivial_mean", "heavy", "fedavg")
 MATMULS, SIZE = 50, 64
 FEATURES, CLASSES, EXAMPLES, STEPS, LEARNING_RATE = 784, 10, 100, 5, 0.1
 
@@ -69,12 +70,13 @@ def computation(workload: str):
     """The federated computation for `workload` as a `Computation` proto."""
     tf = _tf()
     C, S = fl.CLIENTS, fl.SERVER
-    if workload == "trivial":
+    if workload in ("trivial", "trivial_mean"):
         add_one = tfc.as_computation(tfc.tensorflow_computation(lambda x: x + 1.0, np.float32))
+        aggregate = fl.federated_sum if workload == "trivial" else fl.federated_mean
 
         @fl.federated_computation(fl.FederatedType(np.float32, C))
         def comp(x):
-            return fl.federated_sum(fl.federated_map(add_one, x))
+            return aggregate(fl.federated_map(add_one, x))
 
     elif workload == "heavy":
         def chain(seed):
@@ -118,7 +120,7 @@ def computation(workload: str):
 
 def argument(workload: str, n: int):
     """The argument for n clients, in tffexec's Python representation."""
-    if workload == "trivial":
+    if workload in ("trivial", "trivial_mean"):
         return [np.float32(i % 100) for i in range(n)]
     seeds = [np.int32(i) for i in range(n)]
     if workload == "heavy":
@@ -130,9 +132,10 @@ def argument(workload: str, n: int):
 def floor(workload: str, n: int):
     """A zero-argument callable doing the workload's math for all n clients in one TF call."""
     tf = _tf()
-    if workload == "trivial":
+    if workload in ("trivial", "trivial_mean"):
         x = tf.constant(np.asarray(argument("trivial", n), np.float32))
-        fn = tf.function(lambda: tf.reduce_sum(x + 1.0))
+        reduce = tf.reduce_sum if workload == "trivial" else tf.reduce_mean
+        fn = tf.function(lambda: reduce(x + 1.0))
     elif workload == "heavy":
         seeds = tf.range(n, dtype=tf.int32)
 

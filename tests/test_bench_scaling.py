@@ -25,7 +25,7 @@ def _scaling_comps():
     return module
 
 
-@pytest.mark.parametrize("workload", ["trivial", "heavy", "fedavg"])
+@pytest.mark.parametrize("workload", ["trivial", "trivial_mean", "heavy", "fedavg"])
 @pytest.mark.parametrize("stack", [config_lib.StackConfig(),
                                    config_lib.StackConfig(kind="threaded", max_fanout=2)],
                          ids=["local", "threaded-fanout2"])
