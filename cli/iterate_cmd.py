@@ -37,6 +37,7 @@ class _Outcome:
     start_round: int
     seed: int
     clients: int
+    clients_per_round: Optional[int]  # the one used (a resumed run keeps the checkpoint's)
     peak_rss_mb: float
 
 
@@ -158,8 +159,7 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
         from tffexec import iterate as iterate_lib  # noqa: PLC0415
 
         iterate_lib.plot_records(outcome.records, plot_path)
-    _print_summary(outcome, rounds=rounds, clients_per_round=clients_per_round,
-                   fmt=summary_format)
+    _print_summary(outcome, rounds=rounds, fmt=summary_format)
 
 
 def _has_checkpoint(state_dir: Optional[str]) -> bool:
@@ -227,7 +227,7 @@ def _execute(*, init, next_, rounds, data, data_format, clients_per_round, seed,
                 log.close()
     return _Outcome(process=process, state=result.state, records=records,
                     start_round=start_round, seed=seed, clients=len(clients),
-                    peak_rss_mb=it.peak_rss_mb())
+                    clients_per_round=clients_per_round, peak_rss_mb=it.peak_rss_mb())
 
 
 def _agree(flag: str, given, saved, *, default_is_none: bool = False):
@@ -323,8 +323,7 @@ def _short_metrics(metrics: dict[str, float], limit: int) -> str:
     return "  ".join(f"{names[k]} {metrics[k]:.4g}" for k in preferred[:limit])
 
 
-def _print_summary(outcome: _Outcome, *, rounds: int, clients_per_round: Optional[int],
-                   fmt: str) -> None:
+def _print_summary(outcome: _Outcome, *, rounds: int, fmt: str) -> None:
     from tffexec import iterate as it  # noqa: PLC0415
 
     records = outcome.records
@@ -334,7 +333,7 @@ def _print_summary(outcome: _Outcome, *, rounds: int, clients_per_round: Optiona
         "rounds": rounds,
         "resumed_from_round": outcome.start_round or None,
         "clients": outcome.clients,
-        "clients_per_round": clients_per_round or outcome.clients,
+        "clients_per_round": outcome.clients_per_round or outcome.clients,
         "seed": outcome.seed,
         "seconds_per_round": (sum(seconds) / len(seconds)) if seconds else None,
         "peak_rss_mb": round(outcome.peak_rss_mb, 1),

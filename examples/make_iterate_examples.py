@@ -6,6 +6,8 @@ Run it under the TFF 0.87 peer virtualenv (see examples/README.md), with the out
     /work/peer/bin/python examples/make_iterate_examples.py examples/iterate \
         > /tmp/make_iterate_examples.log 2>&1
 
+(add process names after OUTDIR to redo only those).
+
 For each process it writes OUTDIR/<name>/:
 
   init.pb, next.pb        `process.initialize` and `process.next`, from
@@ -24,6 +26,10 @@ Processes:
                   (4 features, 3 classes), client SGD lr 0.1, server SGD lr 1.0
   fedavg_unweighted  build_unweighted_fed_avg on the same model and data
   fedsgd_keras    tff.learning.algorithms.build_fed_sgd on the same model, server SGD lr 0.5
+  running_sum     hand-written with tff.federated_computation; next returns only the state (no
+                  metrics): state <rounds=int32,total=float32[2]>@SERVER, client data
+                  {<reading=float32[2]>}@CLIENTS; clients/ holds client_NNN.npz (even NNN, key
+                  "reading") and client_NNN.json (odd NNN, plain JSON), no clients_all.pb
 
 Running the script again gives the same data (fixed seeds); `.pb` bytes of the computations can
 differ (TFF generates names).
@@ -137,7 +143,67 @@ def write_comp(path, comp):
     f.write(tff.framework.serialize_computation(comp).SerializeToString())
 
 
-def main(outdir):
+def running_sum(d):
+  """A state-only process: count rounds and add up every client's reading."""
+  import io  # pylint: disable=g-import-not-at-top
+  T, F, S = tff.TensorType, tff.FederatedType, tff.StructType
+  state_t = S([('rounds', T(np.int32)), ('total', T(np.float32, [2]))])
+  client_t = S([('reading', T(np.float32, [2]))])
+
+  @tff.tensorflow.computation
+  def zeros():
+    return OD(rounds=tf.constant(0, tf.int32), total=tf.zeros([2], tf.float32))
+
+  @tff.federated_computation
+  def initialize():
+    return tff.federated_eval(zeros, tff.SERVER)
+
+  @tff.tensorflow.computation(state_t, T(np.float32, [2]))
+  def add(state, total):
+    return OD(rounds=state['rounds'] + 1, total=state['total'] + total)
+
+  @tff.tensorflow.computation(client_t)
+  def reading(x):
+    return x['reading']
+
+  @tff.federated_computation(OD(state=F(state_t, tff.SERVER), data=F(client_t, tff.CLIENTS)))
+  def next_fn(state, data):
+    total = tff.federated_sum(tff.federated_map(reading, data))
+    return tff.federated_map(add, tff.federated_zip((state, total)))
+
+  cdir = os.path.join(d, 'clients')
+  os.makedirs(cdir, exist_ok=True)
+  for f in os.listdir(cdir):
+    os.remove(os.path.join(cdir, f))
+  write_comp(os.path.join(d, 'init.pb'), initialize)
+  write_comp(os.path.join(d, 'next.pb'), next_fn)
+  rng = np.random.default_rng(11)
+  clients = [OD(reading=np.round(rng.normal(size=2), 3).astype(np.float32)) for _ in range(6)]
+  for i, c in enumerate(clients):
+    if i % 2 == 0:
+      buf = io.BytesIO()
+      np.savez(buf, **mc.npz_arrays(c, client_t))
+      with open(os.path.join(cdir, f'client_{i:03d}.npz'), 'wb') as f:
+        f.write(buf.getvalue())
+    else:
+      with open(os.path.join(cdir, f'client_{i:03d}.json'), 'w') as f:
+        json.dump(plain(c), f)
+  state = initialize()
+  for _ in range(ROUNDS):
+    state = next_fn(state, clients)
+  write_value(os.path.join(d, 'expected_state.pb'), state, next_fn.type_signature.result)
+  expected_total = ROUNDS * np.sum([c['reading'] for c in clients], axis=0)
+  ok = int(state['rounds']) == ROUNDS and np.allclose(state['total'], expected_total, atol=1e-5)
+  with open(os.path.join(d, 'meta.json'), 'w') as f:
+    json.dump(OD(name='running_sum', init_type=str(initialize.type_signature),
+                 next_type=str(next_fn.type_signature), clients=len(clients), rounds=ROUNDS,
+                 expected='TFF 0.87 native runtime, all clients each round',
+                 tff_version=tff.__version__, tf_version=tf.__version__), f, indent=1)
+  print(f'[running_sum] next {next_fn.type_signature} ok={ok}', flush=True)
+  return 0 if ok else 1
+
+
+def main(outdir, only=None):
   tff.framework.set_default_context(mc.get_context('native', 0))
   data = make_client_data()
   datasets = [dataset(x, y) for x, y in data]
@@ -145,6 +211,8 @@ def main(outdir):
   processes = build_processes(element_spec)
   failures = 0
   for name, process in processes.items():
+    if only is not None and name not in only:
+      continue
     d = os.path.join(outdir, name)
     cdir = os.path.join(d, 'clients')
     os.makedirs(cdir, exist_ok=True)
@@ -195,6 +263,8 @@ def main(outdir):
       json.dump(meta, f, indent=1)
     print(f'[{name}] init {init_t}', flush=True)
     print(f'[{name}] next {next_t}', flush=True)
+  if only is None or 'running_sum' in only:
+    failures += running_sum(os.path.join(outdir, 'running_sum'))
   print(f'DONE failures={failures}', flush=True)
   return 1 if failures else 0
 
@@ -202,7 +272,8 @@ def main(outdir):
 if __name__ == '__main__':
   rc = 1
   try:
-    rc = main(sys.argv[1] if len(sys.argv) > 1 else 'examples/iterate')
+    rc = main(sys.argv[1] if len(sys.argv) > 1 else 'examples/iterate',
+              sys.argv[2:] or None)
   finally:
     sys.stdout.flush()
     sys.stderr.flush()
