@@ -70,9 +70,14 @@ class TensorFlowExecutor(base.SyncExecutor):
 
     def _computation(self, comp: computation_pb2.Computation) -> base.ExecValue:
         kind = comp.WhichOneof("computation")
-        type_spec = federated_language.Type.from_proto(comp.type)
         if kind == "tensorflow":
+            # Seen before (every round embeds the same protos): no type parsing, no hashing.
+            hit = self._by_identity.get(id(comp))
+            if hit is not None and hit[0] is comp:
+                return base.ExecValue(hit[1], hit[1].type_signature, self)
+            type_spec = federated_language.Type.from_proto(comp.type)
             return base.ExecValue(self._function(comp, type_spec), type_spec, self)
+        type_spec = federated_language.Type.from_proto(comp.type)
         if kind == "literal":
             return base.ExecValue(arrays.array_from_proto(comp.literal.value), type_spec, self)
         if kind in ("data", "xla"):
