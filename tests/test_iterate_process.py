@@ -1,0 +1,137 @@
+"""`tffexec iterate` as a real process: Ctrl-C keeps the checkpoints and a rerun resumes from the
+last one; standard output carries only the summary; progress is drawn on a terminal only."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import federated_language as fl
+import pytest
+
+from tffexec import iterate as it
+from tffexec.formats import compare
+from tffexec.formats import loading
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _script() -> str:
+    candidate = pathlib.Path(sys.executable).parent / "tffexec"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("tffexec")
+    if not found:
+        pytest.fail("the tffexec console script is not installed next to this Python")
+    return found
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFFEXEC_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def corpus_setup(corpus_dir, tmp_path_factory):
+    """The corpus FedAvg pair and its 4 clients, one pb file each."""
+    init = corpus_dir / "learn_fedavg_init" / "comp.pb"
+    next_path = corpus_dir / "learn_fedavg_logreg_round" / "comp.pb"
+    parameter = fl.Type.from_proto(loading.load_computation(next_path).type).parameter
+    arg = loading.load_value(next_path.parent / "arg.pb", parameter)
+    clients = tmp_path_factory.mktemp("clients")
+    for i, client in enumerate(arg.client_data):
+        loading.save_value(client, parameter[1].member, clients / f"c{i}.pb")
+    return init, next_path, clients
+
+
+def _command(corpus_setup, *extra) -> list[str]:
+    init, next_path, clients = corpus_setup
+    return [_script(), "iterate", "--init", str(init), "--next", str(next_path), "--data",
+            str(clients), *map(str, extra)]
+
+
+def _checkpoint_round(state_dir: pathlib.Path) -> int:
+    try:
+        return json.loads((state_dir / "checkpoint.json").read_text())["round"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_ctrl_c_keeps_checkpoints_and_a_rerun_resumes_where_it_stopped(corpus_setup, tmp_path):
+    state_dir, metrics = tmp_path / "ckpt", tmp_path / "m.jsonl"
+    common = ["-k", 2, "--seed", 7, "--state-dir", state_dir, "--checkpoint-every", 3,
+              "--metrics", metrics]
+    proc = subprocess.Popen(_command(corpus_setup, *common, "--rounds", 100000, "--output",
+                                     tmp_path / "never.pb"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while _checkpoint_round(state_dir) < 6 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert code == 130
+    assert proc.stderr.read().decode().splitlines()[-1] == "Error: interrupted; no output written"
+    stopped_at = _checkpoint_round(state_dir)
+    assert stopped_at >= 6 and stopped_at % 3 == 0
+    assert sorted(p.name for p in state_dir.iterdir()) == ["checkpoint.json",
+                                                           f"state-{stopped_at:06d}.pb"]
+    assert not (tmp_path / "never.pb").exists()
+
+    total = stopped_at + 4
+    resumed = subprocess.run(_command(corpus_setup, *common, "--rounds", total, "--output",
+                                      tmp_path / "final.pb"),
+                             capture_output=True, env=_env(), cwd=REPO, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    # Off a terminal: standard error holds only the note, standard output only the summary.
+    assert resumed.stderr.decode() == (f"resuming from round {stopped_at} "
+                                       f"({state_dir}/state-{stopped_at:06d}.pb)\n")
+    assert resumed.stdout.decode().splitlines()[-1].startswith("4 rounds run (")
+    rounds = [json.loads(line)["round"] for line in metrics.read_text().splitlines()]
+    assert rounds == list(range(1, total + 1))
+
+    init, next_path, clients = corpus_setup  # the same rounds without an interruption
+    with it.TrainingProcess(init, next_path) as process:
+        data = it.load_clients(clients, process.signature.client_type)
+        straight = it.run_rounds(process, data, total, clients_per_round=2, seed=7)
+        state_type = process.signature.state_type
+    final = loading.load_value(tmp_path / "final.pb", state_type)
+    assert compare.value_differences(final, straight.state, state_type) == []
+
+
+def test_progress_with_round_and_metrics_is_drawn_on_a_terminal(corpus_setup, tmp_path):
+    master, slave = pty.openpty()
+    stdout_file = tmp_path / "stdout"
+    with open(stdout_file, "wb") as stdout:
+        proc = subprocess.Popen(_command(corpus_setup, "--rounds", 40), stdout=stdout,
+                                stderr=slave, stdin=subprocess.DEVNULL,
+                                env=_env(COLUMNS="120", TERM="xterm"), cwd=REPO)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk and proc.poll() is not None:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, seen
+    assert b"round" in seen and b"ETA" in seen and b"metrics 48" in seen
+    assert stdout_file.read_text().splitlines()[-1].startswith("40 rounds run (")
