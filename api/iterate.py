@@ -633,6 +633,7 @@ def plot_records(records: Sequence[dict[str, Any]], dest: str | os.PathLike) -> 
 
     matplotlib.use("Agg")  # no display needed; must precede pyplot
     from matplotlib import pyplot  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     dest = pathlib.Path(dest)
     series: dict[str, list[tuple[int, float]]] = {}
@@ -652,6 +653,7 @@ def plot_records(records: Sequence[dict[str, Any]], dest: str | os.PathLike) -> 
             ax.plot(xs, ys, marker="." if len(xs) <= 50 else None, linewidth=1.2)
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
             ax.grid(True, alpha=0.3)
         for ax in list(axes.flat)[len(names):]:
             ax.set_visible(False)
