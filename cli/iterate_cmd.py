@@ -8,9 +8,7 @@ on standard error; the main thread then writes the final state, the plot and the
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
-import threading
 from typing import Any, Optional
 
 import click
@@ -208,6 +206,7 @@ def _execute(*, init, next_, rounds, data, data_format, clients_per_round, seed,
         records: list[dict[str, Any]] = list(earlier)
         if start_state is None:
             display.stage("initializing")
+            start_state = process.initialize()
 
         def on_round(result: it.RoundResult) -> None:
             record = result.record()
@@ -254,7 +253,8 @@ class _RoundDisplay:
         self.verbose = verbose
         self._progress = None
         self._task = None
-        self._lock = threading.Lock()
+        import logging  # noqa: PLC0415 - keeps `tffexec --help` light
+
         self._logger = logging.getLogger("tffexec")
 
     def __enter__(self) -> "_RoundDisplay":
