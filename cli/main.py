@@ -112,9 +112,11 @@ EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
 ENVIRONMENT_HELP = """\b
 Environment (a flag on the command line wins):
   TFFEXEC_CLIENTS      --clients of run, benchmark
-  TFFEXEC_STACK        --stack of run, benchmark (local, threaded)
-  TFFEXEC_THREADS      --threads of run, benchmark
+  TFFEXEC_STACK        --stack of run, benchmark, iterate (local, threaded, ray)
+  TFFEXEC_THREADS      --threads of run, benchmark, iterate
   TFFEXEC_MAX_FANOUT   --max-fanout;  TFFEXEC_DEVICE  --device;  TFFEXEC_TF_THREADS  --tf-threads
+  TFFEXEC_NO_BATCH     --no-batch (one TensorFlow call per client)
+  TFFEXEC_ADDRESS, RAY_ADDRESS   --address (join a Ray cluster);  TFFEXEC_WORKERS  --workers
   TFFEXEC_SEED         --seed of run, benchmark
   TFFEXEC_TIMEOUT      --timeout of run, benchmark (seconds)
   TFFEXEC_MAX_CLIENTS, TFFEXEC_MAX_VALUE_BYTES, ...  the --max-* limits of run

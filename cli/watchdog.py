@@ -115,12 +115,24 @@ def remove_temp_files() -> None:
 def hard_exit(code: int) -> None:
     """Leaves the process now: temp files removed, streams flushed, no waiting for threads."""
     remove_temp_files()
+    _stop_started_ray_clusters()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed pipe must not stop the exit
             pass
     os._exit(code)
+
+
+def _stop_started_ray_clusters(timeout_s: float = 1.0) -> None:
+    """Shuts down an embedded Ray cluster this process started (its agents would outlive an
+    `os._exit`), within a bounded time; nothing when Ray's stack was never used."""
+    pools = sys.modules.get("tffexec.factories.ray_pool")
+    if pools is None:
+        return
+    stopper = threading.Thread(target=pools.shutdown_started_clusters, daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
 
 
 def atomic_write(path: str | os.PathLike, payload: bytes) -> None:

@@ -429,6 +429,10 @@ def gather(pendings: list[Pending]) -> list:
     return [p.result() for p in pendings]
 
 
+#: Operations kept per shard for replaying it on another actor after a loss (see `_flush`).
+MAX_REPLAY_LOG = 5_000
+
+
 class ShardProxy(base.SyncExecutor):
     """A shard in an actor of `pool`, behind the executor interface (see the module docstring)."""
 
@@ -557,8 +561,13 @@ class ShardProxy(base.SyncExecutor):
             # A quiet point: no handle is alive, so nothing sent so far can be needed again.
             self._log = []
             self._worker = None
-        else:
+        elif self._log is not None:
             self._log.extend(ops)
+            if len(self._log) > MAX_REPLAY_LOG:
+                # A handle that stays alive for many calls (e.g. across training rounds) would
+                # keep every operation since it was made: past the bound, a loss in this epoch is
+                # reported (exit 7) instead of replayed, and the driver's memory stays flat.
+                self._log = None
         return ref
 
     def _wait(self, pending: Pending):
@@ -588,6 +597,8 @@ class ShardProxy(base.SyncExecutor):
                 lost = self._worker
                 self.pool.note_loss(lost)
                 if self._moves >= self._retries:
+                    raise self._gave_up(cause) from None
+                if self._log is None:
                     raise self._gave_up(cause) from None
                 self._moves += 1
                 self.pool.retries += 1
