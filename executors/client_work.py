@@ -20,6 +20,7 @@ import itertools
 import math
 import os
 import threading
+import time
 from typing import Callable, Optional, Protocol, Sequence
 
 from tffexec import errors
@@ -246,10 +247,10 @@ class BatchingClientWork:
     `inner` (sequential or threaded). `--no-batch` builds stacks without this layer.
     """
 
-    #: Clients per vectorised call. Large enough that per-call overhead (~0.1 ms) is small per
-    #: client, small enough that a chunk's intermediates stay in cache (a 1 000-client batch of
-    #: 64x64 matmuls ran 2x slower than per-client calls; see benchmarks/README.md) and that the
-    #: threaded stack has chunks to spread over its threads.
+    #: Clients per vectorised call to start with: small enough that a chunk's intermediates stay
+    #: in cache (a 1 000-client batch of 64x64 matmuls ran 2x slower than per-client calls) and
+    #: that the threaded stack has chunks to spread over its threads; grown for cheap functions
+    #: (see FAST_CHUNK_S).
     CHUNK = 128
 
     def __init__(self, inner, chunk: Optional[int] = None):
@@ -257,6 +258,7 @@ class BatchingClientWork:
 
         self.inner = inner
         self.chunk = chunk or int(os.environ.get("TFFEXEC_BATCH_CHUNK", 0)) or self.CHUNK
+        self._chunk_sizes: dict = {}  # function -> chunk size that proved worth it
         from tffexec.executors import batch_lambda  # noqa: PLC0415
 
         self.functions = tf_batch.BatchedFunctions()
@@ -277,25 +279,59 @@ class BatchingClientWork:
         if found is not None:
             leaf, leaf_function = found
             apply = functools.partial(self.functions.map, leaf, leaf_function)
+            chunk_key = leaf_function.graph_function
         else:
             closure = self._batch_lambda.closure_of(function)
             if closure is None:
                 return None
             apply = functools.partial(self._lambdas.map, *closure)
+            chunk_key = id(closure[1].comp)  # protos are unhashable; a stale id only costs speed
         key = next(_task_keys)
         activity.report(intrinsic, 0, batch.count, key)
-        if not any(batch.stacked) or batch.count <= self.chunk:
+        size = self._chunk_sizes.get(chunk_key, self.chunk)
+        if not any(batch.stacked) or batch.count <= size:
             result = apply(batch, result_type)
         else:
-            chunks = [batch.slice(start, min(start + self.chunk, batch.count))
-                      for start in range(0, batch.count, self.chunk)]
-            tasks = [functools.partial(apply, chunk, result_type) for chunk in chunks]
             run = getattr(self.inner, "run_tasks", None)
-            parts = run(tasks) if run is not None else [task() for task in tasks]
-            result = None if any(p is None for p in parts) else batch_lib.Batch.concat(parts)
+            parts = (self._chunks_in_parallel(run, apply, batch, result_type, size, chunk_key)
+                     if run is not None else
+                     self._chunks_in_turn(apply, batch, result_type, size, chunk_key))
+            result = None if parts is None else batch_lib.Batch.concat(parts)
         if result is not None:
             activity.report(intrinsic, batch.count, batch.count, key)
         return result
+
+    #: A chunk that takes less than this is too small: the next one is twice as large (up to
+    #: MAX_CHUNK), remembered per function. Cheap functions end up with a few large calls
+    #: (per-call overhead ~0.1-0.4 ms vanishes), expensive ones keep cache-sized chunks.
+    FAST_CHUNK_S = 0.002
+    MAX_CHUNK = 16384
+
+    def _chunks_in_turn(self, apply, batch, result_type, size, chunk_key):
+        parts, start = [], 0
+        while start < batch.count:
+            part = batch.slice(start, min(start + size, batch.count))
+            began = time.perf_counter()
+            result = apply(part, result_type)
+            if result is None:
+                return None
+            parts.append(result)
+            start += part.count
+            if time.perf_counter() - began < self.FAST_CHUNK_S and size < self.MAX_CHUNK \
+                    and part.count == size:
+                size *= 2
+                self._chunk_sizes[chunk_key] = size
+        return parts
+
+    def _chunks_in_parallel(self, run, apply, batch, result_type, size, chunk_key):
+        chunks = [batch.slice(start, min(start + size, batch.count))
+                  for start in range(0, batch.count, size)]
+        began = time.perf_counter()
+        parts = run([functools.partial(apply, chunk, result_type) for chunk in chunks])
+        per_chunk = (time.perf_counter() - began) / max(1, len(chunks))
+        if per_chunk < self.FAST_CHUNK_S and size < self.MAX_CHUNK and len(chunks) > 2:
+            self._chunk_sizes[chunk_key] = size * 2
+        return None if any(p is None for p in parts) else parts
 
     def fold_batched(self, zero_leaves: list, accumulate: base.ExecValue, batch, *,
                      intrinsic: str):
