@@ -24,6 +24,16 @@ SECURE = REPO / "examples" / "cases" / "fed_secure_sum_struct"
 FOREVER = "1000000000"
 
 
+
+def _sigint_as_from_a_terminal() -> None:
+    """Runs in the child before exec: SIGINT back to its default disposition.
+
+    A test run started in the background of a non-interactive shell (`cmd &`, as some CI
+    harnesses do) inherits SIGINT ignored, and Python then never installs its Ctrl-C handler in
+    the child; a user's terminal delivers Ctrl-C with the default disposition.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def _script() -> str:
     candidate = pathlib.Path(sys.executable).parent / "tffexec"
     if candidate.exists():
@@ -96,7 +106,8 @@ def _start_busy(tmp_path: pathlib.Path, *extra: str) -> tuple[subprocess.Popen, 
     out = tmp_path / "result.json"
     proc = subprocess.Popen([_script(), "-v", "run", str(SLOW / "comp.pb"),
                              str(tmp_path / "n.json"), "--output", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO,
+                            preexec_fn=_sigint_as_from_a_terminal)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stderr.readline().decode()
@@ -158,7 +169,8 @@ def test_timeout_from_environment_stops_a_benchmark():
 def test_ctrl_c_during_benchmark_exits_130():
     proc = subprocess.Popen([_script(), "benchmark", str(MEAN / "comp.pb"),
                              str(MEAN / "arg.pb"), "--runs", "100000000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO,
+                            preexec_fn=_sigint_as_from_a_terminal)
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
     try:

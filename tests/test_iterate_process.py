@@ -23,6 +23,16 @@ from tffexec.formats import loading
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+
+def _sigint_as_from_a_terminal() -> None:
+    """Runs in the child before exec: SIGINT back to its default disposition.
+
+    A test run started in the background of a non-interactive shell (`cmd &`, as some CI
+    harnesses do) inherits SIGINT ignored, and Python then never installs its Ctrl-C handler in
+    the child; a user's terminal delivers Ctrl-C with the default disposition.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def _script() -> str:
     candidate = pathlib.Path(sys.executable).parent / "tffexec"
     if candidate.exists():
@@ -71,7 +81,8 @@ def test_ctrl_c_keeps_checkpoints_and_a_rerun_resumes_where_it_stopped(corpus_se
               "--metrics", metrics]
     proc = subprocess.Popen(_command(corpus_setup, *common, "--rounds", 100000, "--output",
                                      tmp_path / "never.pb"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO,
+                            preexec_fn=_sigint_as_from_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while _checkpoint_round(state_dir) < 6 and time.monotonic() < deadline:
