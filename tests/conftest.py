@@ -1,13 +1,15 @@
 """Shared fixtures: where the corpus and the generated example cases live."""
 from __future__ import annotations
 
-import os
 import pathlib
+import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-CORPUS = pathlib.Path(os.environ.get("TFFEXEC_CORPUS", REPO.parent / "shared" / "corpus"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tffexec_test_support
+
+from tffexec_test_support import CORPUS, REPO  # noqa: E402
+
 CASES = REPO / "examples" / "cases"
 
 

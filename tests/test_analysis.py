@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 
 import pytest
 from federated_language.proto import computation_pb2 as pb
@@ -14,19 +12,9 @@ from tffexec.formats import analysis
 from tffexec.formats import graphs
 from tffexec.formats.protos import tf_graph_pb2
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tffexec_test_support import CORPUS
 
 
-def _corpus_dir() -> pathlib.Path:
-    env = os.environ.get("TFFEXEC_CORPUS")
-    for candidate in ([pathlib.Path(env)] if env else []) + [
-            REPO.parent / "shared" / "corpus", pathlib.Path("/work/shared/corpus")]:
-        if candidate.is_dir():
-            return candidate
-    return REPO.parent / "shared" / "corpus"  # missing: the tests using it fail, loudly
-
-
-CORPUS = _corpus_dir()
 MEAN = CORPUS / "fed_mean_weighted"  # (<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER), 5 clients
 CORPUS_FILES = sorted(
     (case.name, name)

@@ -3,27 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 
 import pytest
 from click.testing import CliRunner
 
 from tffexec.cli import main
+from tffexec_test_support import CORPUS
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 MEAN_SIGNATURE = "(<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER)"
 
 
-def _corpus_dir() -> pathlib.Path:
-    env = os.environ.get("TFFEXEC_CORPUS")
-    for candidate in ([pathlib.Path(env)] if env else []) + [
-            REPO.parent / "shared" / "corpus", pathlib.Path("/work/shared/corpus")]:
-        if candidate.is_dir():
-            return candidate
-    return REPO.parent / "shared" / "corpus"  # missing: the tests using it fail, loudly
-
-
-CORPUS = _corpus_dir()
 MEAN = CORPUS / "fed_mean_weighted"  # (<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER), 5 clients
 
 

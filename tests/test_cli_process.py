@@ -7,15 +7,14 @@ import os
 import pathlib
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from tffexec_test_support import REPO, clean_env, sigint_as_from_a_terminal, tffexec_script
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 MEAN = REPO / "examples" / "mean_of_clients"
 FEDAVG = REPO / "examples" / "fedavg_round"
 SLOW = REPO / "examples" / "slow_loop"
@@ -24,41 +23,21 @@ SECURE = REPO / "examples" / "cases" / "fed_secure_sum_struct"
 FOREVER = "1000000000"
 
 
-
-def _sigint_as_from_a_terminal() -> None:
-    """Runs in the child before exec: SIGINT back to its default disposition.
-
-    A test run started in the background of a non-interactive shell (`cmd &`, as some CI
-    harnesses do) inherits SIGINT ignored, and Python then never installs its Ctrl-C handler in
-    the child; a user's terminal delivers Ctrl-C with the default disposition.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-def _script() -> str:
-    candidate = pathlib.Path(sys.executable).parent / "tffexec"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("tffexec")
-    if not found:
-        pytest.fail("the tffexec console script is not installed next to this Python")
-    return found
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TFFEXEC_")}
-    env["PATH"] = f"{pathlib.Path(_script()).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
+def _path_env(**extra: str) -> dict[str, str]:
+    """A clean environment whose PATH finds the installed script first (for shell pipelines)."""
+    env = clean_env(**extra)
+    env["PATH"] = f"{pathlib.Path(tffexec_script()).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 def _run(*args, stdin: bytes | None = None, timeout: float = 120, **env):
-    return subprocess.run([_script(), *map(str, args)], capture_output=True, input=stdin,
-                          env=_env(**env), timeout=timeout, cwd=REPO)
+    return subprocess.run([tffexec_script(), *map(str, args)], capture_output=True, input=stdin,
+                          env=_path_env(**env), timeout=timeout, cwd=REPO)
 
 
 def _shell(command: str, timeout: float = 120):
     return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
-                          env=_env(), timeout=timeout, cwd=REPO)
+                          env=_path_env(), timeout=timeout, cwd=REPO)
 
 
 # --- pipes ------------------------------------------------------------------------------------------
@@ -104,10 +83,10 @@ def _start_busy(tmp_path: pathlib.Path, *extra: str) -> tuple[subprocess.Popen, 
     """Starts slow_loop with a huge step count and waits until TensorFlow is inside the loop."""
     (tmp_path / "n.json").write_text(FOREVER)
     out = tmp_path / "result.json"
-    proc = subprocess.Popen([_script(), "-v", "run", str(SLOW / "comp.pb"),
+    proc = subprocess.Popen([tffexec_script(), "-v", "run", str(SLOW / "comp.pb"),
                              str(tmp_path / "n.json"), "--output", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO,
-                            preexec_fn=_sigint_as_from_a_terminal)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_path_env(), cwd=REPO,
+                            preexec_fn=sigint_as_from_a_terminal)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stderr.readline().decode()
@@ -167,10 +146,10 @@ def test_timeout_from_environment_stops_a_benchmark():
 
 
 def test_ctrl_c_during_benchmark_exits_130():
-    proc = subprocess.Popen([_script(), "benchmark", str(MEAN / "comp.pb"),
+    proc = subprocess.Popen([tffexec_script(), "benchmark", str(MEAN / "comp.pb"),
                              str(MEAN / "arg.pb"), "--runs", "100000000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO,
-                            preexec_fn=_sigint_as_from_a_terminal)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_path_env(), cwd=REPO,
+                            preexec_fn=sigint_as_from_a_terminal)
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
     try:
@@ -217,8 +196,8 @@ def _run_with_tty_stderr(tmp_path: pathlib.Path, *args: str) -> tuple[int, bytes
     master, slave = pty.openpty()
     stdout_file = tmp_path / "stdout"
     with open(stdout_file, "wb") as stdout:  # a file: a full pipe would block the result
-        proc = subprocess.Popen([_script(), *args], stdout=stdout, stderr=slave,
-                                stdin=subprocess.DEVNULL, env=_env(COLUMNS="100", TERM="xterm"),
+        proc = subprocess.Popen([tffexec_script(), *args], stdout=stdout, stderr=slave,
+                                stdin=subprocess.DEVNULL, env=_path_env(COLUMNS="100", TERM="xterm"),
                                 cwd=REPO)
     os.close(slave)
     seen = b""
@@ -262,8 +241,8 @@ def test_quiet_draws_no_progress_on_a_terminal(tmp_path, quiet):
 
 def test_binary_result_is_refused_on_a_terminal():
     master, slave = pty.openpty()
-    proc = subprocess.run([_script(), "run", str(MEAN / "comp.pb"), str(MEAN / "arg.pb"),
-                           "--format", "pb"], stdout=slave, stderr=subprocess.PIPE, env=_env(),
+    proc = subprocess.run([tffexec_script(), "run", str(MEAN / "comp.pb"), str(MEAN / "arg.pb"),
+                           "--format", "pb"], stdout=slave, stderr=subprocess.PIPE, env=_path_env(),
                           cwd=REPO, timeout=60)
     os.close(slave)
     os.close(master)

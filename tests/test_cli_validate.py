@@ -12,19 +12,9 @@ from federated_language.proto import data_type_pb2
 
 from tffexec.cli import main
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tffexec_test_support import CORPUS
 
 
-def _corpus_dir() -> pathlib.Path:
-    env = os.environ.get("TFFEXEC_CORPUS")
-    for candidate in ([pathlib.Path(env)] if env else []) + [
-            REPO.parent / "shared" / "corpus", pathlib.Path("/work/shared/corpus")]:
-        if candidate.is_dir():
-            return candidate
-    return REPO.parent / "shared" / "corpus"  # missing: the tests using it fail, loudly
-
-
-CORPUS = _corpus_dir()
 MEAN = CORPUS / "fed_mean_weighted"  # (<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER), 5 clients
 CORPUS_CASES = sorted(c.name for c in (CORPUS.iterdir() if CORPUS.is_dir() else ()) if (c / "meta.json").is_file())
 

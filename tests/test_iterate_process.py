@@ -7,10 +7,8 @@ import os
 import pathlib
 import pty
 import select
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import federated_language as fl
@@ -20,33 +18,7 @@ from tffexec import iterate as it
 from tffexec.formats import compare
 from tffexec.formats import loading
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-
-def _sigint_as_from_a_terminal() -> None:
-    """Runs in the child before exec: SIGINT back to its default disposition.
-
-    A test run started in the background of a non-interactive shell (`cmd &`, as some CI
-    harnesses do) inherits SIGINT ignored, and Python then never installs its Ctrl-C handler in
-    the child; a user's terminal delivers Ctrl-C with the default disposition.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-def _script() -> str:
-    candidate = pathlib.Path(sys.executable).parent / "tffexec"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("tffexec")
-    if not found:
-        pytest.fail("the tffexec console script is not installed next to this Python")
-    return found
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TFFEXEC_")}
-    env.update(extra)
-    return env
+from tffexec_test_support import REPO, clean_env, sigint_as_from_a_terminal, tffexec_script
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +36,7 @@ def corpus_setup(corpus_dir, tmp_path_factory):
 
 def _command(corpus_setup, *extra) -> list[str]:
     init, next_path, clients = corpus_setup
-    return [_script(), "iterate", "--init", str(init), "--next", str(next_path), "--data",
+    return [tffexec_script(), "iterate", "--init", str(init), "--next", str(next_path), "--data",
             str(clients), *map(str, extra)]
 
 
@@ -81,8 +53,8 @@ def test_ctrl_c_keeps_checkpoints_and_a_rerun_resumes_where_it_stopped(corpus_se
               "--metrics", metrics]
     proc = subprocess.Popen(_command(corpus_setup, *common, "--rounds", 100000, "--output",
                                      tmp_path / "never.pb"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO,
-                            preexec_fn=_sigint_as_from_a_terminal)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), cwd=REPO,
+                            preexec_fn=sigint_as_from_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while _checkpoint_round(state_dir) < 6 and time.monotonic() < deadline:
@@ -103,7 +75,7 @@ def test_ctrl_c_keeps_checkpoints_and_a_rerun_resumes_where_it_stopped(corpus_se
     total = stopped_at + 4
     resumed = subprocess.run(_command(corpus_setup, *common, "--rounds", total, "--output",
                                       tmp_path / "final.pb"),
-                             capture_output=True, env=_env(), cwd=REPO, timeout=120)
+                             capture_output=True, env=clean_env(), cwd=REPO, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     # Off a terminal: standard error holds only the note, standard output only the summary.
     assert resumed.stderr.decode() == (f"resuming from round {stopped_at} "
@@ -127,7 +99,7 @@ def test_progress_with_round_and_metrics_is_drawn_on_a_terminal(corpus_setup, tm
     with open(stdout_file, "wb") as stdout:
         proc = subprocess.Popen(_command(corpus_setup, "--rounds", 40), stdout=stdout,
                                 stderr=slave, stdin=subprocess.DEVNULL,
-                                env=_env(COLUMNS="120", TERM="xterm"), cwd=REPO)
+                                env=clean_env(COLUMNS="120", TERM="xterm"), cwd=REPO)
     os.close(slave)
     seen = b""
     while True:
