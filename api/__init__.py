@@ -9,6 +9,16 @@ Python API (imported lazily, so `import tffexec` stays instant):
 - `tffexec.StackConfig` describes the stack (the same object the CLI builds from its flags).
 - `tffexec.install_context(config=None)` makes tffexec federated-language's default execution
   context, so traced federated-language computations run on tffexec when called.
+- `tffexec.load_value(path_or_bytes, type=None, *, fmt=None)` reads a value file (.pb, .json or
+  .npz: by extension, else sniffed) into that representation; `type` (a federated-language type
+  or `Type` proto) is needed for npz and plain JSON, which do not say their type.
+- `tffexec.save_value(value, path, type=None, *, fmt=None)` writes one (format by extension),
+  atomically; a `.pb` is byte-identical to TFF's `serialize_value`. `type` may be omitted for
+  arrays, scalars, `Struct`s of them and sequences.
+
+The argument of `run`/`Runner.run` may also be a path as an `os.PathLike` (`pathlib.Path`): the
+file is read with `load_value` against the parameter type. A `str` or `bytes` argument is a
+value, never a path, because a computation's parameter may be a string.
 """
 from __future__ import annotations
 
@@ -19,6 +29,8 @@ _LAZY = {
     "Runner": ("tffexec.runner", "Runner"),
     "install_context": ("tffexec.context", "install_context"),
     "StackConfig": ("tffexec.factories.config", "StackConfig"),
+    "load_value": ("tffexec.value_files", "load_value"),
+    "save_value": ("tffexec.value_files", "save_value"),
 }
 
 
@@ -31,4 +43,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tffexec' has no attribute {name!r}")
 
 
-__all__ = ["run", "Runner", "StackConfig", "install_context", "__version__"]
+__all__ = ["run", "Runner", "StackConfig", "install_context", "load_value", "save_value",
+           "__version__"]
+
+
+def __dir__() -> list[str]:
+    """The public names (the lazy ones included, which `globals()` does not hold yet)."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -52,7 +52,9 @@ def prepare_argument(arg: Any, parameter_type) -> Any:
         return None
     if arg is None:
         raise errors.ArgumentError(f"the computation needs an argument of type {parameter_type}")
-    if isinstance(arg, executor_pb2.Value):
+    if isinstance(arg, os.PathLike):  # a str stays a value: the parameter may be a string
+        arg = loading.load_value(pathlib.Path(arg), parameter_type)
+    elif isinstance(arg, executor_pb2.Value):
         arg, _ = values_lib.value_from_proto(arg, parameter_type)
     return values_lib.normalize(arg, parameter_type, path="arg")
 
@@ -124,10 +126,11 @@ def run(computation: ComputationLike, arg: Any = None, *, clients: Optional[int]
     Args:
       computation: a path to a `computation.proto` file, its bytes, a `Computation` proto, or a
         federated-language computation.
-      arg: the argument, as a `Value` proto or in tffexec's Python representation (numpy arrays,
-        Python numbers and lists are accepted and converted to the parameter's dtypes; a
-        `{T}@CLIENTS` value is a list with one member per client; named structs are dicts or
-        `Struct`s).
+      arg: the argument: a value file as an `os.PathLike` (`pathlib.Path("arg.pb")`; .pb, .json
+        or .npz by extension, else sniffed), a `Value` proto, or tffexec's Python representation
+        (numpy arrays, Python numbers and lists are accepted and converted to the parameter's
+        dtypes; a `{T}@CLIENTS` value is a list with one member per client; named structs are
+        dicts or `Struct`s). A `str` or `bytes` argument is a value, never a path.
       clients: the number of clients when the argument does not determine it.
       stack: a `StackConfig` describing the stack; defaults to the local stack.
       seed: makes random TensorFlow ops reproducible.

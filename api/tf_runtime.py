@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+
+#: The stage name progress displays, `-v` logs and `tffexec benchmark` show for the import.
+IMPORT_STAGE = "importing TensorFlow"
 
 _lock = threading.Lock()
 _tf = None
+# (start, end) perf_counter times of our import of TensorFlow, once it happened.
+_import_span: tuple[float, float] | None = None
 # TensorFlow's process-wide thread pools, requested before it starts (see `request_threads`).
 _requested_threads: dict[str, int] = {}
 
@@ -31,19 +37,39 @@ def tensorflow():
     absl::InitializeLog() ...", "Could not find cuda drivers ...") ignores that setting, so the
     import runs with descriptor 2 pointed at /dev/null unless `TFFEXEC_TF_LOGS=1`.
     """
-    global _tf
+    global _tf, _import_span
     if _tf is None:
         with _lock:
             if _tf is None:
-                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-                if os.environ.get("TFFEXEC_TF_LOGS") == "1":
-                    import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
-                else:
-                    with _stderr_silenced():
+                # Announced as a stage of its own: it takes seconds, and without a word the
+                # progress display would sit on whatever stage happened to need TensorFlow.
+                from tffexec.executors import activity  # noqa: PLC0415 - standard library only
+
+                activity.report(IMPORT_STAGE, 0, 1)
+                start = time.perf_counter()
+                try:
+                    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+                    if os.environ.get("TFFEXEC_TF_LOGS") == "1":
                         import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
-                _configure(tf)
-                _tf = tf
+                    else:
+                        with _stderr_silenced():
+                            import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
+                    _configure(tf)
+                    _tf = tf
+                finally:
+                    _import_span = (start, time.perf_counter())
+                    activity.report(IMPORT_STAGE, 1, 1)
     return _tf
+
+
+def import_seconds_within(start: float, end: float) -> float:
+    """Seconds of our TensorFlow import that fell between two `time.perf_counter()` readings
+    (0.0 when it happened before, after, or never): a stage that triggered the import reports
+    its own time without it."""
+    span = _import_span
+    if span is None:
+        return 0.0
+    return max(0.0, min(end, span[1]) - max(start, span[0]))
 
 
 def _configure(tf) -> None:

@@ -1,7 +1,8 @@
 """`tffexec benchmark COMP [ARG]`: how long one call takes once everything is warm.
 
 Why a command: `saved_model_cli`/TFLite `benchmark_model` users expect one. Start-up costs (reading
-and parsing files, building the stack, the first call importing TensorFlow graphs) are reported
+and parsing files, importing TensorFlow, building the stack, the first call importing TensorFlow
+graphs) are reported
 separately from the steady-state time per call, measured over the region "argument in memory ->
 result in memory" (as benchmarks/bench_corpus.py measures TFF and tffexec). `--json` is for CI
 trend tracking: the median is `steady.median_s`.
@@ -28,20 +29,23 @@ JSON_SCHEMA = "tffexec.benchmark/1"
               help="Untimed calls after the first call, before the timed ones.")
 @click.option("--clients", type=click.IntRange(min=0), default=None, envvar="TFFEXEC_CLIENTS",
               show_envvar=True, help="Number of clients when the argument does not say.")
-@click.option("--arg-format", type=click.Choice(["pb", "json", "npz"]), default=None,
+@click.option("--arg-format", type=common.VALUE_FORMAT, default=None,
               help="Format of ARG (default: by extension, else sniffed).")
 @click.option("--seed", type=int, default=None, envvar="TFFEXEC_SEED", show_envvar=True,
               help="Make random TensorFlow ops reproducible.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (schema "
-              f"{JSON_SCHEMA}; the median is steady.median_s).")
+@click.option("--format", "output_format", type=common.FormatChoice("text", "json"),
+              default="text", show_default=True,
+              help=f"text: a table for people; json: one JSON document (schema {JSON_SCHEMA}; "
+                   "the median is steady.median_s).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               envvar="TFFEXEC_TIMEOUT", show_envvar=True, metavar="SECONDS",
               help="Stop after this many seconds (exit 124).")
 @common.verbosity_options(envvars=False)
 @stack_flags.options
 def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int | None,
-              arg_format: str | None, seed: int | None, as_json: bool, timeout: float | None,
-              **flags) -> None:
+              arg_format: str | None, seed: int | None, output_format: str, as_json: bool,
+              timeout: float | None, **flags) -> None:
     """Run COMP on ARG repeatedly and report start-up and per-call times.
 
     \b
@@ -103,6 +107,7 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
         "stack": {key: value for key, value in stack_params.items()},
         "load": {"computation_s": report.load_computation_s,
                  "argument_s": report.load_argument_s},
+        "import_tensorflow_s": report.import_tensorflow_s,
         "prepare_s": report.prepare_s,
         "stack_build_s": report.stack_build_s,
         "first_call_s": report.first_call_s,
@@ -110,7 +115,7 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
         "steady": report.steady(),
         "times_s": report.times_s,
     }
-    if as_json:
+    if as_json or output_format == "json":
         click.echo(json.dumps(document, indent=2))
         return
     _print_table(document)
@@ -131,6 +136,8 @@ def _print_table(doc: dict) -> None:
     table.add_column("time", justify="right")
     table.add_row("load computation", _ms(doc["load"]["computation_s"]))
     table.add_row("load argument", _ms(doc["load"]["argument_s"]))
+    if doc["import_tensorflow_s"]:
+        table.add_row("import TensorFlow", _ms(doc["import_tensorflow_s"]))
     table.add_row("check argument", _ms(doc["prepare_s"]))
     table.add_row("build stack", _ms(doc["stack_build_s"]))
     table.add_row("first call", _ms(doc["first_call_s"]))

@@ -15,6 +15,27 @@ STDIN_NAME = "<stdin>"
 #: COMP / ARG arguments: an existing file, or `-` for standard input.
 INPUT_PATH = click.Path(exists=True, dir_okay=False, allow_dash=True)
 
+#: What people read (`text`) and what every command accepts for it.
+TEXT_FORMAT_ALIASES = {"pretty": "text", "table": "text"}
+
+
+class FormatChoice(click.Choice):
+    """`--format` values, named the same in every command: `text` for people (`pretty` and
+    `table`, the names some commands used before, are kept as aliases), `json`, and the value
+    formats; matched case-insensitively, so `--format JSON` works too."""
+
+    def __init__(self, *choices: str):
+        super().__init__(choices, case_sensitive=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "text" in self.choices:
+            value = TEXT_FORMAT_ALIASES.get(value.lower(), value)
+        return super().convert(value, param, ctx)
+
+
+#: Value-file formats (`--arg-format`, `--from`, `--to`, ...), case-insensitive.
+VALUE_FORMAT = click.Choice(("pb", "json", "npz"), case_sensitive=False)
+
 
 @dataclasses.dataclass(frozen=True)
 class Input:
@@ -47,15 +68,30 @@ def read_input(source: str, *, error_class: type[errors.TffexecError]) -> Input:
     return Input(name=name, data=data, path=None if source == "-" else source)
 
 
+def _stdout_console_class():
+    from rich.console import Console  # noqa: PLC0415 - rich costs ~50 ms; only when printing
+
+    class StdoutConsole(Console):
+        """Rich's console, except that a reader who left (`| head -1`) is not an error.
+
+        Rich's own handling of a closed pipe exits with status 1, which shells and CI read as a
+        failure; raising BrokenPipeError lets the command group end quietly with 141, the status
+        of a process stopped by SIGPIPE.
+        """
+
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return StdoutConsole
+
+
 def stdout_console():
     """A Rich console for results on standard output.
 
     Off a terminal it never wraps lines at 80 columns (results are often piped into files or
     other tools); `COLUMNS` still wins when set.
     """
-    from rich.console import Console
-
-    console = Console(highlight=False, soft_wrap=False)
+    console = _stdout_console_class()(highlight=False, soft_wrap=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 1_000
     return console
@@ -127,6 +163,19 @@ def note(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------- outputs
+
+def check_output_path(path: str | None, option: str) -> None:
+    """A file option naming a folder that does not exist is a usage error (exit 2), found before
+    any work is done rather than after a long run."""
+    if path is None or path == "-":
+        return
+    import pathlib  # noqa: PLC0415
+
+    parent = pathlib.Path(path).parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise click.UsageError(f"{option} {path}: the directory {parent} {what}; create it first")
+
 
 def write_result(payload: bytes, output: str | None) -> None:
     """Writes encoded result bytes to FILE atomically, or to standard output for None / `-`."""

@@ -11,7 +11,6 @@ import click
 from tffexec import errors
 from tffexec.cli import common
 
-VALUE_FORMATS = ("pb", "json", "npz")
 _EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz": "npz"}
 
 
@@ -25,11 +24,11 @@ _EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz
 @click.option("--result", "use_result", is_flag=True,
               help="With --type-of: use the computation's result type (for results and "
                    "expected values).")
-@click.option("--from", "from_format", type=click.Choice(VALUE_FORMATS), default=None,
+@click.option("--from", "from_format", type=common.VALUE_FORMAT, default=None,
               help="Format of IN (default: by extension, else sniffed); needed for npz on "
                    "standard input.")
-@click.option("--to", "to_format", type=click.Choice(VALUE_FORMATS), default=None,
-              help="Format of OUT (default: by its extension); needed when OUT is '-'.")
+@click.option("--to", "to_format", type=common.VALUE_FORMAT, default=None,
+              help="Format of OUT (default: by its extension; json when OUT is '-').")
 @click.option("--plain", is_flag=True,
               help="JSON output in the plain hand-written form (follows the type, no tags) "
                    "instead of the lossless tffexec-value/1 envelope.")
@@ -42,11 +41,12 @@ def convert(source: str, dest: str, type_of: str | None, use_result: bool,
     Examples:
       tffexec convert examples/mean_of_clients/arg.pb arg.npz
       tffexec convert arg.npz arg.json --type-of comp.pb --plain
-      tffexec convert result.pb - --to json --type-of comp.pb --result | jq .type
+      tffexec convert result.pb - --type-of comp.pb --result | jq .type
     """
     common.check_single_stdin(source, type_of)
     if use_result and type_of is None:
         raise click.UsageError("--result needs --type-of COMP")
+    common.check_output_path(dest, "OUT")
     fmt = to_format or _format_of(dest)
     if plain and fmt != "json":
         raise click.UsageError("--plain applies to JSON output only")
@@ -85,11 +85,14 @@ def convert(source: str, dest: str, type_of: str | None, use_result: bool,
 
 
 def _format_of(dest: str) -> str:
+    """OUT's format from its extension; standard output gets JSON, the one format that is
+    readable on a terminal and what tools in a pipe (`jq`) take."""
     import pathlib  # noqa: PLC0415
 
-    if dest != "-":
-        fmt = _EXTENSIONS.get(pathlib.PurePath(dest).suffix.lower())
-        if fmt is not None:
-            return fmt
+    if dest == "-":
+        return "json"
+    fmt = _EXTENSIONS.get(pathlib.PurePath(dest).suffix.lower())
+    if fmt is not None:
+        return fmt
     raise click.UsageError(f"cannot tell the format of OUT {dest!r}: use a .pb, .json or .npz "
                            "name, or --to pb|json|npz")

@@ -21,12 +21,13 @@ JSON_SCHEMA = "tffexec.inspect/1"
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json"]),
+    type=common.FormatChoice("text", "json"),
     default="text",
     show_default=True,
     help="Output format.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@common.verbosity_options(envvars=False)
 def inspect(comp: str, show_tree: bool, depth: int, output_format: str, as_json: bool) -> None:
     """Show a computation's type signature, node counts, intrinsics, TensorFlow graphs and
     placements.

@@ -18,7 +18,6 @@ from tffexec.cli import common
 from tffexec.cli import policy_flags
 from tffexec.cli import stack_flags
 
-VALUE_FORMATS = ("pb", "json", "npz")
 STATE_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
 #: Metric columns in the final table (the rest are in --metrics and --format json).
 MAX_TABLE_METRICS = 6
@@ -53,7 +52,7 @@ class _Outcome:
               allow_from_autoenv=False,
               help="Client data: a directory with one value file per client (pb/JSON/npz, "
                    "read in name order), or one file holding a {T}@CLIENTS value.")
-@click.option("--data-format", type=click.Choice(VALUE_FORMATS), default=None,
+@click.option("--data-format", type=common.VALUE_FORMAT, default=None,
               help="Format of the data files (default: by extension, else sniffed).")
 @click.option("-k", "--clients-per-round", type=click.IntRange(min=1), default=None,
               help="Sample K clients per round without replacement (default: all clients).")
@@ -80,8 +79,10 @@ class _Outcome:
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               allow_from_autoenv=False,
               help="Checkpoint directory. When it holds a checkpoint, the run resumes from it.")
-@click.option("--format", "summary_format", type=click.Choice(("table", "json")), default=None,
-              help="Summary on standard output at the end: a table (default) or JSON.")
+@click.option("--format", "summary_format", type=common.FormatChoice("text", "json"),
+              default=None,
+              help="Summary on standard output at the end: text, a table (the default; "
+                   "`table` also accepted), or json.")
 @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               envvar="TFFEXEC_TIMEOUT", show_envvar=True, metavar="SECONDS",
@@ -113,10 +114,12 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
     policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
     config = stack_flags.config_from(stack_params, policy=policy)
     if as_json:
-        if summary_format == "table":
-            raise click.UsageError("--json and --format table contradict each other")
+        if summary_format == "text":
+            raise click.UsageError("--json and --format text contradict each other")
         summary_format = "json"
-    summary_format = summary_format or "table"
+    summary_format = summary_format or "text"
+    for path, option in ((output, "--output"), (metrics_path, "--metrics"), (plot_path, "--plot")):
+        common.check_output_path(path, option)
     if checkpoint_every is not None and state_dir is None:
         raise click.UsageError("--checkpoint-every needs --state-dir DIR")
     if state_dir is not None and checkpoint_every is None:

@@ -169,4 +169,17 @@ def main() -> None:
         if watchdog.work_abandoned():
             code = e.code if isinstance(e.code, int) else 1
             watchdog.hard_exit(code)
+        _flush_stdout_or_exit_141()
         raise
+
+
+def _flush_stdout_or_exit_141() -> None:
+    """Output still buffered when the reader has gone (`tffexec inspect X | head -1`) ends the
+    process as SIGPIPE would (141), not with Python's "Exception ignored ... BrokenPipeError"."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        raise SystemExit(141) from None
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -9,6 +9,7 @@ it carries results only.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -59,6 +60,7 @@ class Reporter:
         self._listening = None
         self._logger = logging.getLogger(LOGGER_NAME)
         self._handler: logging.Handler | None = None
+        self._terminal = None
 
     def __enter__(self) -> "Reporter":
         if self._verbose:
@@ -72,9 +74,11 @@ class Reporter:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress,  # noqa: PLC0415
                                        SpinnerColumn, TextColumn, TimeElapsedColumn)
 
+            self._terminal = _own_stderr()
+            console = Console(file=self._terminal) if self._terminal else Console(stderr=True)
             self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                                       BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                      console=Console(stderr=True), transient=True)
+                                      console=console, transient=True)
             self._progress.start()
         if self._verbose or self._progress is not None:
             self._listening = activity.listen(self.on_event)
@@ -88,6 +92,9 @@ class Reporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+        if self._terminal is not None:
+            self._terminal.close()
+            self._terminal = None
         if self._handler is not None:
             self._logger.removeHandler(self._handler)
             self._handler = None
@@ -122,6 +129,21 @@ class Reporter:
         if event.total > 0 and event.done >= event.total:
             progress.remove_task(task_id)
             del self._tasks[key]
+
+
+def _own_stderr():
+    """A stream on a duplicate of file descriptor 2, or None.
+
+    Why: while TensorFlow imports, `tf_runtime` points descriptor 2 at /dev/null (to hide its C++
+    banner); the display must keep drawing ("importing TensorFlow", which takes seconds) on the
+    terminal meanwhile, and a duplicate taken now is not redirected with it.
+    """
+    try:
+        sys.stderr.flush()
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", encoding=sys.stderr.encoding or "utf-8",
+                         errors="replace")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _units(total: int, what: str) -> str:

@@ -19,7 +19,7 @@ from tffexec.cli import loaders
 from tffexec.cli import policy_flags
 from tffexec.cli import stack_flags
 
-FORMATS = ("pretty", "json", "pb", "npz")
+FORMATS = ("text", "json", "pb", "npz")
 VALUE_FORMATS = ("pb", "json", "npz")
 OUTPUT_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
 #: Differences listed by a failed --expect; the rest are counted.
@@ -32,7 +32,7 @@ class _Outcome:
 
     result: Any
     result_type: Any
-    payload: bytes | None  # the encoded result for json/pb/npz; None for pretty or nothing
+    payload: bytes | None  # the encoded result for json/pb/npz; None for text or nothing
     fmt: str | None
     differences: list[tuple[str, str]] | None  # None without --expect
     expect_name: str | None
@@ -78,10 +78,14 @@ class ArgSpec(click.ParamType):
               allow_from_autoenv=False,
               help="Save the result to FILE (format from the extension .pb/.json/.npz, or "
                    "--format); '-' writes to standard output. Never leaves a partial file.")
-@click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
-              help="Result format. Default: pretty on a terminal, json otherwise; with "
-                   "--output, taken from the file's extension.")
-@click.option("--arg-format", type=click.Choice(VALUE_FORMATS), default=None,
+@click.option("--format", "output_format", type=common.FormatChoice(*FORMATS), default=None,
+              help="Result format (text, also called pretty; json; pb; npz). Default: text on a "
+                   "terminal, json otherwise; with --output, taken from the file's extension.")
+@click.option("--plain", is_flag=True, envvar="TFFEXEC_PLAIN", show_envvar=True,
+              help="JSON in the plain form that follows the type (what `convert --plain` "
+                   "writes): `--plain | jq .loss` instead of the tagged tffexec-value/1 "
+                   "envelope.")
+@click.option("--arg-format", type=common.VALUE_FORMAT, default=None,
               help="Format of ARG and --arg files (default: by extension, else sniffed from the "
                    "content); needed for npz on standard input.")
 @click.option("--seed", type=int, default=None, envvar="TFFEXEC_SEED", show_envvar=True,
@@ -103,7 +107,8 @@ class ArgSpec(click.ParamType):
 @stack_flags.options
 @policy_flags.options
 def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clients: int | None,
-        output: str | None, output_format: str | None, arg_format: str | None, seed: int | None,
+        output: str | None, output_format: str | None, plain: bool, arg_format: str | None,
+        seed: int | None,
         full: bool, expect: str | None, rtol: float, atol: float, timeout: float | None,
         **flags) -> None:
     """Run the computation COMP on the argument ARG and print or save the result.
@@ -116,6 +121,7 @@ def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clie
       tffexec run comp.pb args.json --clients 10 --output result.npz
       tffexec run comp.pb --arg model=model.pb --arg data=clients.npz
       cat comp.pb | tffexec run - args.json --format json | jq .
+      tffexec run comp.pb arg.pb --plain | jq .metrics
       tffexec run comp.pb arg.pb --expect expected.json --rtol 1e-4
     """
     common.check_single_stdin(comp, arg, expect, *(source for _, source in arg_parts))
@@ -125,15 +131,24 @@ def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clie
     policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
     config = stack_flags.config_from(stack_params, clients=clients, seed=seed, policy=policy)
 
-    fmt = _result_format(output, output_format, expect)
-    if fmt == "pretty" and output not in (None, "-"):
-        raise click.UsageError("--format pretty cannot be saved to a file; use pb, json or npz")
+    common.check_output_path(output, "--output")
+    # TFFEXEC_PLAIN changes how JSON looks; only --plain itself asks for JSON output.
+    plain_flag = plain and click.get_current_context().get_parameter_source(
+        "plain") is not click.core.ParameterSource.ENVIRONMENT
+    fmt = _result_format(output, output_format, expect, plain=plain_flag)
+    if fmt == "text" and output not in (None, "-"):
+        raise click.UsageError("--format text cannot be saved to a file; use pb, json or npz")
+    if plain and fmt != "json":
+        if plain_flag:
+            raise click.UsageError(f"--plain writes JSON, but the result format is {fmt}")
+        plain = False
     if fmt is not None:
         common.refuse_binary_to_terminal(fmt, output)
 
     def work() -> _Outcome:
         return _execute(comp, arg, arg_parts, arg_format=arg_format, config=config,
-                        clients=clients, fmt=fmt, expect=expect, rtol=rtol, atol=atol)
+                        clients=clients, fmt=fmt, plain=plain, expect=expect, rtol=rtol,
+                        atol=atol)
 
     from tffexec.cli import progress  # noqa: PLC0415
     from tffexec.cli import watchdog  # noqa: PLC0415
@@ -142,7 +157,7 @@ def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clie
     with progress.Reporter(progress=progress.show_progress(quiet), verbose=verbose):
         outcome = watchdog.run_guarded(work, timeout=timeout)
 
-    if fmt == "pretty":
+    if fmt == "text":
         from tffexec.cli import value_render  # noqa: PLC0415
 
         common.stdout_console().print(
@@ -153,11 +168,13 @@ def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clie
         _report_expectation(outcome, rtol=rtol, atol=atol)
 
 
-def _result_format(output: str | None, output_format: str | None, expect: str | None
-                   ) -> str | None:
+def _result_format(output: str | None, output_format: str | None, expect: str | None, *,
+                   plain: bool = False) -> str | None:
     """The format the result is written in; None: not written (a bare --expect check)."""
     if output_format is not None:
         return output_format
+    if plain and (output is None or output == "-" or output.lower().endswith(".json")):
+        return "json"
     if output is not None and output != "-":
         if not output.lower().endswith(OUTPUT_EXTENSIONS):
             raise click.UsageError(f"cannot tell the result format from {output!r}: use a .pb, "
@@ -167,12 +184,12 @@ def _result_format(output: str | None, output_format: str | None, expect: str | 
         return loading.detect_format(b"", output, None)
     if expect is not None and output is None:
         return None
-    return "pretty" if sys.stdout.isatty() else "json"
+    return "text" if sys.stdout.isatty() else "json"
 
 
 def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, config,
              clients: int | None, fmt: str | None, expect: str | None, rtol: float,
-             atol: float) -> _Outcome:
+             atol: float, plain: bool = False) -> _Outcome:
     """The worker's part: load, check, build the stack, run, encode, compare."""
     from tffexec import runner as runner_lib  # noqa: PLC0415
     from tffexec import stages  # noqa: PLC0415
@@ -195,7 +212,11 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
             raise e.with_file(comp_input.name) from None
 
     payload = None
-    if fmt in VALUE_FORMATS:
+    if plain:
+        from tffexec.formats import plainjson  # noqa: PLC0415
+
+        payload = plainjson.dumps(plainjson.to_plain(result, sig.result_type)).encode("utf-8")
+    elif fmt in VALUE_FORMATS:
         payload = loading.encode_value(result, sig.result_type, fmt)
     differences = None
     expect_name = None

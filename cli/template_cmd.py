@@ -31,6 +31,7 @@ def template(comp: str, clients: int, output: str | None) -> None:
       tffexec template examples/fedavg_round/comp.pb > arg.json
       tffexec template comp.pb --clients 3 --output arg.json
     """
+    common.check_output_path(output, "--output")
     from tffexec import stages  # noqa: PLC0415
     from tffexec.cli import loaders  # noqa: PLC0415
     from tffexec.formats import plainjson  # noqa: PLC0415

@@ -19,10 +19,11 @@ from tffexec.cli import policy_flags
 )
 @click.option(
     "--arg-format",
-    type=click.Choice(["pb", "json", "npz"]),
+    type=common.VALUE_FORMAT,
     default=None,
     help="Format of ARG (default: from its file extension).",
 )
+@common.verbosity_options(envvars=False)
 @policy_flags.options
 def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | None,
              **flags) -> None:

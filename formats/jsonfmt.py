@@ -14,8 +14,9 @@ where V is tagged exactly like the corpus' expected.json:
 
 Leaf encoding: strings as UTF-8 text, bytes that are not valid UTF-8 as {"base64": "..."};
 int64/uint64 as exact JSON integers; NaN and infinities as "nan", "inf", "-inf"; complex numbers
-as [re, im]; floats as the shortest text that reads back to the same float64 (float32 values
-therefore print as e.g. 0.3333333432674408, as in the corpus).
+as [re, im]; floats as the shortest text that reads back to the same value of their own dtype
+(a float32 third prints as 0.33333334, not its float64 widening 0.3333333432674408 that the
+corpus' expected.json files hold; both read back as the same float32).
 
 Input accepts the envelope, the tagged value without envelope (a corpus expected.json, whose
 top-level keys are "type" and "value"), and hand-written plain JSON following the type: numbers
@@ -79,18 +80,43 @@ def tagged(value: object, t: fl.Type) -> object:
 
 def _leaves_to_json(arr: np.ndarray) -> object:
     if tt.is_string(arr.dtype):
-        conv = _bytes_to_json
-    elif arr.dtype.kind == "c":
-        conv = lambda x: [_float_to_json(x.real), _float_to_json(x.imag)]  # noqa: E731
-    elif tt.is_floating(arr.dtype):
-        conv = _float_to_json
-        arr = arr.astype(np.float64)
-    elif arr.dtype.kind == "b":
-        conv = bool
-    else:
-        conv = int
-    return _map_nested(arr.tolist() if not tt.is_string(arr.dtype) else _object_list(arr), conv,
-                       arr.ndim)
+        return _map_nested(_object_list(arr), _bytes_to_json, arr.ndim)
+    if arr.dtype.kind == "c":
+        part = np.float32 if arr.dtype.itemsize <= 8 else np.float64
+        real = _shortest_floats(arr.real.astype(part)).tolist()
+        imag = _shortest_floats(arr.imag.astype(part)).tolist()
+        return _map_nested(_zip_nested(real, imag, arr.ndim), lambda pair: [
+            _float_to_json(pair[0]), _float_to_json(pair[1])], arr.ndim)
+    if tt.is_floating(arr.dtype):
+        return _map_nested(_shortest_floats(arr).tolist(), _float_to_json, arr.ndim)
+    conv = bool if arr.dtype.kind == "b" else int
+    return _map_nested(arr.tolist(), conv, arr.ndim)
+
+
+def _shortest_floats(arr: np.ndarray) -> np.ndarray:
+    """Python floats whose JSON text is the shortest that reads back as the same value.
+
+    Why: a float32 0.1 widened to float64 prints as 0.10000000149011612, which is exact but
+    noise to a reader; numpy's shortest round-trip digits for the narrow type ("0.1") read back
+    (JSON -> float64 -> the narrow type) as the same number. Each candidate is checked, and the
+    rare one that would not survive that double rounding keeps its exact float64 text.
+    float64 values are already shortest in Python's own repr.
+    """
+    wide = arr.astype(np.float64)
+    if arr.dtype == np.float64 or not arr.size:
+        return wide
+    flat = arr.reshape(-1)
+    candidates = np.array([float(str(x)) for x in flat], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        same = candidates.astype(arr.dtype) == flat
+    keep = same | np.isnan(wide.reshape(-1))
+    return np.where(keep, candidates, wide.reshape(-1)).reshape(arr.shape)
+
+
+def _zip_nested(a, b, depth: int):
+    if depth == 0:
+        return (a, b)
+    return [_zip_nested(x, y, depth - 1) for x, y in zip(a, b)]
 
 
 def _object_list(arr: np.ndarray) -> object:
