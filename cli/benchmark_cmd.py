@@ -60,6 +60,8 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
     from tffexec.cli import progress  # noqa: PLC0415
     from tffexec.cli import watchdog  # noqa: PLC0415
 
+    quiet, verbose = progress.settings(click.get_current_context())
+
     def work():
         from tffexec import runner as runner_lib  # noqa: PLC0415
         from tffexec import stages  # noqa: PLC0415
@@ -71,6 +73,8 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
         def load_computation():
             computation, comp_input = loaders.load_computation(comp)
             names["comp"] = comp_input.name
+            common.check_clients_used(computation, clients, name=comp_input.name, strict=False,
+                                      quiet=quiet)
             return computation
 
         def load_argument(sig):
@@ -95,7 +99,6 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
                 raise e.with_file(names.get("comp", common.display_name(comp))) from None
         return names["comp"], report
 
-    quiet, verbose = progress.settings(click.get_current_context())
     with progress.Reporter(progress=progress.show_progress(quiet), verbose=verbose):
         comp_name, report = watchdog.run_guarded(work, timeout=timeout)
 

@@ -12,6 +12,19 @@ from tffexec import errors
 
 STDIN_NAME = "<stdin>"
 
+#: `ctx.meta` key of the command line as given (after `tffexec`), set by the command group.
+ARGV_KEY = "tffexec.argv"
+
+
+def command_line() -> str | None:
+    """The command as the user typed it (`tffexec iterate ...`), quoted for a shell; None when
+    not run through the `tffexec` group."""
+    import shlex  # noqa: PLC0415
+
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.meta.get(ARGV_KEY) if ctx is not None else None
+    return None if argv is None else shlex.join(["tffexec", *argv])
+
 #: COMP / ARG arguments: an existing file, or `-` for standard input.
 INPUT_PATH = click.Path(exists=True, dir_okay=False, allow_dash=True)
 
@@ -59,6 +72,7 @@ def read_input(source: str, *, error_class: type[errors.TffexecError]) -> Input:
     name = display_name(source)
     try:
         if source == "-":
+            _say_waiting_on_a_terminal()
             data = sys.stdin.buffer.read()
         else:
             with open(source, "rb") as f:
@@ -85,6 +99,17 @@ def _stdout_console_class():
     return StdoutConsole
 
 
+def _say_waiting_on_a_terminal() -> None:
+    """`tffexec run -` typed at a prompt otherwise sits silent, looking hung."""
+    try:
+        interactive = sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return
+    if interactive:
+        note("tffexec: waiting for input on standard input (a terminal): paste or type it and "
+             "end with Ctrl-D, or pass a file name instead of '-'")
+
+
 def stdout_console():
     """A Rich console for results on standard output.
 
@@ -95,6 +120,49 @@ def stdout_console():
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 1_000
     return console
+
+
+def check_clients_used(computation, clients: int | None, *, name: str, strict: bool,
+                       quiet: bool) -> None:
+    """`--clients N` for a computation that places nothing at CLIENTS changes nothing; say so
+    (a note on standard error, or a usage error under --strict) rather than ignore it silently,
+    since it usually means the wrong file or a misunderstanding of the computation."""
+    if clients is None:
+        return
+    from tffexec.formats import analysis  # noqa: PLC0415
+
+    if analysis.analyze(computation).uses_clients:
+        return
+    message = f"--clients {clients} has no effect: {name} places no values at CLIENTS"
+    if strict:
+        raise errors.UsageError(f"{message} (--strict)")
+    if not quiet:
+        click.echo(f"note: {message}", err=True)
+
+
+STRICT_HELP = ("Make notes about flags that change nothing (--clients for a computation without "
+               "CLIENTS values) errors (exit 2).")
+
+
+def report_each(items: list[str], report: Callable[[str], None]) -> None:
+    """Runs `report(item)` for every file of a several-file command (`inspect a.pb b.pb`).
+
+    One file behaves as before (its error ends the command). With several, a file's error is
+    printed as its one line and the others still get their report; the exit status is then the
+    worst (highest) error class met, so a CI job sees any failure.
+    """
+    if len(items) == 1:
+        report(items[0])
+        return
+    worst = 0
+    for item in items:
+        try:
+            report(item)
+        except errors.TffexecError as e:
+            click.echo(f"Error: {' '.join(e.one_line().split())}", err=True)
+            worst = max(worst, e.exit_code)
+    if worst:
+        raise click.exceptions.Exit(worst)
 
 
 def check_single_stdin(*sources: str | None) -> None:

@@ -9,7 +9,7 @@ JSON_SCHEMA = "tffexec.inspect/1"
 
 
 @click.command(short_help="Show what a computation contains, without running it.")
-@click.argument("comp", type=common.INPUT_PATH)
+@click.argument("comps", metavar="COMP...", nargs=-1, required=True, type=common.INPUT_PATH)
 @click.option("--tree", "show_tree", is_flag=True, help="Also show the AST as a tree.")
 @click.option(
     "--depth",
@@ -28,19 +28,36 @@ JSON_SCHEMA = "tffexec.inspect/1"
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @common.verbosity_options(envvars=False)
-def inspect(comp: str, show_tree: bool, depth: int, output_format: str, as_json: bool) -> None:
+def inspect(comps: tuple[str, ...], show_tree: bool, depth: int, output_format: str,
+            as_json: bool) -> None:
     """Show a computation's type signature, node counts, intrinsics, TensorFlow graphs and
     placements.
 
     COMP is a serialized Computation (`-` reads standard input). Nothing is executed and
-    TensorFlow is not imported.
+    TensorFlow is not imported. With several files, each gets its report (text: separated by a
+    blank line; JSON: one document each) and the exit status is the worst.
 
     \b
     Examples:
       tffexec inspect examples/mean_of_clients/comp.pb
       tffexec inspect comp.pb --tree --depth 3
       tffexec inspect comp.pb --json | jq .type_signature
+      tffexec inspect cases/*/comp.pb --json | jq -r .type_signature
     """
+    common.check_single_stdin(*comps)
+    as_json = as_json or output_format == "json"
+    printed = []
+
+    def report(comp: str) -> None:
+        _inspect_one(comp, show_tree=show_tree, depth=depth, as_json=as_json,
+                     separate=bool(printed))
+        printed.append(comp)
+
+    common.report_each(list(comps), report)
+
+
+def _inspect_one(comp: str, *, show_tree: bool, depth: int, as_json: bool,
+                 separate: bool = False) -> None:
     # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
     from tffexec.cli import loaders
     from tffexec.formats import analysis
@@ -51,12 +68,14 @@ def inspect(comp: str, show_tree: bool, depth: int, output_format: str, as_json:
 
     from tffexec.cli import render
 
-    if as_json or output_format == "json":
+    if as_json:
         document = {"schema": JSON_SCHEMA, "file": comp_input.name, **result.to_dict()}
         click.echo(render.json_document(document, tree))
         return
 
     console = common.stdout_console()
+    if separate:
+        console.print()  # a blank line between text reports
     for line in render.summary_lines(comp_input.name, result):
         console.print(line, soft_wrap=True)
     if tree is not None:

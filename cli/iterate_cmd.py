@@ -149,8 +149,12 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
                         state=state, metrics_path=metrics_path, checkpoint_every=checkpoint_every,
                         state_dir=state_dir, config=config, display=display)
 
-    with progress.Reporter(progress=False, verbose=verbose), display:
-        outcome = watchdog.run_guarded(work, timeout=timeout)
+    try:
+        with progress.Reporter(progress=False, verbose=verbose), display:
+            outcome = watchdog.run_guarded(work, timeout=timeout)
+    except (errors.Interrupted, errors.Timeout) as stopped:
+        raise _what_was_kept(stopped, state_dir=state_dir, metrics_path=metrics_path,
+                             output=output, quiet=quiet) from None
 
     if output is not None:
         from tffexec import iterate as iterate_lib  # noqa: PLC0415
@@ -161,6 +165,40 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
 
         iterate_lib.plot_records(outcome.records, plot_path)
     _print_summary(outcome, rounds=rounds, fmt=summary_format)
+
+
+def _what_was_kept(stopped: errors.TffexecError, *, state_dir: Optional[str],
+                   metrics_path: Optional[str], output: Optional[str], quiet: bool
+                   ) -> errors.TffexecError:
+    """Ctrl-C or --timeout during rounds: the error says which checkpoint and metrics survive
+    and what was not written, and a note gives the command that resumes (the same one: a
+    --state-dir holding a checkpoint is resumed from)."""
+    from tffexec import iterate as it  # noqa: PLC0415
+
+    checkpoint = None
+    if state_dir is not None:
+        try:
+            checkpoint = it.Checkpoints(state_dir, 1).latest()
+        except errors.TffexecError:
+            checkpoint = None  # a half-written checkpoint.json is not one to resume from
+    kept = []
+    if checkpoint is not None:
+        kept.append(f"the checkpoint of round {checkpoint.round} ({checkpoint.state_path})")
+    records = it.read_records(metrics_path) if metrics_path else []
+    if records:
+        rounds = [record["round"] for record in records]
+        kept.append(f"the metrics of rounds {min(rounds)}-{max(rounds)} ({metrics_path})")
+    what = " and ".join(kept) if kept else "nothing"
+    if checkpoint is None:
+        what += (" (no checkpoint: --state-dir DIR keeps one every --checkpoint-every rounds)"
+                 if state_dir is None else f" (no checkpoint in {state_dir} yet)")
+    not_written = f"; --output {output} not written" if output else ""
+    cause = stopped.message.split(";", 1)[0]
+    if checkpoint is not None and not quiet:
+        resume = common.command_line()  # the same command resumes from the checkpoint
+        if resume:
+            click.echo(f"resume with: {resume}", err=True)
+    return type(stopped)(f"{cause}; kept {what}{not_written}")
 
 
 def _has_checkpoint(state_dir: Optional[str]) -> bool:

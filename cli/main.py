@@ -28,6 +28,7 @@ import click
 from tffexec import errors
 from tffexec.cli import benchmark_cmd
 from tffexec.cli import common
+from tffexec.cli import compare_cmd
 from tffexec.cli import convert_cmd
 from tffexec.cli import inspect_cmd
 from tffexec.cli import iterate_cmd
@@ -57,6 +58,10 @@ def _print_traceback() -> None:
 
 class TffexecGroup(click.Group):
     """A click group that maps exceptions raised by its commands to exit codes."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[common.ARGV_KEY] = list(args)  # as typed: for "resume with: tffexec ..." hints
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -154,6 +159,7 @@ cli.add_command(convert_cmd.convert)
 cli.add_command(template_cmd.template)
 cli.add_command(benchmark_cmd.benchmark)
 cli.add_command(iterate_cmd.iterate)
+cli.add_command(compare_cmd.compare)
 
 
 def main() -> None:

@@ -100,6 +100,7 @@ class ArgSpec(click.ParamType):
               help="--expect: relative tolerance for floating-point leaves.")
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
               help="--expect: absolute tolerance for floating-point leaves.")
+@click.option("--strict", is_flag=True, help=common.STRICT_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               envvar="TFFEXEC_TIMEOUT", show_envvar=True, metavar="SECONDS",
               help="Stop after this many seconds (exit 124), even inside a TensorFlow kernel.")
@@ -109,8 +110,8 @@ class ArgSpec(click.ParamType):
 def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clients: int | None,
         output: str | None, output_format: str | None, plain: bool, arg_format: str | None,
         seed: int | None,
-        full: bool, expect: str | None, rtol: float, atol: float, timeout: float | None,
-        **flags) -> None:
+        full: bool, expect: str | None, rtol: float, atol: float, strict: bool,
+        timeout: float | None, **flags) -> None:
     """Run the computation COMP on the argument ARG and print or save the result.
 
     COMP, ARG, an --arg file or --expect may be '-' (standard input; only one of them).
@@ -145,15 +146,17 @@ def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clie
     if fmt is not None:
         common.refuse_binary_to_terminal(fmt, output)
 
-    def work() -> _Outcome:
-        return _execute(comp, arg, arg_parts, arg_format=arg_format, config=config,
-                        clients=clients, fmt=fmt, plain=plain, expect=expect, rtol=rtol,
-                        atol=atol)
-
     from tffexec.cli import progress  # noqa: PLC0415
     from tffexec.cli import watchdog  # noqa: PLC0415
 
     quiet, verbose = progress.settings(click.get_current_context())
+
+    def work() -> _Outcome:
+        return _execute(comp, arg, arg_parts, arg_format=arg_format, config=config,
+                        strict=strict, quiet=quiet,
+                        clients=clients, fmt=fmt, plain=plain, expect=expect, rtol=rtol,
+                        atol=atol)
+
     with progress.Reporter(progress=progress.show_progress(quiet), verbose=verbose):
         outcome = watchdog.run_guarded(work, timeout=timeout)
 
@@ -189,7 +192,8 @@ def _result_format(output: str | None, output_format: str | None, expect: str | 
 
 def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, config,
              clients: int | None, fmt: str | None, expect: str | None, rtol: float,
-             atol: float, plain: bool = False) -> _Outcome:
+             atol: float, plain: bool = False, strict: bool = False,
+             quiet: bool = False) -> _Outcome:
     """The worker's part: load, check, build the stack, run, encode, compare."""
     from tffexec import runner as runner_lib  # noqa: PLC0415
     from tffexec import stages  # noqa: PLC0415
@@ -198,6 +202,8 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
     with stages.stage(stages.LOAD_COMPUTATION):
         computation, comp_input = loaders.load_computation(comp)
     sig = stages.signature(computation, file=comp_input.name)
+    common.check_clients_used(computation, clients, name=comp_input.name, strict=strict,
+                              quiet=quiet)
     with stages.stage(stages.LOAD_ARGUMENT):
         value = _load_argument(arg, arg_parts, sig.parameter_type, arg_format=arg_format,
                                comp_name=comp_input.name)

@@ -9,8 +9,8 @@ from tffexec.cli import policy_flags
 
 
 @click.command(short_help="Check that tffexec can run COMP (and ARG), without running it.")
-@click.argument("comp", type=common.INPUT_PATH)
-@click.argument("arg", type=common.INPUT_PATH, required=False)
+@click.argument("files", metavar="COMP [ARG] | COMP...", nargs=-1, required=True,
+                type=common.INPUT_PATH)
 @click.option(
     "--clients",
     type=click.IntRange(min=1),
@@ -25,9 +25,9 @@ from tffexec.cli import policy_flags
 )
 @common.verbosity_options(envvars=False)
 @policy_flags.options
-def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | None,
+def validate(files: tuple[str, ...], clients: int | None, arg_format: str | None,
              **flags) -> None:
-    """Check COMP (and ARG, if given) without executing anything.
+    """Check COMP (and ARG, if given) without executing anything; or several computations.
 
     Checks that the computation parses; that every node kind and intrinsic is supported; that
     every reference is bound; that ARG, if given, reads as a value of the parameter type; that
@@ -40,18 +40,51 @@ def validate(comp: str, arg: str | None, clients: int | None, arg_format: str | 
     problem on standard error and exits 1. Unreadable inputs exit 3 (COMP) or 4 (ARG); inputs
     over a size limit exit 5.
 
+    Several computations (`validate a.pb b.pb c.pb`) get one report each and the exit status is
+    the worst. Two files are COMP and ARG when the second is a value (.json, .npz, or a pb that
+    holds a value rather than a computation).
+
     \b
     Examples:
       tffexec validate examples/mean_of_clients/comp.pb examples/mean_of_clients/arg.pb
       tffexec validate comp.pb --clients 10
+      tffexec validate cases/*/comp.pb
     """
+    common.check_single_stdin(*files)
+    # Limits apply while loading; ops are reported below rather than refused.
+    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags), check_ops=False)
+    if len(files) == 2 and _is_value_file(files[1]):
+        _validate_one(files[0], files[1], clients, arg_format, policy)
+        return
+    common.report_each(list(files), lambda comp: _validate_one(comp, None, clients, arg_format,
+                                                               policy))
+
+
+def _is_value_file(path: str) -> bool:
+    """Whether the second of two files is an argument rather than another computation."""
+    import pathlib  # noqa: PLC0415
+
+    if pathlib.PurePath(path).suffix.lower() in (".json", ".npz"):
+        return True
+    if path == "-":
+        return True  # a computation on standard input is given first: `cat c.pb | validate - a`
+    from tffexec import errors as errors_lib  # noqa: PLC0415
+    from tffexec.formats import loading  # noqa: PLC0415
+
+    try:
+        with open(path, "rb") as f:
+            loading.parse_computation(f.read())
+    except (OSError, errors_lib.ComputationError):
+        return True  # not a computation: read as ARG, whose errors then name it
+    return False
+
+
+def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: str | None,
+                  policy) -> None:
     # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
     from tffexec.cli import loaders
     from tffexec.formats import analysis
 
-    common.check_single_stdin(comp, arg)
-    # Limits apply while loading; ops are reported below rather than refused.
-    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags), check_ops=False)
     computation, comp_input = loaders.load_computation(comp, check_ops=False)
     try:
         result = analysis.analyze(computation, size_bytes=len(comp_input.data), policy=policy)

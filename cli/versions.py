@@ -20,6 +20,13 @@ COMPONENTS = (
     ("protobuf", ("protobuf",)),
 )
 
+#: Optional extras: (label, distribution, the extra that installs it, what it enables). A bug
+#: report should say whether they are there, since `--stack ray` and `--plot` need them.
+EXTRAS = (
+    ("ray", "ray", "ray", "--stack ray"),
+    ("matplotlib", "matplotlib", "plot", "iterate --plot"),
+)
+
 
 def distribution_version(*names: str) -> str:
     """The version of the first installed distribution among `names`, else "not installed"."""
@@ -32,13 +39,18 @@ def distribution_version(*names: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    """Label -> version for tffexec, its main dependencies and Python."""
+    """Label -> version for tffexec, its dependencies, the optional extras, Python and the OS."""
     out = {label: distribution_version(*names) for label, names in COMPONENTS}
     if out["tffexec"] == NOT_INSTALLED:  # running from a source tree that was never installed
         from tffexec import __version__
 
         out["tffexec"] = __version__
-    out["Python"] = platform.python_version()
+    for label, distribution, extra, enables in EXTRAS:
+        version = distribution_version(distribution)
+        out[label] = (f"{version} ({enables})" if version != NOT_INSTALLED else
+                      f"{NOT_INSTALLED} (optional, for {enables}: pip install 'tffexec[{extra}]')")
+    out["Python"] = f"{platform.python_version()} ({platform.python_implementation()})"
+    out["OS"] = f"{platform.system()} {platform.release()} {platform.machine()}".strip()
     return out
 
 
