@@ -242,7 +242,7 @@ def check_output_path(path: str | None, option: str) -> None:
     parent = pathlib.Path(path).parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
-        raise click.UsageError(f"{option} {path}: the directory {parent} {what}; create it first")
+        raise errors.UsageError(f"{option} {path}: the directory {parent} {what}; create it first")
 
 
 def write_result(payload: bytes, output: str | None) -> None:

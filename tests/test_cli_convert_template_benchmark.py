@@ -107,7 +107,6 @@ def test_convert_stdin_to_stdout(runner):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-"], "--to"),                            # OUT '-' without --to
     (["out.txt"], "--to"),                      # unknown extension
     (["out.pb", "--plain"], "--plain"),         # --plain with pb
     (["out.pb", "--result"], "--type-of"),      # --result without --type-of

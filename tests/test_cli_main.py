@@ -108,7 +108,8 @@ def test_version_lists_components(runner):
     result = runner.invoke(main.cli, ["--version"])
     assert result.exit_code == 0
     labels = [line.split()[0] for line in result.stdout.splitlines()]
-    assert labels == ["tffexec", "TensorFlow", "federated-language", "numpy", "protobuf", "Python"]
+    assert labels == ["tffexec", "TensorFlow", "federated-language", "numpy", "protobuf", "ray",
+                      "matplotlib", "Python", "OS"]
     for line in result.stdout.splitlines():
         assert line.split(None, 1)[1].strip()
 
