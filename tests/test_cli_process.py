@@ -225,6 +225,8 @@ def test_progress_is_drawn_on_a_terminal_and_stdout_stays_clean(tmp_path):
     assert code == 0, tty
     assert json.loads(stdout)["type"] == "<steps=int64,state=float32[64,64]>"
     assert b"run" in tty and b"\x1b[" in tty  # Rich redraws the live display
+    # A fresh process: the display says so while TensorFlow imports (seconds of nothing else).
+    assert b"importing TensorFlow" in tty
 
 
 @pytest.mark.parametrize("quiet", [[], ["-q"]], ids=["default", "quiet"])

@@ -7,6 +7,8 @@ import os
 import pathlib
 import pty
 import select
+import re
+import shlex
 import signal
 import subprocess
 import time
@@ -65,8 +67,20 @@ def test_ctrl_c_keeps_checkpoints_and_a_rerun_resumes_where_it_stopped(corpus_se
     finally:
         proc.kill()
     assert code == 130
-    assert proc.stderr.read().decode().splitlines()[-1] == "Error: interrupted; no output written"
     stopped_at = _checkpoint_round(state_dir)
+    *_, resume, error = proc.stderr.read().decode().splitlines()
+    # What survived, and the command that resumes (the same one: it finds the checkpoint).
+    kept = re.fullmatch(
+        re.escape(f"Error: interrupted; kept the checkpoint of round {stopped_at} "
+                  f"({state_dir}/state-{stopped_at:06d}.pb) and the metrics of rounds 1-")
+        + r"(\d+)" + re.escape(f" ({metrics}); --output {tmp_path / 'never.pb'} not written"),
+        error)
+    assert kept, error
+    # The abandoned worker may finish one more round before the process is gone.
+    assert stopped_at <= int(kept.group(1)) <= len(metrics.read_text().splitlines())
+    assert resume == "resume with: " + shlex.join(
+        ["tffexec", *_command(corpus_setup, *common, "--rounds", 100000, "--output",
+                              tmp_path / "never.pb")[1:]])
     assert stopped_at >= 6 and stopped_at % 3 == 0
     assert sorted(p.name for p in state_dir.iterdir()) == ["checkpoint.json",
                                                            f"state-{stopped_at:06d}.pb"]
