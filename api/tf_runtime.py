@@ -25,7 +25,7 @@ def is_loaded() -> bool:
     """Whether TensorFlow has been imported by this process (through us or anyone else)."""
     import sys
 
-    return _tf is not None or "tensorflow" in sys.modules
+    return _tf is not None or sys.modules.get("tensorflow") is not None
 
 
 def tensorflow():
@@ -50,10 +50,10 @@ def tensorflow():
                 try:
                     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
                     if os.environ.get("TFFEXEC_TF_LOGS") == "1":
-                        import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
+                        tf = _import_tensorflow()
                     else:
                         with _stderr_silenced():
-                            import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
+                            tf = _import_tensorflow()
                     _configure(tf)
                     _tf = tf
                 finally:
@@ -70,6 +70,26 @@ def import_seconds_within(start: float, end: float) -> float:
     if span is None:
         return 0.0
     return max(0.0, min(end, span[1]) - max(start, span[0]))
+
+
+# TensorFlow is an extra, not a dependency, so that `tffexec[tensorflow-cpu]` need not pull in
+# `tensorflow` as well (setup.cfg); a run that needs it says which extras provide it.
+MISSING_TENSORFLOW = (
+    "this computation needs TensorFlow, which is not installed: "
+    "pip install 'tffexec[tensorflow]' (or 'tffexec[tensorflow-cpu]', CPU only)")
+
+
+def _import_tensorflow():
+    """`import tensorflow`, or EngineUnavailable (exit 7) naming the extras when it is absent."""
+    try:
+        import tensorflow as tf  # noqa: PLC0415 - deliberately lazy
+    except ModuleNotFoundError as e:
+        if e.name != "tensorflow":
+            raise  # TensorFlow is there but broken: its own message says more than ours would
+        from tffexec import errors  # noqa: PLC0415
+
+        raise errors.EngineUnavailable(MISSING_TENSORFLOW) from None
+    return tf
 
 
 def _configure(tf) -> None:

@@ -1,8 +1,10 @@
 """Time tffexec (and, optionally, real TFF 0.87) on the corpus' scale cases.
 
-    python benchmarks/bench_corpus.py [--tff-python /work/peer/bin/python] [--runs 10]
+    .venv/bin/python benchmarks/bench_corpus.py [--tff-python $PEER/bin/python] [--runs 10]
         [--warmup 2] [--form both|comp.pb|native_comp.pb] [--cases a,b] [--corpus DIR]
         [--json [FILE]]
+
+($PEER: a virtual environment holding TFF 0.87; see benchmarks/README.md.)
 
 The timed region is "argument in memory -> result in memory", the region TFF's meta.json timing
 covers. Before timing, each case's computation is parsed (`load_computation`) and its argument is

@@ -1,8 +1,8 @@
 """Seconds per round and peak RSS of `tffexec iterate` over many rounds, per stack and K.
 
-    /work/venv/bin/python benchmarks/bench_iterate.py                       # 100 rounds, K = 10/100/1000
-    /work/venv/bin/python benchmarks/bench_iterate.py --rounds 20 --k 10,100 --stacks local,threaded
-    /work/venv/bin/python benchmarks/bench_iterate.py --json > iterate.json
+    .venv/bin/python benchmarks/bench_iterate.py                       # 100 rounds, K = 10/100/1000
+    .venv/bin/python benchmarks/bench_iterate.py --rounds 20 --k 10,100 --stacks local,threaded
+    .venv/bin/python benchmarks/bench_iterate.py --json > iterate.json
 
 What runs: the installed `tffexec iterate` command, one process per (stack, K), exactly as a user
 runs it: examples/fedavg_round/comp.pb as `next` (broadcast the linear model, 5 local gradient

@@ -1,8 +1,8 @@
 """Local vs threaded vs Ray stacks at 1 000 and 100 000 clients, and Ray's cost per shard.
 
-    /work/venv/bin/python benchmarks/bench_ray.py                         # the table + shard sweep
-    /work/venv/bin/python benchmarks/bench_ray.py --clients 1000 --workloads trivial --no-sweep
-    /work/venv/bin/python benchmarks/bench_ray.py --json results.json --timeout 600
+    .venv/bin/python benchmarks/bench_ray.py                         # the table + shard sweep
+    .venv/bin/python benchmarks/bench_ray.py --clients 1000 --workloads trivial --no-sweep
+    .venv/bin/python benchmarks/bench_ray.py --json results.json --timeout 600
 
 Workloads (benchmarks/scaling_comps.py): `trivial` (map x+1, federated_sum: almost no work per
 client, so it measures the runtime) and `fedavg` (broadcast a 784x10 model, 5 local steps on 100

@@ -1,8 +1,8 @@
 """How tffexec's cost grows with the number of clients, per stack, against a plain-TF floor.
 
-    /work/venv/bin/python benchmarks/bench_scaling.py                      # the full table
-    /work/venv/bin/python benchmarks/bench_scaling.py --clients 10,100 --workloads heavy
-    /work/venv/bin/python benchmarks/bench_scaling.py --memory-rounds 100  # flat memory check
+    .venv/bin/python benchmarks/bench_scaling.py                      # the full table
+    .venv/bin/python benchmarks/bench_scaling.py --clients 10,100 --workloads heavy
+    .venv/bin/python benchmarks/bench_scaling.py --memory-rounds 100  # flat memory check
 
 Workloads (benchmarks/scaling_comps.py): `trivial` (map x+1, sum), `heavy` (50 chained 64x64
 matmuls per client, sum), `fedavg` (broadcast a 784x10 model, 5 local steps on 100 examples per

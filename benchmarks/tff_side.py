@@ -2,7 +2,9 @@
 
 Runs under the TFF 0.87 peer environment, never under tffexec's:
 
-    /work/peer/bin/python benchmarks/tff_side.py CASE_DIR --runs 20 --warmup 3
+    $PEER/bin/python benchmarks/tff_side.py CASE_DIR --runs 20 --warmup 3
+
+($PEER: the virtual environment holding TFF 0.87; see benchmarks/README.md.)
 
 CASE_DIR holds comp.pb (and arg.pb when the computation takes an argument)
 and, optionally, meta.json. Both files are deserialized before timing. The
