@@ -5,7 +5,7 @@ separate TFF 0.87 "peer" virtualenv (Python 3.11; TFF 0.87's requirements
 with jax/jaxlib pinned to 0.4.13, then `pip install --no-deps
 tensorflow-federated==0.87.0`; see examples/README.md):
 
-    /work/peer/bin/python examples/make_cases.py examples/cases \
+    "$PEER/bin/python" examples/make_cases.py examples/cases \
         --examples-dir examples --corpus-args-dir examples/corpus_args \
         > /tmp/make_cases.log 2>&1
 
@@ -21,7 +21,8 @@ Outputs
   --corpus-args-dir DIR     for every public corpus case with an arg.pb:
                             DIR/<case>/arg.plain.json and arg.npz, written with
                             plain numpy/json code from TFF's own
-                            deserialization of arg.pb.
+                            deserialization of arg.pb. The corpus folder comes
+                            from --corpus DIR or $TFFEXEC_CORPUS.
 
 Always redirect this script's output to a file: TFF starts a `worker_binary`
 subprocess that inherits stdout/stderr. The script kills the workers it
@@ -1687,11 +1688,16 @@ def main(argv):
                   help='also write the README examples here (examples/)')
   ap.add_argument('--corpus-args-dir', default=None,
                   help='also write plain JSON/npz args for the public corpus')
-  ap.add_argument('--corpus', default='/work/shared/corpus')
+  ap.add_argument('--corpus', default=os.environ.get('TFFEXEC_CORPUS'),
+                  help='the public corpus folder, read by --corpus-args-dir '
+                       '(default: $TFFEXEC_CORPUS)')
   ap.add_argument('--only', nargs='*', default=None, help='case names')
   ap.add_argument('--timing-runs', type=int, default=10)
   ap.add_argument('--no-cases', action='store_true')
   args = ap.parse_args(argv)
+  if args.corpus_args_dir and not args.corpus:
+    ap.error('--corpus-args-dir needs the public corpus: pass --corpus DIR '
+             'or set TFFEXEC_CORPUS')
 
   failures = []
   if not args.no_cases:
@@ -1744,6 +1750,8 @@ if __name__ == '__main__':
   rc = 1
   try:
     rc = main(sys.argv[1:])
+  except SystemExit as e:  # argparse: usage errors (2) and --help (0)
+    rc = e.code if isinstance(e.code, int) else 2
   finally:
     sys.stdout.flush()
     sys.stderr.flush()

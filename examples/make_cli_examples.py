@@ -3,7 +3,7 @@
 Run it under the TFF 0.87 peer virtualenv (see examples/README.md), after make_cases.py wrote the
 examples, with the output sent to a file (TFF's worker_binary inherits stdout/stderr):
 
-    /work/peer/bin/python examples/make_cli_examples.py examples > /tmp/make_cli_examples.log 2>&1
+    "$PEER/bin/python" examples/make_cli_examples.py examples > /tmp/make_cli_examples.log 2>&1
 
 It writes, from TFF's own deserialization of the committed arg.pb files (so the files are TFF's
 values, not tffexec's writer's):

@@ -3,7 +3,7 @@
 Run it under the TFF 0.87 peer virtualenv (see examples/README.md), with the output sent to a file
 (TFF's worker_binary inherits stdout/stderr):
 
-    /work/peer/bin/python examples/make_iterate_examples.py examples/iterate \
+    "$PEER/bin/python" examples/make_iterate_examples.py examples/iterate \
         > /tmp/make_iterate_examples.log 2>&1
 
 (add process names after OUTDIR to redo only those).
