@@ -1,4 +1,4 @@
-"""Shared fixtures: where the corpus and the generated example cases live."""
+"""Shared fixtures: where the committed conformance cases (and an optional external corpus) live."""
 from __future__ import annotations
 
 import pathlib
@@ -8,32 +8,49 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tffexec_test_support
 
-from tffexec_test_support import CORPUS, REPO  # noqa: E402
-
-CASES = REPO / "examples" / "cases"
+from tffexec_test_support import (  # noqa: E402
+    CONFORMANCE, EXTERNAL_CORPUS, all_case_dirs, case_id, case_param)
 
 
 def case_dirs() -> list[pathlib.Path]:
-    """Every corpus case (real TFF 0.87 output) and every generated example case."""
-    dirs = sorted(p for p in CORPUS.iterdir() if (p / "comp.pb").exists()) if CORPUS.is_dir() else []
-    dirs += sorted(p for p in CASES.iterdir() if (p / "comp.pb").exists()) if CASES.is_dir() else []
-    return dirs
+    """Every committed case (real TFF 0.87 output) and, when present, the external corpus's."""
+    return all_case_dirs()
 
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> pathlib.Path:
-    if not CORPUS.is_dir():
-        pytest.fail(f"the corpus is missing at {CORPUS}; set TFFEXEC_CORPUS")
-    return CORPUS
+    """The committed conformance cases (named like the public corpus: `fed_select`, ...)."""
+    if not CONFORMANCE.is_dir():
+        pytest.fail(f"the committed conformance cases are missing at {CONFORMANCE}")
+    return CONFORMANCE
 
 
 def pytest_generate_tests(metafunc):
     """Parametrizes `case_dir` over all cases and `case_form` over (case, comp file) pairs."""
     if "case_dir" in metafunc.fixturenames:
-        dirs = case_dirs()
-        metafunc.parametrize("case_dir", dirs, ids=[f"{d.parent.name}/{d.name}" for d in dirs])
+        metafunc.parametrize("case_dir", [case_param(d, d) for d in case_dirs()])
     if "case_form" in metafunc.fixturenames:
-        pairs = [(d, form) for d in case_dirs() for form in ("comp.pb", "native_comp.pb")
-                 if (d / form).exists()]
-        metafunc.parametrize("case_form", pairs,
-                             ids=[f"{d.parent.name}/{d.name}/{f}" for d, f in pairs])
+        metafunc.parametrize("case_form", [
+            case_param(d, (d, form), suffix=f"/{form}") for d in case_dirs()
+            for form in ("comp.pb", "native_comp.pb") if (d / form).exists()])
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "external_corpus: a test of a case from the external corpus (TFFEXEC_CORPUS)")
+
+
+def _corpus_line() -> str:
+    if EXTERNAL_CORPUS is None:
+        return ("external corpus: none (set TFFEXEC_CORPUS=DIR, or place it at ../shared/corpus, "
+                "to add its cases to the conformance tests)")
+    count = sum(1 for d in all_case_dirs() if d.parent == EXTERNAL_CORPUS)
+    return f"external corpus: {EXTERNAL_CORPUS} ({count} cases added)"
+
+
+def pytest_report_header(config):
+    return _corpus_line()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    terminalreporter.write_line(_corpus_line())

@@ -29,9 +29,7 @@ from tffexec.formats import loading
 from tffexec.formats import sequences
 from tffexec.formats import tensorflow_computation as tc
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-CORPUS = pathlib.Path(os.environ.get("TFFEXEC_CORPUS", REPO.parent / "shared" / "corpus"))
-CASES = REPO / "examples" / "cases"
+from tffexec_test_support import CASES, CORPUS, REPO, case_roots  # noqa: E402
 I32 = fl.TensorType(np.int32)
 F32 = fl.TensorType(np.float32)
 STR = fl.TensorType(np.str_)

@@ -1,7 +1,7 @@
 """examples/conformance is a complete, self-contained stand-in for the public corpus.
 
 The cases are written by real TFF 0.87 (examples/make_conformance.py), so a fresh clone can run the
-conformance checks without /work/shared/corpus. These tests check what the script promises: one
+conformance checks without the public corpus beside it. These tests check what the script promises: one
 case per corpus case under the same name plus the tff.learning Keras cases, the corpus's files
 and meta.json keys, type signatures that tffexec reads the same way, a small footprint, and that
 the new kind of case (a tff.learning process step whose argument is a state plus datasets) runs

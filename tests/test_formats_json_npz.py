@@ -1,4 +1,5 @@
-"""Hand-written JSON and npz inputs for corpus arguments, and the encoding rules of both."""
+"""Hand-written JSON and npz inputs for the conformance cases' arguments, and the encoding rules
+of both."""
 from __future__ import annotations
 
 import base64
@@ -16,9 +17,7 @@ from tffexec.errors import ArgumentError
 from tffexec.formats import jsonfmt, loading, npzfmt, values
 from tffexec.formats import types as tt
 
-CORPUS = pathlib.Path(os.environ.get(
-    "TFFEXEC_CORPUS", pathlib.Path(__file__).resolve().parents[2] / "shared" / "corpus"))
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
+from tffexec_test_support import CORPUS  # noqa: E402  (the committed conformance cases)
 
 
 def _corpus_arg(case: str):
@@ -27,23 +26,24 @@ def _corpus_arg(case: str):
 
 
 PLAIN_JSON = {
-    "tf_add_int32": '{"x": 2, "y": 40}',
-    "tf_dtypes_i64_f64_bool": '{"x": [1, -2, 3], "y": 1.5, "z": true}',
-    "tf_matmul_float32": '{"a": [[0, 0.5, 1], [1.5, 2, 2.5]], "b": [[-1.5, -0.5], [0.5, 1.5], '
-                         '[2.5, 3.5]]}',
-    "tf_string_concat": '{"a": "hello", "b": {"base64": "ZmVkZXJhdGVk"}}',
-    "tf_struct_in_out": '[3, [1, 2, 3.5]]',
-    "fed_sum_int32": '[1, 4, 7, 10, 13]',
-    "fed_named_struct": '{"a": [1, 4, 7, 10, 13], "b": 2.5}',
-    "fed_select": '{"keys": [[0, 1], [1, 2], [2, 3], [3, 0], [0, 1]], '
-                  '"table": [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]}',
-    "fed_sum_float32": '[[-1, 1], [-0.5, 0.25], [0, 0], [0.5, 0.25], [1, 1]]',
-    "seq_sequence_reduce_intrinsic": '[[0], [10, 11], [20, 21, 22], [30, 31, 32, 33], '
-                                     '[40, 41, 42, 43, 44]]',
+    "tf_add_int32": '{"x": 1234, "y": -34}',
+    "tf_dtypes_i64_f64_bool": '{"x": [1099511627776, -7, 34359738369], "y": 2.5, "z": true}',
+    "tf_matmul_float32": '{"a": [[1.5, -2, 0.25], [3, 0.5, -1]], "b": [[2, 1], [0.5, -4], '
+                         '[8, 0.75]]}',
+    "tf_string_concat": '{"a": "gr\\u00fc\\u00dfe, ", "b": {"base64": "ZmVkZXJhdGVk"}}',
+    "tf_struct_in_out": '[4, [0.5, -1.25, 3]]',
+    "fed_sum_int32": '[18, 18, 3, 38, 8]',
+    "fed_named_struct": '{"a": [-1, 24, 49, 49, 29], "b": -1.75}',
+    "fed_select": '{"keys": [[0, 2], [3, 1], [3, 2], [1, 2], [2, 1]], '
+                  '"table": [[0.6, -0.59, 1.59], [-0.44, -0.61, 1.71], [1.32, -0.33, -1.99], '
+                  '[-1.66, 0.48, 0.5]]}',
+    "fed_sum_float32": '[[8.774, 0.154], [6.04, -3.562], [2.037, 3.275], [-5.728, -0.721], '
+                       '[2.09, 7.537]]',
+    "seq_sequence_reduce_intrinsic": '[[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7], [9], '
+                                     '[3, 2, 3, 8]]',
 }
 
 
-@needs_corpus
 @pytest.mark.parametrize("case", sorted(PLAIN_JSON))
 def test_hand_written_plain_json_equals_corpus_arg(case, tmp_path):
     t, expected = _corpus_arg(case)
@@ -60,20 +60,21 @@ def _npz(**arrays) -> bytes:
 
 
 HAND_NPZ = {
-    "tf_dtypes_i64_f64_bool": lambda: _npz(x=np.array([1, -2, 3]), y=np.array(1.5),
-                                           z=np.array(True)),
-    "tf_string_concat": lambda: _npz(a=np.array("hello"), b=np.array("federated")),
-    "fed_select": lambda: _npz(keys=np.array([[0, 1], [1, 2], [2, 3], [3, 0], [0, 1]], np.int32),
-                               table=np.arange(12, dtype=np.float32).reshape(4, 3)),
-    "fed_broadcast_map_sum": lambda: _npz(s=np.array(7, np.int32),
-                                          c=np.array([1, 4, 7, 10, 13], np.int32)),
+    "tf_dtypes_i64_f64_bool": lambda: _npz(x=np.array([1099511627776, -7, 34359738369]),
+                                           y=np.array(2.5), z=np.array(True)),
+    "tf_string_concat": lambda: _npz(a=np.array("grüße, "), b=np.array("federated")),
+    "fed_select": lambda: _npz(keys=np.array([[0, 2], [3, 1], [3, 2], [1, 2], [2, 1]], np.int32),
+                               table=np.array([[0.6, -0.59, 1.59], [-0.44, -0.61, 1.71],
+                                               [1.32, -0.33, -1.99], [-1.66, 0.48, 0.5]],
+                                              np.float32)),
+    "fed_broadcast_map_sum": lambda: _npz(s=np.array(3, np.int32),
+                                          c=np.array([11, -9, 17, 21, -4], np.int32)),
     "fed_sum_float32": lambda: _npz(**{f"value/#{i}": np.array(v, np.float32) for i, v in
-                                       enumerate([[-1, 1], [-0.5, 0.25], [0, 0], [0.5, 0.25],
-                                                  [1, 1]])}),
+                                       enumerate([[8.774, 0.154], [6.04, -3.562], [2.037, 3.275],
+                                                  [-5.728, -0.721], [2.09, 7.537]])}),
 }
 
 
-@needs_corpus
 @pytest.mark.parametrize("case", sorted(HAND_NPZ))
 def test_hand_written_npz_equals_corpus_arg(case):
     t, expected = _corpus_arg(case)

@@ -17,9 +17,7 @@ from tffexec.errors import ArgumentError, ComputationError
 from tffexec.formats import loading, values
 from tffexec.formats.protos import tf_graph_pb2
 
-CORPUS = pathlib.Path(os.environ.get(
-    "TFFEXEC_CORPUS", pathlib.Path(__file__).resolve().parents[2] / "shared" / "corpus"))
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
+from tffexec_test_support import CORPUS  # noqa: E402  (the committed conformance cases)
 T_XY = fl.StructType([("x", np.int32), ("y", np.int32)])
 
 
@@ -118,7 +116,6 @@ def test_bad_value_files_raise_argument_error(data, hint, message, tmp_path):
     assert message in str(info.value) and str(path) in str(info.value)
 
 
-@needs_corpus
 def test_corpus_value_given_as_computation_and_back():
     with pytest.raises(ComputationError, match="holds an executor Value"):
         loading.load_computation(CORPUS / "fed_select" / "arg.pb")

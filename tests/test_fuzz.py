@@ -29,9 +29,7 @@ from tffexec.formats import loading
 from tffexec.formats import op_check
 from tffexec.formats import policy as policy_lib
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-CORPUS = pathlib.Path(os.environ.get("TFFEXEC_CORPUS", REPO.parent / "shared" / "corpus"))
-CASES = REPO / "examples" / "cases"
+from tffexec_test_support import CASES, CORPUS, REPO, case_roots  # noqa: E402
 
 settings.register_profile("fast", max_examples=30, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])

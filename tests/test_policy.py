@@ -38,9 +38,7 @@ from tffexec.formats import tensorflow_computation as tc
 from tffexec.formats.protos import executor_pb2
 from tffexec.formats.protos import tf_graph_pb2
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-CORPUS = pathlib.Path(os.environ.get("TFFEXEC_CORPUS", REPO.parent / "shared" / "corpus"))
-CASES = REPO / "examples" / "cases"
+from tffexec_test_support import CASES, CORPUS, REPO, case_roots  # noqa: E402
 I32 = fl.TensorType(np.int32)
 I64 = fl.TensorType(np.int64)
 STRICT = policy_lib.Policy()
@@ -53,7 +51,7 @@ def _tf():
 
 
 def _all_case_files():
-    for root in (CORPUS, CASES):
+    for root in case_roots().values():
         if root.is_dir():
             yield from sorted(root.glob("*/*.pb"))
 

@@ -1,4 +1,4 @@
-"""Helpers shared by test modules: where the corpus is, and how to run the installed script.
+"""Helpers shared by test modules: where the cases are, and how to run the installed script.
 
 Test modules run under `--import-mode=importlib`, so they cannot import each other; conftest.py
 puts this folder on `sys.path` so that they can all import this one module.
@@ -16,17 +16,61 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _corpus_dir() -> pathlib.Path:
+#: Conformance cases made by real TFF 0.87 and committed in the repository
+#: (`examples/make_conformance.py`); the folder names are those of the public corpus.
+CONFORMANCE = REPO / "examples" / "conformance"
+
+#: More TFF-made cases (one per intrinsic and feature), committed in the repository.
+CASES = REPO / "examples" / "cases"
+
+#: The named cases tests refer to (`CORPUS / "fed_select"`): always the committed ones.
+CORPUS = CONFORMANCE
+
+
+def _external_corpus() -> pathlib.Path | None:
+    """An optional extra corpus in the same format: `TFFEXEC_CORPUS`, else `../shared/corpus`.
+
+    A `TFFEXEC_CORPUS` that names no folder is an error, not a silent skip.
+    """
     env = os.environ.get("TFFEXEC_CORPUS")
-    for candidate in ([pathlib.Path(env)] if env else []) + [
-            REPO.parent / "shared" / "corpus", pathlib.Path("/work/shared/corpus")]:
-        if candidate.is_dir():
-            return candidate
-    return REPO.parent / "shared" / "corpus"  # missing: the tests using it fail, loudly
+    if env:
+        path = pathlib.Path(env)
+        if not path.is_dir():
+            raise pytest.UsageError(f"TFFEXEC_CORPUS={env} is not a directory")
+        return path.resolve()
+    sibling = REPO.parent / "shared" / "corpus"
+    return sibling.resolve() if sibling.is_dir() else None
 
 
-#: Real TFF 0.87 cases (read-only; `TFFEXEC_CORPUS` overrides where they are).
-CORPUS = _corpus_dir()
+#: An external corpus whose cases are added to the conformance tests, or None.
+EXTERNAL_CORPUS = _external_corpus()
+
+
+def _cases_in(root: pathlib.Path | None) -> list[pathlib.Path]:
+    if root is None or not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "comp.pb").is_file())
+
+
+def case_roots() -> dict[str, pathlib.Path]:
+    """Label -> folder of every case collection the conformance tests run (external last)."""
+    roots = {"conformance": CONFORMANCE, "cases": CASES}
+    if EXTERNAL_CORPUS is not None:
+        roots["corpus"] = EXTERNAL_CORPUS
+    return roots
+
+
+def all_case_dirs() -> list[pathlib.Path]:
+    """Every case folder: the committed ones, then the external corpus's when present."""
+    return [d for root in case_roots().values() for d in _cases_in(root)]
+
+
+def case_id(case_dir: pathlib.Path) -> str:
+    """`conformance/fed_select`, `cases/fed_broadcast`, `corpus/fed_select`: unique test ids."""
+    for label, root in case_roots().items():
+        if case_dir.parent == root:
+            return f"{label}/{case_dir.name}"
+    return f"{case_dir.parent.name}/{case_dir.name}"
 
 
 def tffexec_script() -> str:
@@ -55,3 +99,11 @@ def sigint_as_from_a_terminal() -> None:
     the child; a user's terminal delivers Ctrl-C with the default disposition.
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def case_param(case_dir: pathlib.Path, value, suffix: str = ""):
+    """`pytest.param(value)` with the case's id, marked `external_corpus` when it comes from there
+    (`.ci/run` selects those with `-m external_corpus`)."""
+    marks = [pytest.mark.external_corpus] if (
+        EXTERNAL_CORPUS is not None and case_dir.parent == EXTERNAL_CORPUS) else []
+    return pytest.param(value, id=case_id(case_dir) + suffix, marks=marks)

@@ -1,0 +1,43 @@
+"""The repository stands alone: no tracked file points at a particular machine's folders."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tffexec_test_support import REPO
+
+#: Absolute paths of the development machines (`/work/...`, a home folder): a fresh clone
+#: elsewhere has none of them. Written in pieces so this file does not match itself.
+MACHINE_PATH = re.compile("(?<![\\w.$])/" + "(?:work|root|home/[\\w.-]+|Users/[\\w.-]+)/")
+
+
+def _tracked_files() -> list[str]:
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout (an unpacked sdist): nothing tracked to check")
+    return [name for name in out.decode().split("\0") if name]
+
+
+def test_no_tracked_file_names_an_absolute_machine_path():
+    offenders = []
+    for name in _tracked_files():
+        path = REPO / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data[:8192]:
+            continue  # binary (protos, npz)
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if MACHINE_PATH.search(line):
+                offenders.append(f"{name}:{number}: {line.strip()[:120]}")
+    assert not offenders, "absolute machine paths in tracked files:\n" + "\n".join(offenders)
+
+
+def test_the_check_finds_a_machine_path():
+    assert MACHINE_PATH.search("python " + "/work" + "/peer/bin/python x.py")
+    assert MACHINE_PATH.search("see " + "/home" + "/alice/corpus")
+    assert not MACHINE_PATH.search("$PEER/bin/python and ../shared/corpus and https://x.org/work/a")
