@@ -7,7 +7,8 @@ refuses the second import ("Attempting to add a duplicate function ... definitio
 unless tffexec renames each function to its name + content digest (`executors/tf_library.py`).
 
 - Synthetic graphs (no data files): two different functions with one name coexist, in either
-  order; two identical ones are shared (one registration); a caller is renamed with its callee.
+  order; two identical ones are shared (one registration); a caller is renamed with its callee;
+  two imports of one stateful graph whose function holds a resource (own shared names) coexist.
 - `tf_library` on hand-written GraphDefs: every kind of reference is renamed consistently.
 - Every case (`examples/cases`, `examples/conformance` when present, the external corpus when
   `TFFEXEC_CORPUS` or `../shared/corpus` exists) runs both forms on one shared `Runner`, each
@@ -40,6 +41,7 @@ import numpy as np
 import pytest
 
 from tffexec import runner as runner_lib
+from tffexec.executors import tf_function
 from tffexec.executors import tf_library
 from tffexec.formats import analysis
 from tffexec.formats import graphs
@@ -166,6 +168,12 @@ def _traced(fn_factory, outputs):
     return tfc.tensorflow_computation(lambda x: outputs(functions, x), np.float32)
 
 
+def _traced_int(fn_factory):
+    """An int32 -> int32 computation calling the tf.function made by `fn_factory`."""
+    function = fn_factory()
+    return tfc.tensorflow_computation(lambda x: function(x), np.int32)
+
+
 def _rename_library(comp, prefixes: dict[str, str]):
     """The computation with library functions whose names start with a prefix renamed, as a
     different process's tracing counter could have named them (references follow)."""
@@ -282,6 +290,32 @@ def test_same_named_functions_mapped_over_clients_on_both_client_paths(stack):
         tripled = runner.run(programs[1], values)
     assert [float(v) for v in doubled] == [2.0, 4.0]
     assert [float(v) for v in tripled] == [3.0, 6.0]
+
+
+def test_instances_of_a_graph_with_a_resource_inside_a_function_coexist():
+    """A stateful graph gets one import per concurrent call, each with its own shared names;
+    when a library function holds the resource op, each import's function body differs."""
+
+    def make():
+        @tf.function(autograph=False)
+        def double(v):
+            return v * 2
+
+        return double
+
+    comp = _traced_int(make)
+    graph_def = tf.compat.v1.GraphDef.FromString(comp.tensorflow.graph_def.value)
+    function = graph_def.library.function[0]
+    table = function.node_def.add(name="table", op="HashTableV2")
+    table.attr["key_dtype"].type = table.attr["value_dtype"].type = tf.int32.as_datatype_enum
+    table.attr["shared_name"].s = b"table"
+    function.control_ret["table"] = "table"
+    function.signature.control_output.append("table")
+    comp.tensorflow.graph_def.value = graph_def.SerializeToString(deterministic=True)
+    graph_function = tf_function.GraphFunction(comp.tensorflow)
+    first, second = graph_function._build_instance(), graph_function._build_instance()
+    assert int(tf_function._call(first, [tf.constant(2)])[0]) == 4
+    assert int(tf_function._call(second, [tf.constant(3)])[0]) == 6
 
 
 # -- tf_library on hand-written GraphDefs ----------------------------------------------------------
