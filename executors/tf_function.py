@@ -34,6 +34,7 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec import tf_runtime
+from tffexec.executors import tf_library
 from tffexec.formats import graphs
 from tffexec.formats import op_check
 from tffexec.formats import policy as policy_lib
@@ -104,6 +105,11 @@ class GraphFunction:
             raise errors.ComputationError(f"graph_def is not a TensorFlow GraphDef: {e}") from None
         self._graph_def = graph_def
         self._stateful = any(self._has_shared_name(n) for n in self._all_nodes(graph_def))
+        # Library function renames (see `tf_library`): computed once when the library is the same
+        # for every instance, i.e. when no function body holds a per-instance shared name.
+        self._library_per_instance = any(
+            self._has_shared_name(n) for f in graph_def.library.function for n in f.node_def)
+        self._library_renames: dict[str, str] | None = None
         self._lock = threading.Lock()
         self._idle: list[Callable] = []
         self._shared: Callable | None = None
@@ -121,7 +127,9 @@ class GraphFunction:
         return "shared_name" in node.attr
 
     def _prepared_graph_def(self):
-        """A copy of the GraphDef with unique shared names, seeds and the init dependency."""
+        """A copy of the GraphDef with unique shared names, seeds, the init dependency and
+        library function names unique per content (TensorFlow's function library is
+        process-wide: see `tf_library`)."""
         tf = tf_runtime.tensorflow()
         graph_def = tf.compat.v1.GraphDef()
         graph_def.CopyFrom(self._graph_def)
@@ -138,7 +146,17 @@ class GraphFunction:
         init = self._proto.initialize_op
         if init:
             self._add_init_dependencies(graph_def, _node_name(init))
+        self._rename_library(graph_def)
         return graph_def
+
+    def _rename_library(self, graph_def) -> None:
+        if self._library_per_instance:
+            tf_library.make_unique(graph_def)  # this instance's shared names are in the bodies
+            return
+        renames = self._library_renames
+        if renames is None:
+            renames = self._library_renames = tf_library.content_names(graph_def)
+        tf_library.rename(graph_def, renames)
 
     @staticmethod
     def _add_init_dependencies(graph_def, init_name: str) -> None:

@@ -5,6 +5,7 @@ puts this folder on `sys.path` so that they can all import this one module.
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -107,3 +108,69 @@ def case_param(case_dir: pathlib.Path, value, suffix: str = ""):
     marks = [pytest.mark.external_corpus] if (
         EXTERNAL_CORPUS is not None and case_dir.parent == EXTERNAL_CORPUS) else []
     return pytest.param(value, id=case_id(case_dir) + suffix, marks=marks)
+
+
+def expect_tolerances() -> tuple[float, float]:
+    """`tffexec run --expect`'s default (rtol, atol), read from the command itself."""
+    from tffexec.cli import run_cmd  # noqa: PLC0415
+
+    defaults = {param.name: param.default for param in run_cmd.run.params}
+    return defaults["rtol"], defaults["atol"]
+
+
+def check_case_form(runner, case: pathlib.Path, form: str) -> list[str]:
+    """Runs one form (`comp.pb` or `native_comp.pb`) of a corpus-format case on `runner`.
+
+    Returns what is wrong: the error, or the paths where the result differs from `expected.pb`
+    under `run --expect`'s comparison (empty when it matches). A case whose values come from
+    stateful random ops is checked for its type only.
+    """
+    import federated_language  # noqa: PLC0415
+
+    from tffexec.formats import compare, loading, values  # noqa: PLC0415
+    from tffexec.formats.protos import executor_pb2  # noqa: PLC0415
+
+    meta = json.loads((case / "meta.json").read_text()) if (case / "meta.json").exists() else {}
+    comp = loading.load_computation(case / form)
+    result_type = federated_language.Type.from_proto(comp.type).result
+    arg = (executor_pb2.Value.FromString((case / "arg.pb").read_bytes())
+           if (case / "arg.pb").exists() else None)
+    try:
+        result = runner.run(comp, arg, clients=meta.get("num_clients"))
+    except Exception as e:  # noqa: BLE001 - reported, with its kind, as the case's problem
+        return [f"{type(e).__name__}: {e}"]
+    if meta.get("random") or "stateful random" in str(meta.get("roundtrip_error")):
+        values.normalize(result, result_type, path="result")
+        return []
+    expected = loading.load_value(case / "expected.pb", result_type, path="expected")
+    rtol, atol = expect_tolerances()
+    return [f"{path}: {text}" for path, text in compare.value_differences(
+        result, expected, result_type, rtol=rtol, atol=atol, path="result")]
+
+
+def stack_configs() -> dict:
+    """The stacks the many-computations checks use, by name (also in child processes)."""
+    from tffexec.factories import config as config_lib  # noqa: PLC0415
+
+    return {"local": config_lib.StackConfig(),
+            "local-nobatch": config_lib.StackConfig(batch=False),
+            "threaded": config_lib.StackConfig(kind="threaded", threads=3, clients_per_thread=1)}
+
+
+def run_cases_in_order(plan: dict) -> dict:
+    """For a child process: every case of `plan["cases"]` in `plan["forms"]` order, on each
+    stack of `plan["stacks"]` (one Runner per stack, stack after stack). Returns the number of
+    runs and the problems found, one line each."""
+    from tffexec import runner as runner_lib  # noqa: PLC0415
+
+    stacks = stack_configs()
+    runs, problems = 0, []
+    for stack in plan["stacks"]:
+        with runner_lib.Runner(stacks[stack]) as runner:
+            for case in map(pathlib.Path, plan["cases"]):
+                for form in plan["forms"]:
+                    if (case / form).exists():
+                        runs += 1
+                        problems += [f"{stack}: {case.parent.name}/{case.name}/{form}: {p}"
+                                     for p in check_case_form(runner, case, form)]
+    return {"runs": runs, "problems": problems}
