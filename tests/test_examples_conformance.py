@@ -97,11 +97,8 @@ def test_keras_learning_case_runs_to_tffs_result(name, form):
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: the two forms hold different TF functions under the same name "
-    "(__inference_update_state_NNNN) and wrap_function adds a graph's library to the one "
-    "process-wide eager context, so the second import fails; each form alone passes"))
 def test_both_forms_of_the_keras_step_run_in_one_process():
+    """Their graphs hold different functions under one name (executors/tf_library.py)."""
     for form in ("comp.pb", "native_comp.pb"):
         result = _run_case("learn_keras_fedavg_next", form)
         assert result.exit_code == 0, f"{form}: {result.output[:300]}"
