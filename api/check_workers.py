@@ -234,8 +234,9 @@ def check_cases(cases: Sequence[checking.Case],
 
     Args:
       cases: what to check.
-      settings_for: the stack, client count, tolerances and timeout of a case (a
-        `TffexecError` it raises makes that case an error without running it).
+      settings_for: the stack, client count, tolerances and timeout of a case; called for
+        every case in the calling thread before any case runs (a `TffexecError` it raises
+        makes that case an error without running it).
       jobs: how many cases run at the same time, each in its own worker process.
       fail_fast: after the first case that does not pass, start no more; the rest are
         SKIPPED verdicts.
@@ -253,6 +254,14 @@ def check_cases(cases: Sequence[checking.Case],
     progress = _Progress([None] * len(cases), on_verdict)
     pending = iter(range(len(cases)))
     startup_failure: list[errors.TffexecError] = []
+    # Settled here, in the calling thread, before any case runs: `settings_for` need not be
+    # thread-safe (the CLI's parses flags with click), and a bad case.json shows at once.
+    settings: list[checking.CaseSettings | errors.TffexecError] = []
+    for case in cases:
+        try:
+            settings.append(settings_for(case))
+        except errors.TffexecError as e:
+            settings.append(e)
 
     def next_index() -> int | None:
         with lock:
@@ -266,29 +275,34 @@ def check_cases(cases: Sequence[checking.Case],
                 failed.set()
             progress.record(index, verdict)
 
+    def check_one(worker: Worker, case: checking.Case,
+                  case_settings: checking.CaseSettings | errors.TffexecError
+                  ) -> checking.Verdict:
+        if isinstance(case_settings, errors.TffexecError):
+            return checking.verdict_for_error(case, case_settings)
+        if case.problem is not None:  # nothing to run: no worker needed
+            return checking.CaseRunner().check(case, case_settings)
+        if startup_failure:
+            return checking.verdict_for_error(case, startup_failure[0])
+        try:
+            return worker.check(case, case_settings, stop)
+        except errors.EngineUnavailable as e:
+            startup_failure.append(e)
+            return checking.verdict_for_error(case, e)
+
     def work() -> None:
         worker = Worker()
         try:
             while (index := next_index()) is not None:
-                case = cases[index]
                 try:
-                    settings = settings_for(case)
-                except errors.TffexecError as e:
-                    record(index, checking.verdict_for_error(case, e))
-                    continue
-                if case.problem is not None:  # nothing to run: no worker needed
-                    record(index, checking.CaseRunner().check(case, settings))
-                    continue
-                if startup_failure:
-                    record(index, checking.verdict_for_error(case, startup_failure[0]))
-                    continue
-                try:
-                    record(index, worker.check(case, settings, stop))
-                except errors.EngineUnavailable as e:
-                    startup_failure.append(e)
-                    record(index, checking.verdict_for_error(case, e))
-        except errors.Interrupted:
-            pass
+                    verdict = check_one(worker, cases[index], settings[index])
+                except errors.Interrupted:
+                    return
+                except Exception as e:  # noqa: BLE001 - a bug here must still give a verdict
+                    verdict = checking.Verdict(
+                        cases[index].name, checking.ERROR, errors.InternalError.exit_code,
+                        f"internal error: {type(e).__name__}: {e}", comp=str(cases[index].comp))
+                record(index, verdict)
         finally:
             if stop.is_set():
                 worker.kill()

@@ -155,7 +155,7 @@ def discover(patterns: Sequence[str], *, form: str = "both") -> list[Case]:
                                     else "the pattern matches nothing", file=pattern)
         found: list[Case] = []
         for match in matches:
-            found += _cases_at(pathlib.Path(match), form)
+            found += _cases_at(pathlib.Path(match), form, strict=not glob.has_magic(pattern))
         if not found:
             raise errors.UsageError(
                 f"no case found (a case directory holds {' or '.join(COMP_FILES.values())} "
@@ -165,13 +165,17 @@ def discover(patterns: Sequence[str], *, form: str = "both") -> list[Case]:
     return _unique(cases)
 
 
-def _cases_at(path: pathlib.Path, form: str) -> list[Case]:
+def _cases_at(path: pathlib.Path, form: str, *, strict: bool) -> list[Case]:
+    """The cases at one path; what is not a case is an error when the path was named
+    explicitly (`strict`), and skipped when a glob matched it (`cases/*` matches a README)."""
     if path.is_file():
         forms = [f for f, name in COMP_FILES.items() if path.name == name]
         if not forms:
+            if not strict:
+                return []
             raise errors.UsageError(
-                f"not a case: expected a case directory or its {' or '.join(COMP_FILES.values())}",
-                file=display_path(path))
+                f"not a case: expected a case directory or its {' or '.join(COMP_FILES.values())}"
+                " (quote a glob to let tffexec skip what is not a case)", file=display_path(path))
         return case_dir_cases(path.parent, forms)
     if is_case_dir(path):
         return case_dir_cases(path, _forms(form))

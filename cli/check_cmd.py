@@ -82,8 +82,9 @@ def check(cases: tuple[str, ...], manifests: tuple[str, ...], form: str, jobs: i
     quiet = click.get_current_context().meta.get("tffexec.quiet", False)
     verbose = int(click.get_current_context().meta.get("tffexec.verbose", 0))
     if not as_json:
+        workers = min(jobs, len(found))
         common.note(f"checking {len(found)} case{'s' if len(found) != 1 else ''} in "
-                    f"{min(jobs, len(found))} worker process{'es' if jobs > 1 else ''}")
+                    f"{workers} worker process{'es' if workers != 1 else ''}")
 
     def on_verdict(verdict) -> None:
         if as_json or (quiet and verdict.passed):

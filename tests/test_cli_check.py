@@ -229,6 +229,8 @@ def test_globs_and_forms_select_cases(monkeypatch):
     found = checking.discover(["examples/cases/fed_min_*"], form="native")
     assert [c.name for c in found] == [
         f"examples/cases/{p.name}[native]" for p in sorted(CASES.glob("fed_min_*"))]
+    everything = checking.discover(["examples/cases/*"], form="comp")  # README.md skipped
+    assert len(everything) == len(list(CASES.glob("*/comp.pb")))
     single = checking.discover(["examples/cases/fed_broadcast/comp.pb",
                                 "examples/cases/fed_broadcast"], form="comp")
     assert [c.name for c in single] == ["examples/cases/fed_broadcast"]
@@ -290,3 +292,42 @@ def test_cases_that_cannot_start_are_errors_without_a_worker(runner, tmp_path):
 def test_junit_into_a_missing_folder_is_refused_before_running(runner, tmp_path):
     result = _invoke(runner, "check", MEAN, "--junit", tmp_path / "missing" / "r.xml")
     assert result.exit_code == 2 and "--junit" in result.stderr
+
+
+def test_ctrl_c_stops_the_workers_and_exits_130(tmp_path):
+    """A real process: Ctrl-C while the workers start ends the run at once, workers included."""
+    import signal
+    import subprocess
+    import time
+    import uuid
+
+    from tffexec_test_support import clean_env, sigint_as_from_a_terminal, tffexec_script
+
+    marker = uuid.uuid4().hex
+    process = subprocess.Popen(
+        [tffexec_script(), "check", str(MEAN), str(CASES / "fed_broadcast"), "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=clean_env(CHECK_TEST_MARKER=marker), preexec_fn=sigint_as_from_a_terminal)
+    assert process.stderr.readline().startswith("checking 3 cases in 2 worker processes")
+    deadline = time.monotonic() + 60
+    while len(_processes_with(marker)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)  # until both workers exist (they then import TensorFlow for seconds)
+    process.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert time.monotonic() - start < 15
+    assert err.strip().splitlines()[-1] == "Error: interrupted; the worker processes were stopped"
+    assert _processes_with(marker) == []
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose environment holds `marker` (the workers inherit it)."""
+    found = []
+    for environ in pathlib.Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
