@@ -27,6 +27,7 @@ import click
 
 from tffexec import errors
 from tffexec.cli import benchmark_cmd
+from tffexec.cli import check_cmd
 from tffexec.cli import common
 from tffexec.cli import compare_cmd
 from tffexec.cli import convert_cmd
@@ -161,6 +162,7 @@ cli.add_command(template_cmd.template)
 cli.add_command(benchmark_cmd.benchmark)
 cli.add_command(iterate_cmd.iterate)
 cli.add_command(compare_cmd.compare)
+cli.add_command(check_cmd.check)
 
 
 def main() -> None:

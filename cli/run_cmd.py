@@ -238,25 +238,11 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
 
 
 def _load_expected(expected_input: common.Input, result_type) -> Any:
-    """The --expect value, read with the result type.
+    """The --expect value, read with the result type (rules: `tffexec.checking.load_expected`:
+    another type is a failed check, exit 1; an unreadable file exit 4)."""
+    from tffexec import checking  # noqa: PLC0415
 
-    A readable value of another type is a failed check (exit 1: the result cannot match it);
-    an unreadable file is an argument problem (exit 4).
-    """
-    from tffexec.formats import loading  # noqa: PLC0415
-
-    try:
-        return loading.load_value(expected_input.data, result_type, name=expected_input.name,
-                                  path="expected")
-    except errors.ArgumentError as typed_error:
-        try:
-            _, found_type = loading.load_typed_value(expected_input.data, None,
-                                                     name=expected_input.name, path="expected")
-        except errors.ArgumentError:
-            raise errors.ArgumentError(f"--expect: {typed_error.one_line()}") from None
-        raise errors.CheckFailed(
-            f"the result has type {result_type}, but {expected_input.name} holds a value of type "
-            f"{found_type} ({typed_error.message})") from None
+    return checking.load_expected(expected_input.data, result_type, name=expected_input.name)
 
 
 def _load_argument(arg: str | None, arg_parts, parameter_type, *, arg_format: str | None,
