@@ -212,8 +212,17 @@ def test_readme_starts_with_install_and_test_commands():
     assert test_cmd == ".venv/bin/pytest -q -p no:cacheprovider --import-mode=importlib tests"
 
 
-def test_ci_script_uses_readme_commands():
+def test_ci_script_runs_the_readme_commands_in_a_fresh_copy():
     script = (REPO / ".ci" / "run").read_text()
     assert "set -euo pipefail" in script
-    assert "pip install -e '.[test]'" in script
-    assert "pytest -q -p no:cacheprovider --import-mode=importlib tests" in script
+    assert "archive --format=tar HEAD" in script  # the committed tree alone, no siblings
+    assert "-m external_corpus" in script  # then the external corpus, when present
+    # The script's own extraction of the README's first ```sh block gives its two commands.
+    awk = script[script.index("awk '"):].split("\n", 1)[0]
+    program = awk[len("awk '"):awk.rindex("'")]
+    out = subprocess.run(["awk", program, str(REPO / "README.md")], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    readme = (REPO / "README.md").read_text().splitlines()
+    assert readme[0] == "```sh" and out == readme[1:3]
+    assert "pip install -e '.[test]'" in out[0]
+    assert "pytest -q -p no:cacheprovider --import-mode=importlib tests" in out[1]
