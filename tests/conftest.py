@@ -1,6 +1,7 @@
 """Shared fixtures: where the committed conformance cases (and an optional external corpus) live."""
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 
@@ -15,6 +16,19 @@ from tffexec_test_support import (  # noqa: E402
 def case_dirs() -> list[pathlib.Path]:
     """Every committed case (real TFF 0.87 output) and, when present, the external corpus's."""
     return all_case_dirs()
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    """click's CliRunner in an environment without the developer's TFFEXEC_* settings.
+
+    (Modules that need a tffexec `Runner` under this name define their own fixture.)"""
+    from click.testing import CliRunner  # noqa: PLC0415 - only the CLI tests need it
+
+    for key in list(os.environ):
+        if key.startswith("TFFEXEC_"):
+            monkeypatch.delenv(key)
+    return CliRunner()
 
 
 @pytest.fixture(scope="session")

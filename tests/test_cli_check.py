@@ -29,13 +29,6 @@ CASES = REPO / "examples" / "cases"
 CASE_TIMEOUT_S = 3
 
 
-@pytest.fixture
-def runner(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
-
 
 def _invoke(runner, *args):
     return runner.invoke(cli, [str(a) for a in args])

@@ -4,11 +4,9 @@ changes nothing, `run --plain`, `convert X -`, `compare`, `--version` (click's C
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tffexec.cli import main
 
@@ -18,13 +16,6 @@ MEAN = REPO / "examples" / "mean_of_clients"  # ({float32}@CLIENTS -> float32@SE
 FEDAVG = REPO / "examples" / "fedavg_round"  # -> <model=<w,b>@SERVER,loss=float32@SERVER>
 SERVER_ONLY = REPO / "examples" / "cases" / "generic_plus_server"  # no CLIENTS placement
 
-
-@pytest.fixture
-def runner(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
 
 
 def invoke(runner, *args, **kwargs):

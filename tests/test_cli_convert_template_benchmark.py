@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pathlib
 
 import federated_language
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tffexec.cli.main import cli
 from tffexec.formats import loading
@@ -20,13 +18,6 @@ MEAN = REPO / "examples" / "mean_of_clients"
 FEDAVG = REPO / "examples" / "fedavg_round"
 SLOW = REPO / "examples" / "slow_loop"
 
-
-@pytest.fixture
-def runner(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
 
 
 def _invoke(runner, *args, **kwargs):

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-from click.testing import CliRunner
 
 from tffexec.cli import main
 from federated_language.proto import computation_pb2 as pb
@@ -17,13 +15,6 @@ MEAN_SIGNATURE = "(<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER)"
 
 MEAN = CORPUS / "fed_mean_weighted"  # (<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER), 5 clients
 
-
-@pytest.fixture
-def runner(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
 
 
 def invoke(runner, *args, input=None):

@@ -9,7 +9,6 @@ import sys
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from tffexec import errors
 from tffexec.cli import main
@@ -18,13 +17,6 @@ from tffexec.cli import versions
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = "examples/mean_of_clients"  # README's first example; relative to REPO, the cwd below
 
-
-@pytest.fixture
-def runner(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
 
 
 @pytest.fixture

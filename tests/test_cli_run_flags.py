@@ -8,7 +8,6 @@ import pathlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tffexec.cli.main import cli
 
@@ -18,13 +17,6 @@ FEDAVG = REPO / "examples" / "fedavg_round"
 SLOW = REPO / "examples" / "slow_loop"
 CASES = REPO / "examples" / "cases"
 
-
-@pytest.fixture
-def runner(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
 
 
 def _invoke(runner, *args, **kwargs):

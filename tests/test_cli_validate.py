@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import pytest
-from click.testing import CliRunner
 from federated_language.proto import computation_pb2 as pb
 from federated_language.proto import data_type_pb2
 
@@ -18,13 +16,6 @@ from tffexec_test_support import CORPUS
 MEAN = CORPUS / "fed_mean_weighted"  # (<x={float32}@CLIENTS,w={float32}@CLIENTS> -> float32@SERVER), 5 clients
 CORPUS_CASES = sorted(c.name for c in (CORPUS.iterdir() if CORPUS.is_dir() else ()) if (c / "meta.json").is_file())
 
-
-@pytest.fixture
-def runner(monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
 
 
 def invoke(runner, *args, input=None):
