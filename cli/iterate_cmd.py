@@ -127,7 +127,6 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
             raise click.UsageError(f"--plot {plot_path!r}: use a .png, .svg or .pdf name")
         iterate_report.require_matplotlib()
 
-    from tffexec.cli import iterate_report  # noqa: PLC0415
     from tffexec.cli import progress  # noqa: PLC0415
     from tffexec.cli import watchdog  # noqa: PLC0415
 
@@ -147,9 +146,10 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
         raise _what_was_kept(stopped, state_dir=state_dir, metrics_path=metrics_path,
                              output=output, quiet=quiet) from None
 
-    if output is not None:
-        from tffexec import iterate as iterate_lib  # noqa: PLC0415
+    from tffexec import iterate as iterate_lib  # noqa: PLC0415 - loaded by the rounds already
+    from tffexec.cli import iterate_report  # noqa: PLC0415
 
+    if output is not None:
         iterate_lib.save_state(outcome.state, outcome.process, output)
     if plot_path is not None:
         iterate_report.plot_records(outcome.records, plot_path)
