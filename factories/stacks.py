@@ -9,6 +9,11 @@ The flat stack mirrors TFF's C++ local stack (tff-runtime-facts.md §2a):
                     └─ ReferenceResolving  (closures handed to sequence intrinsics)
                          └─ TensorFlow     (leaf)
 
+`flat_stack` builds the two layers that place clients over a given unplaced stack: the local and
+threaded stacks, each leaf below, and each Ray shard (`factories/ray_worker.py`) are all built by
+it. Which kind of stack to build is the factory's choice (`executor_factory.build_stack`): this
+module builds the in-process ones and never imports the Ray modules.
+
 "Client work" is the seam where per-client calls happen: sequential on the local stack, a thread
 pool on the threaded one. With `max_fanout` and more clients than that, clients are split into
 flat stacks of at most `max_fanout` clients (contiguous blocks, the last one smaller), grouped
