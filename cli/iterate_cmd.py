@@ -2,9 +2,10 @@
 
 A thin shell around `tffexec.iterate` (the round loop, sampling, checkpoints and resuming live
 there; the metrics file, the summary table and the plot in `tffexec.cli.iterate_report`). Its
-errors name this command's flags (`FLAG_NAMES`). The rounds run on a worker thread under `tffexec.cli.watchdog` (Ctrl-C and `--timeout`
-work even inside a TensorFlow kernel; checkpoints already written stay), with a round progress bar
-on standard error; the main thread then writes the final state, the plot and the summary.
+errors name this command's flags (`FLAG_NAMES`). The rounds run on a worker thread under
+`tffexec.cli.watchdog` (Ctrl-C and `--timeout` work even inside a TensorFlow kernel; checkpoints
+already written stay), with a round progress bar on standard error; the main thread then writes
+the final state, the plot and the summary.
 """
 from __future__ import annotations
 
@@ -194,7 +195,9 @@ def _what_was_kept(stopped: errors.TffexecError, *, state_dir: Optional[str],
 def _has_checkpoint(state_dir: Optional[str]) -> bool:
     from tffexec import checkpoints  # noqa: PLC0415 - light enough, no TF
 
-    return state_dir is not None and (pathlib.Path(state_dir) / checkpoints.CHECKPOINT_FILE).exists()
+    if state_dir is None:
+        return False
+    return (pathlib.Path(state_dir) / checkpoints.CHECKPOINT_FILE).exists()
 
 
 def _execute(*, init, next_, rounds, data, data_format, clients_per_round, seed, state,

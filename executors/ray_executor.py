@@ -284,7 +284,8 @@ class ShardProxy(base.SyncExecutor):
                 self.pool.retries += 1
                 self._worker = self.pool.another_worker(lost)
                 self._workers_seen.add(self._worker)
-                replay = [op for op in self._log if not (isinstance(op, ray_wire.Get) and op.delivered)]
+                replay = [op for op in self._log
+                          if not (isinstance(op, ray_wire.Get) and op.delivered)]
                 self._generation += 1
                 self._replay_ref = self._worker.submit(self.shard.spec, replay, reset=True)
             pending.ref, pending.generation = self._replay_ref, self._generation

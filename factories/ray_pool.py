@@ -237,8 +237,8 @@ class RayPool:
             if isinstance(cause, errors.TffexecError):
                 raise cause from None
             raise errors.EngineUnavailable(
-                f"a Ray actor failed to start: {ray_wire.first_line(e)} (is tffexec installed on every "
-                "node, with the same Python?)") from None
+                f"a Ray actor failed to start: {ray_wire.first_line(e)} (is tffexec installed on "
+                "every node, with the same Python?)") from None
 
     # -- used by the shard proxies -------------------------------------------------------------
     def new_shard_key(self) -> str:
