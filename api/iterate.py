@@ -20,22 +20,25 @@ Design choices, and why:
 - Sampling is a pure function of (seed, round): `sample_clients` draws round r's clients from
   `numpy.random.default_rng([seed, r])`. A run resumed from a checkpoint therefore samples exactly
   the clients the uninterrupted run would have.
-- Checkpoints (`Checkpoints`) write the state file first and then a small `checkpoint.json` naming
-  it, both atomically (temporary file + rename), so an interruption at any moment leaves the last
-  complete checkpoint readable.
+- Checkpoints (`Checkpoints`, from `tffexec.checkpoints`) are written atomically, so an
+  interruption at any moment leaves the last complete one readable. `resume` finds where a run
+  starts: the last checkpoint (whose
+  seed and sampling the run must keep), a given state, or round 0.
+- Errors name the parameters of these functions (`clients_per_round`), not command-line flags;
+  a caller that exposes them under other names (the CLI: `--clients-per-round`) passes `names`.
+  What is shown of a run (the metrics file, the summary table, the plot) is the CLI's business
+  (`tffexec.cli.iterate_report`); this module returns the numbers.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import pathlib
-import re
 import secrets
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import federated_language as fl
 import numpy as np
@@ -44,14 +47,20 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec import runner as runner_lib
+from tffexec.checkpoints import CHECKPOINT_FILE, Checkpoint, Checkpoints  # noqa: F401 - API
 from tffexec.factories import config as config_lib
 from tffexec.formats import loading
 
 #: Extensions of client value files in a DATA directory.
 VALUE_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
-CHECKPOINT_FILE = "checkpoint.json"
-CHECKPOINT_FORMAT = "tffexec-checkpoint/1"
-_STATE_NAME = re.compile(r"state-(\d+)\.pb")
+#: How errors call the parameters whose name a caller may replace (see `names` in `resume`).
+PARAMETER_NAMES = {"rounds": "rounds", "seed": "seed", "clients_per_round": "clients_per_round",
+                   "checkpoints": "checkpoints directory"}
+
+
+def _named(names: Optional[Mapping[str, str]], parameter: str) -> str:
+    """A parameter as errors name it: the caller's name for it, else the library's."""
+    return (names or {}).get(parameter) or PARAMETER_NAMES.get(parameter, parameter)
 
 
 # ------------------------------------------------------------------------------- the process
@@ -224,10 +233,12 @@ def _load_comp(source: Any, name: str) -> computation_pb2.Computation:
 
 @dataclasses.dataclass
 class ClientData:
-    """Every client's value, loaded once: `names[i]` owns `values[i]`."""
+    """Every client's value, loaded once: `names[i]` owns `values[i]`; `source`: where they
+    were read from (named by errors about the data), when from a file or directory."""
 
     names: list[str]
     values: list[Any]
+    source: Optional[str] = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -259,7 +270,7 @@ def load_clients(source: str | os.PathLike, client_type: fl.Type, *,
                                              path=f"client[{p.stem}]"))
         if not values:
             raise errors.ArgumentError("no client value files in the directory", file=str(path))
-        return ClientData(names, values)
+        return ClientData(names, values, str(path))
     if not path.exists():
         raise errors.ArgumentError("no such file or directory", file=str(path))
     all_clients = fl.FederatedType(client_type, fl.CLIENTS)
@@ -267,7 +278,7 @@ def load_clients(source: str | os.PathLike, client_type: fl.Type, *,
     values = list(values)
     if not values:
         raise errors.ArgumentError("the value holds no clients", file=str(path))
-    return ClientData([f"client_{i}" for i in range(len(values))], values)
+    return ClientData([f"client_{i}" for i in range(len(values))], values, str(path))
 
 
 def sample_clients(num_clients: int, clients_per_round: Optional[int], seed: int,
@@ -374,124 +385,6 @@ def peak_rss_mb() -> float:
         return 0.0
 
 
-class MetricsLog:
-    """The `--metrics` JSON-lines file: one record per round, flushed as each round ends.
-
-    A new run starts the file afresh; a resumed run keeps the records up to its checkpoint
-    (dropping later ones, which the resumed run redoes) and appends from there.
-    """
-
-    def __init__(self, path: str | os.PathLike, *, resume_after: Optional[int] = None):
-        self.path = pathlib.Path(path)
-        kept: list[str] = []
-        if resume_after is not None and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a hard exit
-                if isinstance(record, dict) and isinstance(record.get("round"), int) \
-                        and record["round"] <= resume_after:
-                    kept.append(line)
-        payload = "".join(line + "\n" for line in kept).encode("utf-8")
-        _atomic_write(self.path, payload)
-        try:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        except OSError as e:
-            raise errors.ArgumentError(f"cannot write: {e.strerror or e}",
-                                       file=str(path)) from None
-
-    def write(self, result: RoundResult) -> None:
-        self._file.write(json.dumps(result.record(), allow_nan=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-# ------------------------------------------------------------------------------- checkpoints
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """The last complete checkpoint in a state directory."""
-
-    round: int
-    state_path: pathlib.Path
-    seed: int
-    clients_per_round: Optional[int]
-    next_sha256: str
-    state_type: str
-
-
-class Checkpoints:
-    """Saves the state every `every` rounds into `directory` and finds the last save.
-
-    Files: `state-<round>.pb` (the state as a TFF Value) and `checkpoint.json` naming the latest
-    one with what is needed to resume (seed, clients per round, the `next` digest and the state
-    type). Older state files are removed once a newer checkpoint is complete.
-    """
-
-    def __init__(self, directory: str | os.PathLike, every: int):
-        if every < 1:
-            raise errors.UsageError("--checkpoint-every must be at least 1")
-        self.directory = pathlib.Path(directory)
-        self.every = every
-
-    def latest(self) -> Optional[Checkpoint]:
-        meta_path = self.directory / CHECKPOINT_FILE
-        if not meta_path.exists():
-            return None
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}")
-            state_path = self.directory / meta["state"]
-            return Checkpoint(round=int(meta["round"]), state_path=state_path,
-                              seed=int(meta["seed"]),
-                              clients_per_round=meta.get("clients_per_round"),
-                              next_sha256=str(meta["next_sha256"]),
-                              state_type=str(meta["state_type"]))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise errors.ArgumentError(f"unreadable checkpoint: {e}", file=str(meta_path)) from None
-
-    def due(self, round_num: int, last_round: int) -> bool:
-        return round_num % self.every == 0 or round_num == last_round
-
-    def save(self, round_num: int, state: Any, state_type: fl.Type, *, seed: int,
-             clients_per_round: Optional[int], next_sha256: str) -> pathlib.Path:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise errors.ArgumentError(f"cannot create: {e.strerror or e}",
-                                       file=str(self.directory)) from None
-        name = f"state-{round_num:06d}.pb"
-        payload = loading.encode_value(state, state_type, "pb")
-        _atomic_write(self.directory / name, payload)
-        meta = {"format": CHECKPOINT_FORMAT, "round": round_num, "state": name, "seed": seed,
-                "clients_per_round": clients_per_round, "next_sha256": next_sha256,
-                "state_type": str(state_type), "saved_at": time.time()}
-        _atomic_write(self.directory / CHECKPOINT_FILE,
-                      (json.dumps(meta, indent=1) + "\n").encode("utf-8"))
-        for old in self.directory.iterdir():
-            match = _STATE_NAME.fullmatch(old.name)
-            if match and old.name != name:
-                try:
-                    old.unlink()
-                except OSError:
-                    pass
-        return self.directory / name
-
-
-def _atomic_write(path: pathlib.Path, payload: bytes) -> None:
-    """Atomic write that the CLI's watchdog knows about (no temp file left by a hard exit)."""
-    try:
-        from tffexec.cli import watchdog  # noqa: PLC0415 - registers temp files for Ctrl-C
-    except ImportError:  # pragma: no cover - the CLI is part of the package
-        loading._atomic_write(path, payload)  # noqa: SLF001
-        return
-    watchdog.atomic_write(path, payload)
-
-
 # ------------------------------------------------------------------------------- the loop
 
 @dataclasses.dataclass
@@ -527,19 +420,12 @@ def run_rounds(process: TrainingProcess, data: ClientData, rounds: int, *,
       on_round: called after each round (metrics files, progress displays).
       keep_history: keep each round's `RoundResult` in the result (off for very long runs).
     """
-    if rounds < 0:
-        raise errors.UsageError("--rounds must be at least 0")
-    if clients_per_round is not None:
-        if clients_per_round < 1:
-            raise errors.UsageError("--clients-per-round must be at least 1")
-        if clients_per_round > len(data):
-            raise errors.ArgumentError(
-                f"--clients-per-round {clients_per_round} but the data has only {len(data)} "
-                "clients")
+    _check_sampling(rounds, clients_per_round, data, names=None)
     seed = new_seed() if seed is None else seed
     if state is None:
         if start_round:
-            raise errors.UsageError("a resumed run needs the checkpoint's state")
+            raise errors.UsageError(f"start_round {start_round} needs the state to start from "
+                                    "(state=, e.g. from `resume`)")
         state = process.initialize()
     sig = process.signature
     history: list[RoundResult] = []
@@ -569,7 +455,90 @@ def _unplaced(t: Optional[fl.Type]) -> Optional[fl.Type]:
     return t.member if isinstance(t, fl.FederatedType) else t
 
 
-def check_resumable(checkpoint: Checkpoint, process: TrainingProcess) -> None:
+def _check_sampling(rounds: int, clients_per_round: Optional[int], data: ClientData, *,
+                    names: Optional[Mapping[str, str]]) -> None:
+    if rounds < 0:
+        raise errors.UsageError(f"{_named(names, 'rounds')} must be at least 0, not {rounds}")
+    if clients_per_round is None:
+        return
+    k = _named(names, "clients_per_round")
+    if clients_per_round < 1:
+        raise errors.UsageError(f"{k} must be at least 1, not {clients_per_round}")
+    if clients_per_round > len(data):
+        raise errors.ArgumentError(
+            f"{k} {clients_per_round} but the data has only {len(data)} clients",
+            file=data.source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where a run starts (see `resume`): what `run_rounds` takes as `start_round`, `state`,
+    `seed` and `clients_per_round`. `state` is None when `process.initialize()` must make it."""
+
+    round: int
+    state: Any
+    seed: int
+    clients_per_round: Optional[int]
+    checkpoint: Optional[Checkpoint] = None
+
+
+def resume(process: TrainingProcess, data: ClientData, *, rounds: int,
+           checkpoints: Optional[Checkpoints] = None, state: Any = None,
+           seed: Optional[int] = None, clients_per_round: Optional[int] = None,
+           names: Optional[Mapping[str, str]] = None) -> Start:
+    """Where a run of `rounds` rounds starts: from the last checkpoint in `checkpoints` if there
+    is one, else from `state`, else from round 0 with the state still to initialize.
+
+    A resumed run keeps the checkpoint's seed and clients per round, so it samples the clients
+    the uninterrupted run would have: `seed`/`clients_per_round` may be left None (taken from the
+    checkpoint) or repeat its values; a different value is an error, not a different run.
+
+    Args:
+      state: the state to start from when there is no checkpoint: a value, or a file given as an
+        `os.PathLike` (read against the state type; a `str` is a value, as for `tffexec.run`).
+      seed: None picks a new one (recorded in the checkpoints) when not resuming.
+      names: how errors call the parameters (e.g. {"seed": "--seed"}); default: their names here.
+
+    Raises:
+      tffexec.errors.UsageError: `seed` or `clients_per_round` differs from the checkpoint's, or
+        the checkpoint is past `rounds` (exit 2).
+      tffexec.errors.ArgumentError: the checkpoint comes from another `next`, a state file is
+        unreadable, or `clients_per_round` exceeds the clients in `data` (exit 4).
+    """
+    checkpoint = checkpoints.latest() if checkpoints is not None else None
+    start_round = 0
+    if checkpoint is not None:
+        check_resumable(checkpoint, process, names=names)
+        seed = _agree("seed", seed, checkpoint.seed, names)
+        clients_per_round = _agree("clients_per_round", clients_per_round,
+                                   checkpoint.clients_per_round, names)
+        if checkpoint.round > rounds:
+            raise errors.UsageError(f"{_named(names, 'rounds')} {rounds}, but "
+                                    f"{checkpoints.directory} already holds round "
+                                    f"{checkpoint.round}")
+        state, start_round = load_state(checkpoint.state_path, process), checkpoint.round
+    elif isinstance(state, os.PathLike):
+        state = load_state(state, process)
+    _check_sampling(rounds, clients_per_round, data, names=names)
+    return Start(round=start_round, state=state, seed=new_seed() if seed is None else seed,
+                 clients_per_round=clients_per_round, checkpoint=checkpoint)
+
+
+def _agree(parameter: str, given: Any, saved: Any, names: Optional[Mapping[str, str]]) -> Any:
+    """A resumed run keeps the checkpoint's sampling; a different value is a usage error
+    rather than a silently different run."""
+    if given is None:
+        return saved
+    if given != saved:
+        shown = "all clients" if saved is None else saved
+        raise errors.UsageError(
+            f"{_named(names, parameter)} {given} differs from the checkpoint's ({shown}); resume "
+            f"with the same sampling or use another {_named(names, 'checkpoints')}")
+    return given
+
+
+def check_resumable(checkpoint: Checkpoint, process: TrainingProcess, *,
+                    names: Optional[Mapping[str, str]] = None) -> None:
     """A checkpoint must come from the same `next` (same state type, same computation)."""
     if checkpoint.state_type != str(process.signature.state_type):
         raise errors.ArgumentError(
@@ -578,7 +547,8 @@ def check_resumable(checkpoint: Checkpoint, process: TrainingProcess) -> None:
     if checkpoint.next_sha256 != process.next_digest:
         raise errors.ArgumentError(
             "the checkpoint was written by a different next computation; use another "
-            "--state-dir (or remove this one) to start afresh", file=str(checkpoint.state_path))
+            f"{_named(names, 'checkpoints')} (or remove this one) to start afresh",
+            file=str(checkpoint.state_path))
 
 
 def load_state(source: str | os.PathLike, process: TrainingProcess, *,
@@ -591,92 +561,3 @@ def load_state(source: str | os.PathLike, process: TrainingProcess, *,
 def save_state(state: Any, process: TrainingProcess, dest: str | os.PathLike) -> None:
     """Writes the state atomically, in the format of `dest`'s extension."""
     loading.save_value(state, process.signature.state_type, dest)
-
-
-def summary_rows(results: Iterable[RoundResult], max_rows: int = 12) -> list[RoundResult]:
-    """At most `max_rows` rounds, evenly spread, always the first and the last."""
-    results = list(results)
-    if len(results) <= max_rows:
-        return results
-    picks = sorted({round(i * (len(results) - 1) / (max_rows - 1)) for i in range(max_rows)})
-    return [results[i] for i in picks]
-
-
-# ------------------------------------------------------------------------------- plots
-
-PLOT_FORMATS = (".png", ".svg", ".pdf")
-#: More numeric metrics than this are not all drawn (the first ones in the record are).
-MAX_PLOTTED_METRICS = 9
-
-
-def require_matplotlib() -> None:
-    """Checked before any round runs, so a missing extra fails in a second, not after training.
-
-    Raises:
-      tffexec.errors.EngineUnavailable: matplotlib is not installed (exit 7, the code for a
-        missing extra).
-    """
-    try:
-        import matplotlib  # noqa: F401, PLC0415
-    except ImportError:
-        raise errors.EngineUnavailable(
-            "--plot needs matplotlib, which is not installed: pip install 'tffexec[plot]'"
-        ) from None
-
-
-def plot_records(records: Sequence[dict[str, Any]], dest: str | os.PathLike) -> None:
-    """Draws each numeric metric per round (one panel each) into a PNG/SVG/PDF, atomically."""
-    require_matplotlib()
-    import io  # noqa: PLC0415
-
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")  # no display needed; must precede pyplot
-    from matplotlib import pyplot  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
-
-    dest = pathlib.Path(dest)
-    series: dict[str, list[tuple[int, float]]] = {}
-    for record in records:
-        for key, value in scalar_metrics(record.get("metrics", {})).items():
-            series.setdefault(key, []).append((record["round"], value))
-    if not series:  # a process without metrics: plot the time per round instead
-        series["seconds per round"] = [(r["round"], float(r["seconds"])) for r in records]
-    names = list(series)[:MAX_PLOTTED_METRICS]
-    columns = min(3, len(names))
-    rows = math.ceil(len(names) / columns)
-    figure, axes = pyplot.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows),
-                                   squeeze=False)
-    try:
-        for ax, name in zip(axes.flat, names):
-            xs, ys = zip(*series[name])
-            ax.plot(xs, ys, marker="." if len(xs) <= 50 else None, linewidth=1.2)
-            ax.set_title(name, fontsize=9)
-            ax.set_xlabel("round")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
-            ax.grid(True, alpha=0.3)
-        for ax in list(axes.flat)[len(names):]:
-            ax.set_visible(False)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=dest.suffix.lower().lstrip(".") or "png", dpi=100)
-    finally:
-        pyplot.close(figure)
-    _atomic_write(dest, buffer.getvalue())
-
-
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The complete records of a `--metrics` file (a resumed run's history included)."""
-    records = []
-    try:
-        text = pathlib.Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return records
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("round"), int):
-            records.append(record)
-    return records

@@ -91,7 +91,7 @@ def sweep(opts) -> dict:
 
     from tffexec.factories import config as config_lib  # noqa: PLC0415
     from tffexec.factories import ray_pool  # noqa: PLC0415
-    from tffexec.factories import stacks  # noqa: PLC0415
+    from tffexec.factories import ray_stack  # noqa: PLC0415
 
     n = opts.sweep_clients
     comp = scaling_comps.computation("trivial")
@@ -110,7 +110,7 @@ def sweep(opts) -> dict:
             per_shard = max(1, -(-n // shards))
             config = dataclasses.replace(base, clients_per_shard=per_shard)
             shards = -(-n // per_shard)
-            stack = stacks.build_stack(config, n, pool)
+            stack = ray_stack.build(config, n, pool)
             try:
                 def round_once():
                     fn = stack.value(comp, function_type)

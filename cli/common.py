@@ -252,9 +252,9 @@ def write_result(payload: bytes, output: str | None) -> None:
         stream.write(payload)
         stream.flush()
         return
-    from tffexec.cli import watchdog  # noqa: PLC0415
+    from tffexec.formats import atomic  # noqa: PLC0415
 
-    watchdog.atomic_write(output, payload)
+    atomic.write(output, payload)
 
 
 def refuse_binary_to_terminal(fmt: str, output: str | None) -> None:

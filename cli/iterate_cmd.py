@@ -1,15 +1,16 @@
 """`tffexec iterate`: run a training process (`initialize` + `next`) for many rounds.
 
-A thin shell around `tffexec.iterate` (the round loop, sampling, checkpoints and metrics live
-there): the rounds run on a worker thread under `tffexec.cli.watchdog` (Ctrl-C and `--timeout`
-work even inside a TensorFlow kernel; checkpoints already written stay), with a round progress bar
-on standard error; the main thread then writes the final state, the plot and the summary.
+A thin shell around `tffexec.iterate` (the round loop, sampling, checkpoints and resuming live
+there; the metrics file, the summary table and the plot in `tffexec.cli.iterate_report`). Its
+errors name this command's flags (`FLAG_NAMES`). The rounds run on a worker thread under
+`tffexec.cli.watchdog` (Ctrl-C and `--timeout` work even inside a TensorFlow kernel; checkpoints
+already written stay), with a round progress bar on standard error; the main thread then writes
+the final state, the plot and the summary.
 """
 from __future__ import annotations
 
-import dataclasses
 import pathlib
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
@@ -18,24 +19,14 @@ from tffexec.cli import common
 from tffexec.cli import policy_flags
 from tffexec.cli import stack_flags
 
+if TYPE_CHECKING:
+    from tffexec.cli import iterate_report
+
 STATE_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
-#: Metric columns in the final table (the rest are in --metrics and --format json).
-MAX_TABLE_METRICS = 6
 DEFAULT_CHECKPOINT_EVERY = 10
-
-
-@dataclasses.dataclass
-class _Outcome:
-    """What the worker hands back to the main thread."""
-
-    process: Any
-    state: Any
-    records: list[dict[str, Any]]  # every round's record (a resumed run's earlier ones too)
-    start_round: int
-    seed: int
-    clients: int
-    clients_per_round: Optional[int]  # the one used (a resumed run keeps the checkpoint's)
-    peak_rss_mb: float
+#: What the library's errors call the parameters this command takes as flags.
+FLAG_NAMES = {"rounds": "--rounds", "seed": "--seed", "clients_per_round": "--clients-per-round",
+              "checkpoints": "--state-dir"}
 
 
 @click.command("iterate", short_help="Run a training process (init + next) for many rounds.")
@@ -131,11 +122,11 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
         raise click.UsageError(f"cannot tell the state format from {output!r}: use a .pb, .json "
                                "or .npz name")
     if plot_path is not None:
-        from tffexec import iterate as iterate_lib  # noqa: PLC0415
+        from tffexec.cli import iterate_report  # noqa: PLC0415
 
-        if not plot_path.lower().endswith(iterate_lib.PLOT_FORMATS):
+        if not plot_path.lower().endswith(iterate_report.PLOT_FORMATS):
             raise click.UsageError(f"--plot {plot_path!r}: use a .png, .svg or .pdf name")
-        iterate_lib.require_matplotlib()
+        iterate_report.require_matplotlib()
 
     from tffexec.cli import progress  # noqa: PLC0415
     from tffexec.cli import watchdog  # noqa: PLC0415
@@ -143,7 +134,7 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
     quiet, verbose = progress.settings(click.get_current_context())
     display = _RoundDisplay(enabled=progress.show_progress(quiet), verbose=verbose, quiet=quiet)
 
-    def work() -> _Outcome:
+    def work() -> iterate_report.Outcome:
         return _execute(init=init, next_=next_, rounds=rounds, data=data,
                         data_format=data_format, clients_per_round=clients_per_round, seed=seed,
                         state=state, metrics_path=metrics_path, checkpoint_every=checkpoint_every,
@@ -156,15 +147,14 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
         raise _what_was_kept(stopped, state_dir=state_dir, metrics_path=metrics_path,
                              output=output, quiet=quiet) from None
 
-    if output is not None:
-        from tffexec import iterate as iterate_lib  # noqa: PLC0415
+    from tffexec import iterate as iterate_lib  # noqa: PLC0415 - loaded by the rounds already
+    from tffexec.cli import iterate_report  # noqa: PLC0415
 
+    if output is not None:
         iterate_lib.save_state(outcome.state, outcome.process, output)
     if plot_path is not None:
-        from tffexec import iterate as iterate_lib  # noqa: PLC0415
-
-        iterate_lib.plot_records(outcome.records, plot_path)
-    _print_summary(outcome, rounds=rounds, fmt=summary_format)
+        iterate_report.plot_records(outcome.records, plot_path)
+    iterate_report.print_summary(outcome, rounds=rounds, fmt=summary_format)
 
 
 def _what_was_kept(stopped: errors.TffexecError, *, state_dir: Optional[str],
@@ -173,18 +163,19 @@ def _what_was_kept(stopped: errors.TffexecError, *, state_dir: Optional[str],
     """Ctrl-C or --timeout during rounds: the error says which checkpoint and metrics survive
     and what was not written, and a note gives the command that resumes (the same one: a
     --state-dir holding a checkpoint is resumed from)."""
-    from tffexec import iterate as it  # noqa: PLC0415
+    from tffexec import checkpoints  # noqa: PLC0415
+    from tffexec.cli import iterate_report  # noqa: PLC0415
 
     checkpoint = None
     if state_dir is not None:
         try:
-            checkpoint = it.Checkpoints(state_dir, 1).latest()
+            checkpoint = checkpoints.Checkpoints(state_dir, 1).latest()
         except errors.TffexecError:
             checkpoint = None  # a half-written checkpoint.json is not one to resume from
     kept = []
     if checkpoint is not None:
         kept.append(f"the checkpoint of round {checkpoint.round} ({checkpoint.state_path})")
-    records = it.read_records(metrics_path) if metrics_path else []
+    records = iterate_report.read_records(metrics_path) if metrics_path else []
     if records:
         rounds = [record["round"] for record in records]
         kept.append(f"the metrics of rounds {min(rounds)}-{max(rounds)} ({metrics_path})")
@@ -202,16 +193,21 @@ def _what_was_kept(stopped: errors.TffexecError, *, state_dir: Optional[str],
 
 
 def _has_checkpoint(state_dir: Optional[str]) -> bool:
-    from tffexec import iterate as iterate_lib  # noqa: PLC0415 - light enough, no TF
+    from tffexec import checkpoints  # noqa: PLC0415 - light enough, no TF
 
-    return state_dir is not None and (pathlib.Path(state_dir) / iterate_lib.CHECKPOINT_FILE).exists()
+    if state_dir is None:
+        return False
+    return (pathlib.Path(state_dir) / checkpoints.CHECKPOINT_FILE).exists()
 
 
 def _execute(*, init, next_, rounds, data, data_format, clients_per_round, seed, state,
-             metrics_path, checkpoint_every, state_dir, config, display) -> _Outcome:
-    """The worker's part: load, resume or initialise, run the rounds."""
+             metrics_path, checkpoint_every, state_dir, config, display
+             ) -> iterate_report.Outcome:
+    """The worker's part: load, resume or initialise (`tffexec.iterate.resume`), run the rounds
+    (`tffexec.iterate.run_rounds`), writing each round's record as it ends."""
     from tffexec import iterate as it  # noqa: PLC0415
     from tffexec import runner as runner_lib  # noqa: PLC0415
+    from tffexec.cli import iterate_report  # noqa: PLC0415
 
     display.stage("loading computations")
     checkpoints = it.Checkpoints(state_dir, checkpoint_every) if state_dir else None
@@ -220,66 +216,40 @@ def _execute(*, init, next_, rounds, data, data_format, clients_per_round, seed,
                                      next_name=next_)
         display.stage("loading client data")
         clients = it.load_clients(data, process.signature.client_type, fmt=data_format)
-        if clients_per_round is not None and clients_per_round > len(clients):
-            raise errors.ArgumentError(
-                f"--clients-per-round {clients_per_round} but {data} has only {len(clients)} "
-                "clients")
-        start_round, start_state = 0, None
-        checkpoint = checkpoints.latest() if checkpoints else None
-        if checkpoint is not None:
-            it.check_resumable(checkpoint, process)
-            seed = _agree("--seed", seed, checkpoint.seed)
-            clients_per_round = _agree("--clients-per-round", clients_per_round,
-                                       checkpoint.clients_per_round, default_is_none=True)
-            if checkpoint.round > rounds:
-                raise errors.UsageError(f"--rounds {rounds}, but {state_dir} already holds "
-                                        f"round {checkpoint.round}")
-            start_state = it.load_state(checkpoint.state_path, process)
-            start_round = checkpoint.round
-            display.note(f"resuming from round {start_round} ({checkpoint.state_path})")
-        elif state is not None:
-            display.stage("loading state")
-            start_state = it.load_state(state, process)
-        if seed is None:
-            seed = it.new_seed()
-        log = it.MetricsLog(metrics_path, resume_after=start_round) if metrics_path else None
-        earlier = it.read_records(metrics_path) if metrics_path and start_round else []
+        display.stage("loading state")
+        start = it.resume(process, clients, rounds=rounds, checkpoints=checkpoints,
+                          state=None if state is None else pathlib.Path(state), seed=seed,
+                          clients_per_round=clients_per_round, names=FLAG_NAMES)
+        if start.checkpoint is not None:
+            display.note(f"resuming from round {start.round} ({start.checkpoint.state_path})")
+        log = (iterate_report.MetricsLog(metrics_path, resume_after=start.round)
+               if metrics_path else None)
+        earlier = iterate_report.read_records(metrics_path) if metrics_path and start.round else []
         records: list[dict[str, Any]] = list(earlier)
-        if start_state is None:
+        state_value = start.state
+        if state_value is None:
             display.stage("initializing")
-            start_state = process.initialize()
+            state_value = process.initialize()
 
         def on_round(result: it.RoundResult) -> None:
-            record = result.record()
-            records.append(record)
+            records.append(result.record())
             if log is not None:
                 log.write(result)
             display.round_done(result, rounds)
 
-        display.begin_rounds(start_round, rounds)
+        display.begin_rounds(start.round, rounds)
         try:
-            result = it.run_rounds(process, clients, rounds, state=start_state,
-                                   start_round=start_round, clients_per_round=clients_per_round,
-                                   seed=seed, checkpoints=checkpoints, on_round=on_round,
-                                   keep_history=False)
+            result = it.run_rounds(process, clients, rounds, state=state_value,
+                                   start_round=start.round,
+                                   clients_per_round=start.clients_per_round, seed=start.seed,
+                                   checkpoints=checkpoints, on_round=on_round, keep_history=False)
         finally:
             if log is not None:
                 log.close()
-    return _Outcome(process=process, state=result.state, records=records,
-                    start_round=start_round, seed=seed, clients=len(clients),
-                    clients_per_round=clients_per_round, peak_rss_mb=it.peak_rss_mb())
-
-
-def _agree(flag: str, given, saved, *, default_is_none: bool = False):
-    """A resumed run keeps the checkpoint's sampling; a different value on the command line is
-    a usage error rather than a silently different run."""
-    if given is None:
-        return saved
-    if given != saved:
-        shown = "all clients" if saved is None and default_is_none else saved
-        raise errors.UsageError(f"{flag} {given} differs from the checkpoint's ({shown}); "
-                                "resume with the same sampling or use another --state-dir")
-    return given
+    return iterate_report.Outcome(
+        process=process, state=result.state, records=records, start_round=start.round,
+        seed=start.seed, clients=len(clients), clients_per_round=start.clients_per_round,
+        peak_rss_mb=it.peak_rss_mb())
 
 
 class _RoundDisplay:
@@ -342,75 +312,12 @@ class _RoundDisplay:
 
     def round_done(self, result, total: int) -> None:
         from tffexec import iterate as it  # noqa: PLC0415
+        from tffexec.cli import iterate_report  # noqa: PLC0415
 
-        last = _short_metrics(it.scalar_metrics(result.metrics), 3)
+        last = iterate_report.short_metrics(it.scalar_metrics(result.metrics), 3)
         if self.verbose:
             self._logger.info("round %d/%d: %d clients, %.3f s, %.0f MiB%s", result.round, total,
                               len(result.clients), result.seconds, result.rss_mb,
                               f", {last}" if last else "")
         if self._progress is not None:
             self._progress.update(self._task, completed=result.round, last=last)
-
-
-def _short_names(keys: list[str]) -> dict[str, str]:
-    """`client_work/train/loss` -> `loss` where the last part is unique, else the full path."""
-    last = [k.rsplit("/", 1)[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
-
-
-def _short_metrics(metrics: dict[str, float], limit: int) -> str:
-    names = _short_names(list(metrics))
-    preferred = sorted(metrics, key=lambda k: (0 if "loss" in k else 1 if "acc" in k else 2))
-    return "  ".join(f"{names[k]} {metrics[k]:.4g}" for k in preferred[:limit])
-
-
-def _print_summary(outcome: _Outcome, *, rounds: int, fmt: str) -> None:
-    from tffexec import iterate as it  # noqa: PLC0415
-
-    records = outcome.records
-    this_run = [r for r in records if r["round"] > outcome.start_round]
-    seconds = [r["seconds"] for r in this_run]
-    summary = {
-        "rounds": rounds,
-        "resumed_from_round": outcome.start_round or None,
-        "clients": outcome.clients,
-        "clients_per_round": outcome.clients_per_round or outcome.clients,
-        "seed": outcome.seed,
-        "seconds_per_round": (sum(seconds) / len(seconds)) if seconds else None,
-        "peak_rss_mb": round(outcome.peak_rss_mb, 1),
-        "final_metrics": records[-1]["metrics"] if records else {},
-        "history": records,
-    }
-    if fmt == "json":
-        import json  # noqa: PLC0415
-
-        click.echo(json.dumps(summary, allow_nan=False))
-        return
-    console = common.stdout_console()
-    if not records:
-        console.print(f"no rounds run (the state was already at round {outcome.start_round})")
-        return
-    from rich.table import Table  # noqa: PLC0415
-
-    keys: list[str] = []
-    for r in records:
-        for k in it.scalar_metrics(r.get("metrics", {})):
-            if k not in keys:
-                keys.append(k)
-    shown = keys[:MAX_TABLE_METRICS]
-    names = _short_names(shown)
-    table = Table(title=None, box=None, pad_edge=False, header_style="bold")
-    for column in ("round", "clients", "seconds", "RSS MiB", *(names[k] for k in shown)):
-        table.add_column(column, justify="right")
-    for r in it.summary_rows(records):
-        metrics = it.scalar_metrics(r.get("metrics", {}))
-        table.add_row(str(r["round"]), str(r["clients"]), f"{r['seconds']:.3f}",
-                      f"{r['rss_mb']:.0f}", *(f"{metrics[k]:.6g}" if k in metrics else ""
-                                              for k in shown))
-    console.print(table)
-    extra = f"; {len(keys) - len(shown)} more metrics in --metrics/--json" if len(keys) > len(
-        shown) else ""
-    per_round = summary["seconds_per_round"]
-    timing = f"{per_round:.3f} s per round" if per_round is not None else "no rounds run"
-    console.print(f"{len(this_run)} rounds run ({timing}), peak RSS "
-                  f"{summary['peak_rss_mb']:.0f} MiB, seed {outcome.seed}{extra}")

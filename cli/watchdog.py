@@ -6,7 +6,7 @@ thread between bytecodes, so a run on the main thread ignores Ctrl-C until the k
 thread only waits for it; the wait wakes up at once for SIGINT (KeyboardInterrupt) and at the
 deadline. The work is then abandoned: the CLI prints one line and `main()` leaves the process with
 `os._exit` (exit 130 or 124) without waiting for TensorFlow, after removing any temporary output
-file (`atomic_write` registers them here).
+file (`tffexec.formats.atomic` registers them while they are written).
 
 Inside a test's CliRunner nothing exits hard: the abandoned thread simply finishes in the
 background; `work_abandoned()` tells `tffexec.cli.main.main` to exit hard in a real process.
@@ -14,20 +14,17 @@ background; `work_abandoned()` tells `tffexec.cli.main.main` to exit hard in a r
 from __future__ import annotations
 
 import os
-import pathlib
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Callable, TypeVar
 
 from tffexec import errors
+from tffexec.formats import atomic
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
 _abandoned = threading.Event()
-_temp_paths: set[str] = set()
 
 #: How often the main thread wakes while it waits (a safety net; signals wake it at once).
 _POLL_S = 0.25
@@ -100,21 +97,9 @@ def work_abandoned() -> bool:
     return _abandoned.is_set()
 
 
-def remove_temp_files() -> None:
-    """Removes temporary output files that an interrupted write left behind."""
-    with _lock:
-        paths = list(_temp_paths)
-        _temp_paths.clear()
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
 def hard_exit(code: int) -> None:
     """Leaves the process now: temp files removed, streams flushed, no waiting for threads."""
-    remove_temp_files()
+    atomic.remove_temp_files()
     _stop_started_ray_clusters()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -133,43 +118,3 @@ def _stop_started_ray_clusters(timeout_s: float = 1.0) -> None:
     stopper = threading.Thread(target=pools.shutdown_started_clusters, daemon=True)
     stopper.start()
     stopper.join(timeout_s)
-
-
-def atomic_write(path: str | os.PathLike, payload: bytes) -> None:
-    """Writes `payload` to `path` via a temporary file in the same folder and a rename.
-
-    The temporary file is registered while it exists, so neither an exception, nor Ctrl-C in the
-    middle of the write, nor a hard exit leaves it (or a partial `path`) behind.
-
-    Raises:
-      tffexec.errors.ArgumentError: the file cannot be written (exit 4, as for `--output`
-        elsewhere in tffexec).
-    """
-    target = pathlib.Path(path)
-    directory = target.parent if str(target.parent) else pathlib.Path(".")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        with _lock:
-            _temp_paths.add(tmp)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        with _lock:
-            _temp_paths.discard(tmp)
-        tmp = None
-    except OSError as e:
-        raise errors.ArgumentError(f"cannot write: {e.strerror or e}", file=str(path)) from None
-    finally:
-        if tmp is not None:
-            with _lock:
-                _temp_paths.discard(tmp)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

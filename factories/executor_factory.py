@@ -19,6 +19,27 @@ from tffexec.factories import config as config_lib
 from tffexec.factories import stacks
 
 
+def shared_resources(config: config_lib.StackConfig):
+    """What every stack of one factory shares and the factory closes: the Ray stack's actor
+    pool (started on first use); None for the in-process stacks."""
+    if config.kind == "ray":
+        from tffexec.factories import ray_pool  # noqa: PLC0415 - never on the default path
+
+        return ray_pool.RayPool(config)
+    return None
+
+
+def build_stack(config: config_lib.StackConfig, num_clients: int,
+                resources=None) -> base.SyncExecutor:
+    """The full stack of `config`'s kind for `num_clients` clients (`resources`: from
+    `shared_resources`, the Ray stack's pool)."""
+    if config.kind == "ray":
+        from tffexec.factories import ray_stack  # noqa: PLC0415 - never on the default path
+
+        return ray_stack.build(config, num_clients, resources)
+    return stacks.build_stack(config, num_clients)
+
+
 def _clients_of(cardinalities: Mapping) -> int:
     for placement, count in cardinalities.items():
         uri = getattr(placement, "uri", placement)
@@ -36,7 +57,7 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
         self._stacks: collections.OrderedDict[int, base.SyncExecutor] = collections.OrderedDict()
         self._lock = threading.Lock()
         # Shared by all of this factory's stacks, closed with it (the Ray stack's actor pool).
-        self.resources = stacks.shared_resources(self.config)
+        self.resources = shared_resources(self.config)
         self.built = 0  # how many stacks were built (observable by tests and `benchmark`)
 
     def create_executor(self, cardinalities: Mapping) -> base.SyncExecutor:
@@ -49,7 +70,7 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
             if stack is not None:
                 self._stacks.move_to_end(num_clients)
                 return stack
-            stack = stacks.build_stack(self.config, num_clients, self.resources)
+            stack = build_stack(self.config, num_clients, self.resources)
             self.built += 1
             self._stacks[num_clients] = stack
             while len(self._stacks) > self.config.cache_size:

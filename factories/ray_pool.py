@@ -14,6 +14,9 @@ Where Ray comes from (checked in this order):
 - Otherwise an embedded local cluster, started here with Ray's dashboard off and shut down on
   close: nothing to set up, and nothing left running after `tffexec run`.
 
+The driver's view of each actor is a `Worker` (its handle, and which computation protos it
+already holds); the actor's body is `tffexec.factories.ray_worker.ShardWorker`.
+
 Ray's own noise stays off stdout: workers' output is not forwarded to the driver
 (`log_to_driver=False`) and Ray's driver logging is at ERROR (`RAY_LOG_LEVEL`).
 """
@@ -28,7 +31,10 @@ from typing import Any, Optional
 
 from tffexec import errors
 from tffexec import tf_runtime
+from tffexec.executors import ray_wire
+from tffexec.executors.ray_wire import OP_GET, OP_VALUE
 from tffexec.factories import config as config_lib
+from tffexec.factories import ray_worker
 
 INSTALL_HINT = "pip install 'tffexec[ray]'"
 # How long actors may take to start (schedule, start Python, import TensorFlow) before the pool
@@ -52,8 +58,46 @@ def import_ray():
     return ray
 
 
+class Worker:
+    """One actor of the pool, as the driver sees it: the handle, and the computation protos this
+    actor already holds (the rest of the protocol is stateless on this side)."""
+
+    def __init__(self, slot: int, actor, ready_ref):
+        self.slot = slot
+        self.actor = actor
+        self.ready_ref = ready_ref
+        self.started = False  # ready() returned: TensorFlow is imported, the actor answers
+        self.dead = False
+        self._known: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, spec: tuple, ops: list, reset: bool = False):
+        """Sends one batch; returns the reference to its results. Encoding and submission
+        happen under one lock, so a proto is named by digest only after the batch that carries
+        its bytes was submitted (the actor runs batches in submission order)."""
+        with self._lock:
+            return self.actor.run_batch.remote(spec, [self._encode(op) for op in ops], reset)
+
+    def _encode(self, op):
+        if isinstance(op, ray_wire.Get):
+            return OP_GET, op.vid, op.key
+        if op[0] == OP_VALUE and op[2] == "proto":
+            return OP_VALUE, op[1], "proto", self._proto(op[3]), op[4]
+        if op[0] == OP_VALUE and op[2] == "closure":
+            entry, captured = op[3]
+            return OP_VALUE, op[1], "closure", (self._proto(entry), captured), op[4]
+        return op
+
+    def _proto(self, entry: ray_wire.ProtoEntry) -> tuple:
+        if entry.digest in self._known:
+            return entry.digest, None
+        self._known.add(entry.digest)
+        return entry.digest, entry.data
+
+
 class RayPool:
-    """Long-lived `ShardWorker` actors, one per slot; dead actors are replaced.
+    """Long-lived `ShardWorker` actors (`tffexec.factories.ray_worker`), one per slot; dead
+    actors are replaced.
 
     Attributes:
       puts: values put into Ray's object store (one per broadcast call).
@@ -64,7 +108,7 @@ class RayPool:
         self.config = config
         self.ray: Any = None
         self.lost_errors: tuple = ()
-        self.workers: list = []
+        self.workers: list[Worker] = []
         self.puts = 0
         self.losses = 0
         self.retries = 0
@@ -100,9 +144,7 @@ class RayPool:
             self._connect(ray)
             try:
                 count = self._worker_count(ray)
-                from tffexec.executors import ray_executor  # noqa: PLC0415
-
-                self._actor_class = ray.remote(ray_executor.ShardWorker).options(
+                self._actor_class = ray.remote(ray_worker.ShardWorker).options(
                     num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
                     max_restarts=0, max_task_retries=0)
                 self.workers = [self._new_worker(slot) for slot in range(count)]
@@ -134,7 +176,7 @@ class RayPool:
                     "cluster with token authentication needs RAY_AUTH_TOKEN or "
                     "RAY_AUTH_TOKEN_PATH)") if address else ""
             raise errors.EngineUnavailable(
-                f"cannot connect to {where}: {_first_line(e)}{hint}") from None
+                f"cannot connect to {where}: {ray_wire.first_line(e)}{hint}") from None
 
     def _worker_count(self, ray) -> int:
         """`--workers`, or as many actors as the cluster's free CPUs (and GPUs) allow."""
@@ -163,12 +205,10 @@ class RayPool:
                 f"(free: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU)")
         return int(count)
 
-    def _new_worker(self, slot: int):
-        from tffexec.executors import ray_executor  # noqa: PLC0415
-
+    def _new_worker(self, slot: int) -> "Worker":
         actor = self._actor_class.remote(config_lib.shard_config(self.config),
                                          self._intra_op_threads())
-        return ray_executor.Worker(slot, actor, actor.ready.remote())
+        return Worker(slot, actor, actor.ready.remote())
 
     def _intra_op_threads(self) -> Optional[int]:
         """TensorFlow threads in an actor: its CPUs, shared by its client threads if any."""
@@ -197,8 +237,8 @@ class RayPool:
             if isinstance(cause, errors.TffexecError):
                 raise cause from None
             raise errors.EngineUnavailable(
-                f"a Ray actor failed to start: {_first_line(e)} (is tffexec installed on every "
-                "node, with the same Python?)") from None
+                f"a Ray actor failed to start: {ray_wire.first_line(e)} (is tffexec installed on "
+                "every node, with the same Python?)") from None
 
     # -- used by the shard proxies -------------------------------------------------------------
     def new_shard_key(self) -> str:
@@ -310,7 +350,3 @@ def shutdown_started_clusters() -> None:
 def _quiet_ray_logging() -> None:
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return " ".join(text[0].split()) if text else type(error).__name__

@@ -8,7 +8,9 @@ Clients are cut into contiguous shards of `clients_per_shard` (default: the clie
 evenly over the actors, one shard per actor: the least per-shard overhead), dealt to the pool's
 actors round-robin. Aggregations run inside each shard and the partial results are merged here
 with the computation's merge, exactly as on the `--max-fanout` stack. See
-`tffexec.executors.ray_executor` for the protocol and `tffexec.factories.ray_pool` for the pool.
+`tffexec.executors.ray_executor` for the driver's side of the protocol, `tffexec.executors.ray_wire`
+for what travels, `tffexec.factories.ray_worker` for the actors and `tffexec.factories.ray_pool`
+for the pool.
 """
 from __future__ import annotations
 

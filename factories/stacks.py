@@ -9,6 +9,11 @@ The flat stack mirrors TFF's C++ local stack (tff-runtime-facts.md §2a):
                     └─ ReferenceResolving  (closures handed to sequence intrinsics)
                          └─ TensorFlow     (leaf)
 
+`flat_stack` builds the two layers that place clients over a given unplaced stack: the local and
+threaded stacks, each leaf below, and each Ray shard (`factories/ray_worker.py`) are all built by
+it. Which kind of stack to build is the factory's choice (`executor_factory.build_stack`): this
+module builds the in-process ones and never imports the Ray modules.
+
 "Client work" is the seam where per-client calls happen: sequential on the local stack, a thread
 pool on the threaded one. With `max_fanout` and more clients than that, clients are split into
 flat stacks of at most `max_fanout` clients (contiguous blocks, the last one smaller), grouped
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import math
 
+from tffexec import errors
 from tffexec import tf_runtime
 from tffexec.executors import base
 from tffexec.executors import client_work as client_work_lib
@@ -71,31 +77,34 @@ def client_work(config: config_lib.StackConfig) -> client_work_lib.ClientWork:
     return client_work_lib.BatchingClientWork(work) if config.batch else work
 
 
-def shared_resources(config: config_lib.StackConfig):
-    """What every stack of one factory shares and the factory closes: the Ray stack's actor
-    pool (started on first use); None for the in-process stacks."""
+def flat_stack(unplaced: base.SyncExecutor, num_clients: int,
+               work: client_work_lib.ClientWork, *, first_client: int = 0,
+               owns_child: bool = True) -> base.SyncExecutor:
+    """One flat stack over `unplaced`: ReferenceResolving ─ Federating(`num_clients` clients).
+
+    The one recipe of every stack that places clients: the local and threaded stacks
+    (`owns_child`: the flat stack closes the unplaced stack), the leaves under `--max-fanout`
+    and each Ray shard (which share theirs: `owns_child=False`, clients numbered from
+    `first_client`).
+    """
+    return rre.ReferenceResolvingExecutor(federating_executor.FederatingExecutor(
+        unplaced, num_clients, client_work=work, first_client=first_client,
+        owns_child=owns_child))
+
+
+def build_stack(config: config_lib.StackConfig, num_clients: int) -> base.SyncExecutor:
+    """The in-process stack (local or threaded) for `num_clients` clients; flat, or composed
+    under `--max-fanout`. (The Ray stack is `tffexec.factories.ray_stack`'s; the factory picks.)
+    """
     if config.kind == "ray":
-        from tffexec.factories import ray_pool  # noqa: PLC0415 - never on the default path
-
-        return ray_pool.RayPool(config)
-    return None
-
-
-def build_stack(config: config_lib.StackConfig, num_clients: int,
-                resources=None) -> base.SyncExecutor:
-    """The full stack for `num_clients` clients (`resources`: from `shared_resources`)."""
-    if config.kind == "ray":
-        from tffexec.factories import ray_stack  # noqa: PLC0415 - never on the default path
-
-        return ray_stack.build(config, num_clients, resources)
+        raise errors.InternalError("the Ray stack is built by tffexec.factories.ray_stack")
     if config.device is not None:
         tf_runtime.check_device(config.device)  # a missing GPU is exit 7 before any work
     unplaced = unplaced_stack(config)
     work = client_work(config)
     fanout = config.max_fanout
     if fanout is None or num_clients <= fanout:
-        return rre.ReferenceResolvingExecutor(
-            federating_executor.FederatingExecutor(unplaced, num_clients, client_work=work))
+        return flat_stack(unplaced, num_clients, work)
     return rre.ReferenceResolvingExecutor(
         compose(unplaced, work, num_clients, fanout))
 
@@ -106,9 +115,8 @@ def compose(unplaced: base.SyncExecutor, work: client_work_lib.ClientWork, num_c
     level: list[composing_executor.Child] = []
     for first in range(0, num_clients, fanout):
         count = min(fanout, num_clients - first)
-        flat = federating_executor.FederatingExecutor(
-            unplaced, count, client_work=work, first_client=first, owns_child=False)
-        level.append(composing_executor.Child(rre.ReferenceResolvingExecutor(flat), count, first))
+        flat = flat_stack(unplaced, count, work, first_client=first, owns_child=False)
+        level.append(composing_executor.Child(flat, count, first))
     while True:
         groups = [level[i:i + fanout] for i in range(0, len(level), fanout)]
         if len(groups) == 1:

@@ -24,7 +24,6 @@ import os
 import pathlib
 import re
 import sys
-import tempfile
 import zipfile
 from typing import Callable
 
@@ -33,7 +32,7 @@ import numpy as np
 from federated_language.proto import computation_pb2
 
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
-from tffexec.formats import jsonfmt, npzfmt, protoparse
+from tffexec.formats import atomic, jsonfmt, npzfmt, protoparse
 from tffexec.formats import policy as policy_lib
 from tffexec.formats import types as tt
 from tffexec.formats.normalize import infer_clients
@@ -349,7 +348,7 @@ def save_value(value: object, type_spec: fl.Type, dest: str | pathlib.Path,
         sys.stdout.buffer.write(payload)
         sys.stdout.buffer.flush()
         return
-    _atomic_write(pathlib.Path(dest), payload)
+    atomic.write(pathlib.Path(dest), payload)
 
 
 def encode_value(value: object, type_spec: fl.Type, fmt: str) -> bytes:
@@ -362,31 +361,3 @@ def encode_value(value: object, type_spec: fl.Type, fmt: str) -> bytes:
     buffer = io.BytesIO()
     npzfmt.value_to_npz(value, type_spec, buffer)
     return buffer.getvalue()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: pathlib.Path, payload: bytes) -> None:
-    directory = path.parent if str(path.parent) else pathlib.Path(".")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise ArgumentError(f"cannot write: {e.strerror or e}", file=str(path)) from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

@@ -14,7 +14,7 @@ from federated_language.proto import computation_pb2
 from google.protobuf.internal import encoder
 
 from tffexec.errors import ArgumentError, ComputationError
-from tffexec.formats import loading, values
+from tffexec.formats import atomic, loading, values
 from tffexec.formats.protos import tf_graph_pb2
 
 from tffexec_test_support import CORPUS  # noqa: E402  (the committed conformance cases)
@@ -162,6 +162,21 @@ def test_save_value_is_atomic_and_never_leaves_partial_files(tmp_path):
         loading.save_value({"x": 1, "y": 2}, T_XY, tmp_path / "missing" / "out.pb")
     loading.save_value({"x": 1, "y": 2}, T_XY, tmp_path / "out.pb")
     assert (tmp_path / "out.pb").read_bytes() == _value_bytes()
+
+
+def test_an_atomic_write_replaces_the_file_whole_and_a_failed_one_leaves_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+    atomic.write(target, b"first")
+    atomic.write(target, b"second")
+    assert target.read_bytes() == b"second"
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+    (tmp_path / "taken").mkdir()  # the rename onto a directory fails after the bytes are written
+    with pytest.raises(ArgumentError, match=r"taken: cannot write"):
+        atomic.write(tmp_path / "taken", b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin", "taken"]
+    assert atomic.temp_files() == []  # nothing left for a hard exit to clean up
 
 
 def test_stdin_and_stdout_with_dash():

@@ -204,6 +204,72 @@ def test_checkpoints_are_atomic_and_only_the_latest_is_kept(corpus_process, corp
     assert compare.value_differences(saved, result.state, process.signature.state_type) == []
 
 
+def test_resume_from_python_continues_exactly_as_the_uninterrupted_run(
+        corpus_process, corpus_data, corpus_runner, tmp_path):
+    process = it.TrainingProcess(*corpus_process, runner=corpus_runner)
+    clients = it.load_clients(corpus_data / "all.pb", process.signature.client_type)
+    straight = it.run_rounds(process, clients, 4, seed=5, clients_per_round=2)
+    checkpoints = it.Checkpoints(tmp_path / "ckpt", every=1)
+    it.run_rounds(process, clients, 2, seed=5, clients_per_round=2, checkpoints=checkpoints)
+
+    start = it.resume(process, clients, rounds=4, checkpoints=checkpoints)
+    assert (start.round, start.seed, start.clients_per_round) == (2, 5, 2)
+    assert start.checkpoint.state_path.name == "state-000002.pb"
+    resumed = it.run_rounds(process, clients, 4, state=start.state, start_round=start.round,
+                            seed=start.seed, clients_per_round=start.clients_per_round)
+    assert [r.round for r in resumed.rounds] == [3, 4]
+    assert [r.clients for r in resumed.rounds] == [r.clients for r in straight.rounds[2:]]
+    assert compare.value_differences(resumed.state, straight.state,
+                                     process.signature.state_type) == []
+
+
+def test_resume_without_a_checkpoint_starts_at_round_0_from_the_given_state(
+        corpus_process, corpus_data, corpus_runner, tmp_path):
+    process = it.TrainingProcess(*corpus_process, runner=corpus_runner)
+    clients = it.load_clients(corpus_data / "clients", process.signature.client_type)
+    state = process.initialize()
+    it.save_state(state, process, tmp_path / "state.npz")
+    from_file = it.resume(process, clients, rounds=3, state=tmp_path / "state.npz", seed=1,
+                          checkpoints=it.Checkpoints(tmp_path / "empty", every=1))
+    assert (from_file.round, from_file.seed, from_file.checkpoint) == (0, 1, None)
+    assert compare.value_differences(from_file.state, state, process.signature.state_type) == []
+    fresh = it.resume(process, clients, rounds=3)
+    assert fresh.state is None and fresh.round == 0 and isinstance(fresh.seed, int)
+
+
+@pytest.mark.parametrize("names, seed_name, rounds_name", [
+    (None, "seed", "rounds"),
+    ({"seed": "--seed", "rounds": "--rounds"}, "--seed", "--rounds"),
+])
+def test_resume_errors_name_the_parameters_or_the_callers_names_for_them(
+        corpus_process, corpus_data, corpus_runner, tmp_path, names, seed_name, rounds_name):
+    process = it.TrainingProcess(*corpus_process, runner=corpus_runner)
+    clients = it.load_clients(corpus_data / "clients", process.signature.client_type)
+    checkpoints = it.Checkpoints(tmp_path / "ckpt", every=1)
+    it.run_rounds(process, clients, 2, seed=3, checkpoints=checkpoints)
+
+    with pytest.raises(errors.UsageError) as seed_error:
+        it.resume(process, clients, rounds=4, checkpoints=checkpoints, seed=4, names=names)
+    assert seed_error.value.message.startswith(f"{seed_name} 4 differs from the checkpoint's (3)")
+    with pytest.raises(errors.UsageError) as rounds_error:
+        it.resume(process, clients, rounds=1, checkpoints=checkpoints, names=names)
+    assert rounds_error.value.message.startswith(f"{rounds_name} 1, but ")
+    assert "already holds round 2" in rounds_error.value.message
+
+
+def test_too_many_clients_per_round_names_the_parameter_and_the_data(
+        corpus_process, corpus_data, corpus_runner):
+    process = it.TrainingProcess(*corpus_process, runner=corpus_runner)
+    clients = it.load_clients(corpus_data / "clients", process.signature.client_type)
+    with pytest.raises(errors.ArgumentError) as error:
+        it.resume(process, clients, rounds=2, clients_per_round=9)
+    assert error.value.file == str(corpus_data / "clients")
+    assert error.value.message == "clients_per_round 9 but the data has only 4 clients"
+    with pytest.raises(errors.UsageError, match="^rounds must be at least 0, not -1$"):
+        it.run_rounds(process, clients, -1)
+    assert "--" not in str(error.value)
+
+
 # ------------------------------------------------------------------------------ the command
 
 def _invoke(*args, catch: bool = True):

@@ -33,7 +33,6 @@ from tffexec import runner as runner_lib
 from tffexec.cli import main as cli_main
 from tffexec.factories import config as config_lib
 from tffexec.factories import ray_stack
-from tffexec.factories import stacks
 from tffexec.formats import tensorflow_computation as tfc
 
 ray = pytest.importorskip("ray")
@@ -394,7 +393,7 @@ def test_a_lost_actor_with_no_retries_left_is_exit_7_not_a_hang(ray_runner):
     pool = _pool(ray_runner)
     comp, xs = _broadcast_comp(), list(range(12))
     config = dataclasses.replace(CONFIG, shard_retries=0)
-    stack = stacks.build_stack(config, len(xs), pool)  # same actors, no retries
+    stack = ray_stack.build(config, len(xs), pool)  # same actors, no retries
     try:
         comp_proto = comp.to_proto()
         function_type = fl.Type.from_proto(comp_proto.type)

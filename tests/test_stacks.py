@@ -149,6 +149,30 @@ def test_depth_grows_with_the_log_of_clients_over_fanout(clients, fanout, levels
         stack.close()
 
 
+def test_a_flat_stack_numbers_its_clients_from_first_client_and_shares_its_unplaced_stack():
+    """`flat_stack` is the one recipe of the local stack, the --max-fanout leaves and the Ray
+    shards: a shard's clients carry their global index, and its unplaced stack is shared."""
+    unplaced = stacks.unplaced_stack(config_lib.StackConfig())
+    shard = stacks.flat_stack(unplaced, 3, client_work.SequentialClientWork(), first_client=6,
+                              owns_child=False)
+    proto = _fails_for_clients_from(5.0).to_building_block().to_proto()
+    fn_type = fl.Type.from_proto(proto.type)
+    try:
+        with pytest.raises(errors.ExecutionError, match="client 8 in federated_map"):
+            shard.materialize(shard.call(shard.value(proto, fn_type),
+                                         shard.value([0.0, 1.0, 9.0], fn_type.parameter)))
+        shard.close()
+        # The shared unplaced stack outlives the flat stack that does not own it.
+        assert unplaced.materialize(unplaced.value(np.int32(4), I32)) == 4
+    finally:
+        unplaced.close()
+
+
+def test_the_in_process_builder_leaves_the_ray_stack_to_the_factory():
+    with pytest.raises(errors.InternalError, match="ray_stack"):
+        stacks.build_stack(config_lib.StackConfig(kind="ray"), 2)
+
+
 def test_broadcast_reaches_each_child_once_not_each_client():
     comp = _sum_of_doubled_broadcast()
     with runner_lib.Runner(config_lib.StackConfig(max_fanout=3)) as runner:
