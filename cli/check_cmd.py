@@ -14,6 +14,7 @@ import click
 
 from tffexec.cli import case_flags
 from tffexec.cli import common
+from tffexec.formats import atomic
 
 FORMS = ("both", "comp", "native")
 
@@ -99,9 +100,7 @@ def check(cases: tuple[str, ...], manifests: tuple[str, ...], form: str, jobs: i
                                          on_verdict=on_verdict)
     summary = check_report.Summary.of(verdicts, time.perf_counter() - start)
     if junit is not None:
-        from tffexec.cli import watchdog  # noqa: PLC0415
-
-        watchdog.atomic_write(junit, check_report.junit_xml(verdicts, summary))
+        atomic.write(junit, check_report.junit_xml(verdicts, summary))
     if as_json:
         click.echo(json.dumps(check_report.to_json(verdicts, summary), indent=2))
     else:
