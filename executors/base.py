@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 
 import federated_language
 from federated_language.common_libs import structure
+from federated_language.proto import computation_pb2
 
 
 class ExecValue(federated_language.framework.ExecutorValue):
@@ -159,3 +160,30 @@ class ClosureSpec:
         self.comp = comp
         self.captured = captured
         self.type_signature = type_signature
+
+
+class IntrinsicRep:
+    """An intrinsic embedded in a layer that implements it (see `tffexec.intrinsics`), or a
+    placement literal (`placement:<uri>`): called through that layer's handler table."""
+
+    __slots__ = ("uri",)
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+
+def intrinsic_proto(uri: str, type_spec) -> computation_pb2.Computation:
+    """The `intrinsic` computation of `uri` at `type_spec` (how a layer hands one to another)."""
+    return computation_pb2.Computation(type=type_spec.to_proto(),
+                                       intrinsic=computation_pb2.Intrinsic(uri=uri))
+
+
+def identity_proto(type_spec) -> computation_pb2.Computation:
+    """`(x -> x)` of `type_spec` (the report function of partial aggregates)."""
+    function_type = federated_language.FunctionType(type_spec, type_spec)
+    result = computation_pb2.Computation(type=type_spec.to_proto(),
+                                         reference=computation_pb2.Reference(name="x"))
+    comp = computation_pb2.Computation(type=function_type.to_proto())
+    getattr(comp, "lambda").parameter_name = "x"
+    getattr(comp, "lambda").result.CopyFrom(result)
+    return comp

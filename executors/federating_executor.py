@@ -19,9 +19,10 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec import intrinsics
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
-from tffexec.executors.base import StructRep
+from tffexec.executors.base import IntrinsicRep, StructRep
 from tffexec.executors import client_work as client_work_lib
 from tffexec.executors import federated_intrinsics
 from tffexec.executors import numeric
@@ -48,13 +49,6 @@ def _member_type(type_spec):
     if isinstance(type_spec, federated_language.FederatedType):
         return type_spec.member
     return federated_language.StructType([(n, _member_type(t)) for n, t in type_spec.items()])
-
-
-class IntrinsicRep:
-    __slots__ = ("uri",)
-
-    def __init__(self, uri: str):
-        self.uri = uri
 
 
 class FederatingExecutor(base.SyncExecutor):
@@ -178,7 +172,7 @@ class FederatingExecutor(base.SyncExecutor):
         kind = comp.WhichOneof("computation")
         if kind == "intrinsic":
             uri = comp.intrinsic.uri
-            if uri == "generic_zero":
+            if uri == intrinsics.GENERIC_ZERO:
                 return self._zero(type_spec)
             if uri in federated_intrinsics.INTRINSICS:
                 return base.ExecValue(IntrinsicRep(uri), type_spec, self)
@@ -223,7 +217,7 @@ class FederatingExecutor(base.SyncExecutor):
             handler = federated_intrinsics.INTRINSICS.get(rep.uri)
             if handler is None:
                 raise errors.ComputationError(f"{rep.uri} cannot be called")
-            return handler(self, argument, function.type_signature)
+            return handler(self, rep.uri, argument, function.type_signature)
         if isinstance(rep, base.ExecValue):
             child_arg = self.to_child(argument) if argument is not None else None
             return self.unplaced(self.child.call(rep, child_arg))

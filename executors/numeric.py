@@ -214,6 +214,9 @@ def _truediv_dtype(x: np.dtype, y: np.dtype) -> np.dtype:
 generic_plus = _binary(lambda x, y, d: x.astype(d) + y.astype(d), _same_dtype)
 generic_multiply = _binary(lambda x, y, d: x.astype(d) * y.astype(d), _same_dtype)
 generic_divide = _binary(lambda x, y, d: x.astype(d) / y.astype(d), _truediv_dtype)
+#: The binary generic intrinsics by URI (generic_zero is `zeros`).
+GENERIC_OPS = {"generic_plus": generic_plus, "generic_multiply": generic_multiply,
+               "generic_divide": generic_divide}
 
 
 # -- combining partial results (the composing stack) ---------------------------------------------
