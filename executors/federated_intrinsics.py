@@ -29,7 +29,6 @@ import numpy as np
 from tffexec import errors
 from tffexec import intrinsics
 from tffexec.executors import base
-from tffexec.executors import batch as batch_lib
 from tffexec.executors import numeric
 
 if TYPE_CHECKING:
@@ -109,17 +108,7 @@ def eval_at_server(ex, uri, argument, type_spec):
 
 @intrinsic("federated_eval_at_clients", compose=forward)
 def eval_at_clients(ex, uri, argument, type_spec):
-    fn = ex.to_child(argument)
-    if ex.batching and ex.num_clients:
-        # A stateless graph gives every client the same value: evaluated once, shared. Graphs
-        # with random or other stateful ops are not batchable and run once per client.
-        batch = ex.client_work.map_batched(
-            fn, batch_lib.Batch(federated_language.StructType([]), ex.num_clients, [], []),
-            type_spec.result.member, intrinsic=uri)
-        if batch is not None:
-            return ex.placed_batch(batch, type_spec.result)
-    members = ex.map_clients(ex.to_child(argument), [None] * ex.num_clients, uri)
-    return ex.placed(members, type_spec.result)
+    return ex.map_clients(ex.to_child(argument), None, type_spec.result, uri)
 
 
 def _compose_broadcast(ex, argument, type_spec):
@@ -137,18 +126,7 @@ def broadcast(ex, uri, argument, type_spec):
 @intrinsic("federated_map", "federated_map_all_equal", compose=forward)
 def map_(ex, uri, argument, type_spec):
     fn, data = _args(ex, argument, 2)
-    fn = ex.to_child(fn)
-    result_type = type_spec.result
-    if data.rep.all_equal and result_type.all_equal:
-        members = ex.map_clients(fn, data.rep.members, uri)
-    else:
-        batch = ex.batch_of(data)
-        if batch is not None:
-            result = ex.client_work.map_batched(fn, batch, result_type.member, intrinsic=uri)
-            if result is not None:
-                return ex.placed_batch(result, result_type)
-        members = ex.map_clients(fn, ex.members(data), uri)
-    return ex.placed(members, result_type)
+    return ex.map_clients(ex.to_child(fn), data, type_spec.result, uri)
 
 
 def _compose_apply(ex, argument, type_spec):
@@ -165,31 +143,15 @@ def apply(ex, uri, argument, type_spec):
 
 
 # -- zips ----------------------------------------------------------------------------------------
-def _zip_member(ex, value: base.ExecValue, index: int) -> base.ExecValue:
-    rep = value.rep
-    if isinstance(rep, base.ExecValue):
-        raise errors.ComputationError(
-            f"federated_zip expects federated values, found {value.type_signature}")
-    if isinstance(rep, base.StructRep):
-        return ex.child.struct([(n, _zip_member(ex, v, index)) for n, v in rep.elements])
-    members = ex.members(value)
-    return members[index]
-
-
 @intrinsic("federated_zip_at_clients", compose=forward)
 def zip_at_clients(ex, uri, argument, type_spec):
-    batch = ex.batch_of(argument) if ex.num_clients else None
-    if batch is not None:  # columns side by side: no per-client structs
-        return ex.placed_batch(batch_lib.Batch(type_spec.result.member, batch.count, batch.leaves,
-                                               batch.stacked), type_spec.result)
-    members = [_zip_member(ex, argument, i) for i in range(ex.num_clients)]
-    return ex.placed(members, type_spec.result)
+    return ex.zip_clients(argument, type_spec.result)
 
 
 @intrinsic("federated_zip_at_server",
            compose=_on_server(lambda ex, a, t: ex.at_server(ex.server_member(a), t.result)))
 def zip_at_server(ex, uri, argument, type_spec):
-    return ex.placed([_zip_member(ex, argument, 0)], type_spec.result)
+    return ex.placed([ex.zipped_member(argument, 0)], type_spec.result)
 
 
 # -- aggregations --------------------------------------------------------------------------------
@@ -198,25 +160,22 @@ def _server(ex, python_value, type_spec) -> base.ExecValue:
     return ex.placed([ex.embed(python_value, member_type)], type_spec.result)
 
 
-def _reduction(per_client: Callable, batched: Callable) -> Handler:
-    """A handler reducing CLIENTS values: along the client axis of a batch, else per client."""
+def _reduction(reduction: numeric.Reduction) -> Handler:
+    """A handler reducing one CLIENTS value to a SERVER value of the result's member type."""
 
     def handler(ex, uri, argument, type_spec):
         member_type = _result_member(type_spec)
-        batch = ex.batch_of(argument)
-        if batch is not None:
-            return _server(ex, batched(batch, member_type), type_spec)
-        return _server(ex, per_client(ex.materialize_members(argument), member_type), type_spec)
+        return _server(ex, ex.reduce_clients(reduction, [argument], member_type), type_spec)
 
     return handler
 
 
 federated_sum = intrinsic("federated_sum", compose=combine(numeric.sum_values))(
-    _reduction(numeric.sum_values, batch_lib.sum_))
+    _reduction(numeric.SUM))
 federated_min = intrinsic("federated_min", compose=combine(numeric.min_values))(
-    _reduction(numeric.min_values, batch_lib.minimum))
+    _reduction(numeric.MIN))
 federated_max = intrinsic("federated_max", compose=combine(numeric.max_values))(
-    _reduction(numeric.max_values, batch_lib.maximum))
+    _reduction(numeric.MAX))
 
 
 def _compose_mean(ex, argument, type_spec):
@@ -228,7 +187,7 @@ def _compose_mean(ex, argument, type_spec):
 
 
 federated_mean = intrinsic("federated_mean", compose=_on_server(_compose_mean))(
-    _reduction(numeric.mean_values, batch_lib.mean))
+    _reduction(numeric.MEAN))
 
 
 def _compose_weighted_mean(ex, argument, type_spec):
@@ -249,14 +208,8 @@ def _compose_weighted_mean(ex, argument, type_spec):
 def weighted_mean(ex, uri, argument, type_spec):
     values, weights = _args(ex, argument, 2)
     weight_type = type_spec.parameter[1].member
-    value_batch, weight_batch = ex.batch_of(values), ex.batch_of(weights)
-    if value_batch is not None and weight_batch is not None:
-        result = batch_lib.weighted_mean(value_batch, weight_batch, _result_member(type_spec),
-                                         weight_type)
-        return _server(ex, result, type_spec)
-    result = numeric.weighted_mean_values(
-        ex.materialize_members(values), ex.materialize_members(weights), _result_member(type_spec),
-        weight_type)
+    result = ex.reduce_clients(numeric.WEIGHTED_MEAN, [values, weights],
+                               _result_member(type_spec), weight_type)
     return _server(ex, result, type_spec)
 
 
@@ -264,16 +217,10 @@ def _secure(ex, uri, argument, type_spec, *, bound_of: Callable):
     values, bound = _args(ex, argument, 2)
     bound_type = bound.type_signature
     bound_value = bound_of(ex.child.materialize(ex.to_child(bound)), bound_type)
-    member_type = _result_member(type_spec)
-    batch = ex.batch_of(values)
-    if batch is not None:
-        batch_lib.check_bounds(batch, bound_value, member_type, bound_type,
-                               intrinsic=uri, first_client=ex.first_client)
-        return _server(ex, batch_lib.sum_(batch, member_type), type_spec)
-    client_values = ex.materialize_members(values)
-    numeric.check_bounds(client_values, bound_value, member_type, bound_type,
-                         intrinsic=uri, first_client=ex.first_client)
-    return _server(ex, numeric.sum_values(client_values, member_type), type_spec)
+    reduction = numeric.bounded_sum(bound_value, bound_type, intrinsic=uri,
+                                    first_client=ex.first_client)
+    return _server(ex, ex.reduce_clients(reduction, [values], _result_member(type_spec)),
+                   type_spec)
 
 
 # Each child checks its clients' bounds; the partial sums are then added as plain sums.
@@ -313,10 +260,9 @@ def _compose_secure_modular_sum(ex, argument, type_spec):
 @intrinsic("federated_secure_modular_sum", compose=_on_server(_compose_secure_modular_sum))
 def secure_modular_sum(ex, uri, argument, type_spec):
     values, modulus = _args(ex, argument, 2)
-    member_type = _result_member(type_spec)
-    result = numeric.modular_sum(ex.materialize_members(values),
-                                 ex.child.materialize(ex.to_child(modulus)), member_type,
-                                 modulus.type_signature)
+    result = ex.reduce_clients(numeric.MODULAR_SUM, [values],
+                               ex.child.materialize(ex.to_child(modulus)),
+                               _result_member(type_spec), modulus.type_signature)
     return _server(ex, result, type_spec)
 
 
@@ -353,20 +299,7 @@ def aggregate(ex, uri, argument, type_spec):
     stack merges the partial results of its children.
     """
     values, zero, accumulate, merge, report = _args(ex, argument, 5)
-    batch = ex.batch_of(values)
-    if batch is not None:
-        zero_value = ex.child.materialize(ex.to_child(zero))
-        zero_leaves = batch_lib.leaves_of(zero_value, zero.type_signature)
-        if zero_leaves is not None:
-            folded = ex.client_work.fold_batched(zero_leaves, ex.to_child(accumulate), batch,
-                                                 intrinsic=uri)
-            if folded is not None:
-                accumulator = ex.embed(batch_lib.pack(folded, zero.type_signature),
-                                       zero.type_signature)
-                result = ex.child.call(ex.to_child(report), accumulator)
-                return ex.placed([result], type_spec.result)
-    accumulator = ex.fold_clients(ex.to_child(zero), ex.to_child(accumulate), ex.to_child(merge),
-                                  ex.members(values), uri)
+    accumulator = ex.fold_clients(zero, accumulate, merge, values, uri)
     result = ex.child.call(ex.to_child(report), accumulator)
     return ex.placed([result], type_spec.result)
 

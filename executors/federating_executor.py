@@ -73,16 +73,87 @@ class FederatingExecutor(base.SyncExecutor):
             self.child.close()
             self.client_work.close()
 
-    # -- per-client work, through the one seam ---------------------------------------------
-    def map_clients(self, function: base.ExecValue, arguments: list, intrinsic: str) -> list:
-        """Calls the child function `function` on every argument (one per client, in order)."""
+    # -- client work: the one place that chooses between columns and members ------------------
+    # Each method takes placed values, tries the batched path (one TensorFlow call or one numpy
+    # reduction for all clients) and falls back to the members, one client at a time, through
+    # the `ClientWork` seam. The handlers in `federated_intrinsics` call only these, so none of
+    # them chooses between the two paths (tests/test_batching_decision.py).
+    def map_clients(self, function: base.ExecValue, data: Optional[base.ExecValue], result_type,
+                    intrinsic: str) -> base.ExecValue:
+        """`function` (a child function) applied to every client's member of `data` (None: a
+        no-argument function called once per client); the CLIENTS value of `result_type`."""
+        if data is not None and data.rep.all_equal and result_type.all_equal:
+            # One shared member in, one shared member out: a single call.
+            return self.placed(self._map_members(function, data.rep.members, intrinsic),
+                               result_type)
+        batch = self._map_batch(data)
+        if batch is not None:
+            result = self.client_work.map_batched(function, batch, result_type.member,
+                                                  intrinsic=intrinsic)
+            if result is not None:
+                return self.placed_batch(result, result_type)
+        arguments = [None] * self.num_clients if data is None else self.members(data)
+        return self.placed(self._map_members(function, arguments, intrinsic), result_type)
+
+    def _map_batch(self, data: Optional[base.ExecValue]) -> Optional["batch_lib.Batch"]:
+        if data is not None:
+            return self.batch_of(data)
+        if not self.client_work.batching or not self.num_clients:
+            return None
+        # A no-argument function: a stateless graph gives every client the same value,
+        # evaluated once and shared; stateful graphs are not batchable and run per client.
+        return batch_lib.Batch(federated_language.StructType([]), self.num_clients, [], [])
+
+    def _map_members(self, function: base.ExecValue, arguments: list, intrinsic: str) -> list:
         return self.client_work.map(self.child, function, arguments, intrinsic=intrinsic,
                                     first_client=self.first_client)
 
-    def fold_clients(self, zero, accumulate, merge, members: list, intrinsic: str):
-        """Folds the members into `zero` with `accumulate`, in client order."""
-        return self.client_work.fold(self.child, zero, accumulate, merge, members,
-                                     intrinsic=intrinsic, first_client=self.first_client)
+    def fold_clients(self, zero: base.ExecValue, accumulate: base.ExecValue,
+                     merge: base.ExecValue, data: base.ExecValue, intrinsic: str) -> base.ExecValue:
+        """The accumulator (a child value): `accumulate` folded over the members of `data` from
+        `zero`, in client order (`merge` joins partial folds where the client work splits)."""
+        zero, accumulate = self.to_child(zero), self.to_child(accumulate)
+        batch = self.batch_of(data)
+        if batch is not None:
+            zero_type = zero.type_signature
+            zero_leaves = batch_lib.leaves_of(self.child.materialize(zero), zero_type)
+            if zero_leaves is not None:
+                folded = self.client_work.fold_batched(zero_leaves, accumulate, batch,
+                                                       intrinsic=intrinsic)
+                if folded is not None:
+                    return self.embed(batch_lib.pack(folded, zero_type), zero_type)
+        return self.client_work.fold(self.child, zero, accumulate, self.to_child(merge),
+                                     self.members(data), intrinsic=intrinsic,
+                                     first_client=self.first_client)
+
+    def reduce_clients(self, reduction: "numeric.Reduction", data: list, *args) -> Any:
+        """`reduction` of the CLIENTS values `data` (a plain value): its columnar twin over
+        their batches when every one is batched, else its per-client form over their members.
+        `args` follow the values (the member type, a bound, ...)."""
+        if reduction.columnar is not None:
+            batches = [self.batch_of(value) for value in data]
+            if all(b is not None for b in batches):
+                return reduction.columnar(*batches, *args)
+        return reduction.per_client(*[self.materialize_members(value) for value in data], *args)
+
+    def zip_clients(self, value: base.ExecValue, result_type) -> base.ExecValue:
+        """A struct of CLIENTS values as one CLIENTS value of structs (federated_zip)."""
+        batch = self.batch_of(value) if self.num_clients else None
+        if batch is not None:  # columns side by side: no per-client structs
+            return self.placed_batch(batch_lib.Batch(result_type.member, batch.count,
+                                                     batch.leaves, batch.stacked), result_type)
+        return self.placed([self.zipped_member(value, i) for i in range(self.num_clients)],
+                           result_type)
+
+    def zipped_member(self, value: base.ExecValue, index: int) -> base.ExecValue:
+        """Member `index` of a federated value or a struct of them, as one child value."""
+        rep = value.rep
+        if isinstance(rep, StructRep):
+            return self.child.struct([(n, self.zipped_member(v, index)) for n, v in rep.elements])
+        if not isinstance(rep, Placed):
+            raise errors.ComputationError(
+                f"federated_zip expects federated values, found {value.type_signature}")
+        return self.members(value)[index]
 
     # -- helpers used by the intrinsics ---------------------------------------------------
     def placed(self, members: list, type_spec) -> base.ExecValue:
@@ -91,10 +162,6 @@ class FederatingExecutor(base.SyncExecutor):
 
     def placed_batch(self, batch: "batch_lib.Batch", type_spec) -> base.ExecValue:
         return base.ExecValue(Placed(type_spec.placement, False, None, batch), type_spec, self)
-
-    @property
-    def batching(self) -> bool:
-        return hasattr(self.client_work, "map_batched")
 
     def members(self, value: base.ExecValue) -> list:
         """The members of a placed value, one per client for CLIENTS (shared when all-equal)."""
@@ -110,7 +177,7 @@ class FederatingExecutor(base.SyncExecutor):
 
     def batch_of(self, value: base.ExecValue) -> Optional["batch_lib.Batch"]:
         """The value's clients as columns, or None when they are not (or cannot be) batched."""
-        if not self.batching:
+        if not self.client_work.batching:
             return None
         rep = value.rep
         if isinstance(rep, Placed):
@@ -199,7 +266,7 @@ class FederatingExecutor(base.SyncExecutor):
                 raise errors.ArgumentError(
                     f"the executor was configured for {self.num_clients} clients, but "
                     f"{len(value)} values were provided for {type_spec}")
-            if self.batching:
+            if self.client_work.batching:
                 batch = batch_lib.Batch.from_members(value, member_type)
                 if batch is not None:
                     return self.placed_batch(batch, type_spec)
