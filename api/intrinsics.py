@@ -2,8 +2,8 @@
 
 federated-language keeps one `IntrinsicDef` per intrinsic as "the ultimate source of ground
 truth" for the code that deals with intrinsics; this is that list made local. It imports neither
-TensorFlow nor federated-language, so `tffexec inspect` and `validate` (which only need the URIs)
-stay fast. Each executor's table is derived from it and registered beside its handlers, and
+TensorFlow nor federated-language (only `tffexec.errors`), so `tffexec inspect` and `validate`
+(which only need the URIs) stay fast. Each executor's table is derived from it, and
 `tests/test_intrinsic_registry.py` checks that every table covers exactly the URIs of its kinds:
 
 - the static allow list (`formats/analysis.py` `SUPPORTED_INTRINSICS`): every URI;
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+
+from tffexec import errors
 
 
 class Kind(str, enum.Enum):
@@ -50,11 +52,14 @@ class IntrinsicDef:
       uri: the intrinsic's URI.
       kind: what it does (see `Kind`).
       constant: a value rather than a function (`generic_zero`).
+      in_federated_language: whether federated-language's `intrinsic_defs` defines it (checked
+        against it in tests/test_analysis.py); False for URIs only TFF's backends define.
     """
 
     uri: str
     kind: Kind
     constant: bool = False
+    in_federated_language: bool = True
 
 
 def _defs(kind: Kind, *uris: str) -> list[IntrinsicDef]:
@@ -64,7 +69,7 @@ def _defs(kind: Kind, *uris: str) -> list[IntrinsicDef]:
 #: URI -> definition, for every intrinsic tffexec implements: federated-language 0.5.4's
 #: `intrinsic_defs` registry (tests/test_analysis.py checks it against it) plus
 #: `federated_secure_modular_sum`, which older TFF releases defined in `intrinsic_defs` and 0.87
-#: in `backends/mapreduce/intrinsics.py`.
+#: in `backends/mapreduce/intrinsics.py`. Grouped by kind.
 INTRINSICS: dict[str, IntrinsicDef] = {d.uri: d for d in [
     *_defs(Kind.PLACEMENT, "federated_value_at_server", "federated_value_at_clients",
            "federated_eval_at_server", "federated_eval_at_clients", "federated_broadcast",
@@ -73,8 +78,9 @@ INTRINSICS: dict[str, IntrinsicDef] = {d.uri: d for d in [
     *_defs(Kind.SERVER, "federated_apply"),
     *_defs(Kind.AGGREGATION, "federated_sum", "federated_mean", "federated_weighted_mean",
            "federated_min", "federated_max", "federated_aggregate"),
-    *_defs(Kind.SECURE_AGGREGATION, "federated_secure_sum", "federated_secure_sum_bitwidth",
-           "federated_secure_modular_sum"),
+    *_defs(Kind.SECURE_AGGREGATION, "federated_secure_sum", "federated_secure_sum_bitwidth"),
+    IntrinsicDef("federated_secure_modular_sum", Kind.SECURE_AGGREGATION,
+                 in_federated_language=False),
     *_defs(Kind.SELECT, "federated_select", "federated_secure_select"),
     *_defs(Kind.SEQUENCE, "sequence_map", "sequence_reduce", "sequence_sum"),
     *_defs(Kind.GENERIC, "generic_plus", "generic_multiply", "generic_divide"),
@@ -104,6 +110,13 @@ def is_constant(uri: str) -> bool:
 FEDERATED = uris(*PLACED_KINDS, Kind.GENERIC, constants=False)
 #: The callable URIs the sequence executor handles on unplaced values.
 UNPLACED = uris(Kind.SEQUENCE, Kind.GENERIC, constants=False)
+
+
+def require(uri: str, among: frozenset[str], layer: str) -> None:
+    """Refuses (as a bug) a handler registered in `layer` for a URI not among its kinds."""
+    if uri not in among:
+        raise errors.InternalError(
+            f"{uri} is not {layer} intrinsic in tffexec.intrinsics; add it there first")
 
 
 def unknown(uri: str) -> str:

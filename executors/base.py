@@ -16,6 +16,8 @@ import federated_language
 from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
+from tffexec import errors
+
 
 class ExecValue(federated_language.framework.ExecutorValue):
     """A value embedded in one executor: that executor's representation plus its type.
@@ -128,6 +130,17 @@ def struct_type(elements: Iterable[tuple[Optional[str], ExecValue]]):
     return _StructTypeOf(list(elements))
 
 
+def check_client_list(value, type_spec, num_clients: int) -> None:
+    """A `{T}@CLIENTS` value given as data must be a list with one member per client."""
+    if not isinstance(value, (list, tuple)):
+        raise errors.ArgumentError(
+            f"a value of type {type_spec} must be a list with one member per client")
+    if len(value) != num_clients:
+        raise errors.ArgumentError(
+            f"the executor was configured for {num_clients} clients, but "
+            f"{len(value)} values were provided for {type_spec}")
+
+
 class StructRep:
     """A struct kept by an executor as its own values (they may be closures or placed values),
     used by the layers whose structs cannot always be handed to their child."""
@@ -139,8 +152,6 @@ class StructRep:
 
     def element(self, index: int, type_spec) -> ExecValue:
         if not 0 <= index < len(self.elements):
-            from tffexec import errors  # noqa: PLC0415
-
             raise errors.ComputationError(f"selection [{index}] out of range for {type_spec}")
         return self.elements[index][1]
 

@@ -25,6 +25,7 @@ import time
 from typing import Callable, Optional, Sequence
 
 from tffexec import errors
+from tffexec import tf_runtime
 from tffexec.executors import activity
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
@@ -130,14 +131,6 @@ class SequentialClientWork(ClientWork):
         return accumulator
 
 
-def default_threads() -> int:
-    """The number of cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 class ThreadedClientWork(ClientWork):
     """Contiguous chunks of clients run as tasks on a pool of `threads` threads.
 
@@ -152,7 +145,7 @@ class ThreadedClientWork(ClientWork):
     parallel = True
 
     def __init__(self, threads: Optional[int] = None, clients_per_task: Optional[int] = None):
-        self.threads = threads or default_threads()
+        self.threads = threads or tf_runtime.cores()
         self.clients_per_task = clients_per_task
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._lock = threading.Lock()
@@ -358,7 +351,8 @@ class BatchingClientWork(ClientWork):
         chunks = [batch.slice(start, min(start + size, batch.count))
                   for start in range(0, batch.count, size)]
         began = time.perf_counter()
-        parts = self.inner.run_tasks([functools.partial(apply, chunk, result_type) for chunk in chunks])
+        parts = self.inner.run_tasks([functools.partial(apply, chunk, result_type)
+                                      for chunk in chunks])
         per_chunk = (time.perf_counter() - began) / max(1, len(chunks))
         if per_chunk < self.FAST_CHUNK_S and size < self.MAX_CHUNK and len(chunks) > 2:
             self._chunk_sizes[chunk_key] = size * 2

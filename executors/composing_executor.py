@@ -258,13 +258,7 @@ class ComposingExecutor(base.SyncExecutor):
                     self._count("broadcast")
                     values.append(child.executor.value(shared, type_spec))
                 return self.clients(values, type_spec)
-            if not isinstance(value, (list, tuple)):
-                raise errors.ArgumentError(
-                    f"a value of type {type_spec} must be a list with one member per client")
-            if len(value) != self.num_clients:
-                raise errors.ArgumentError(
-                    f"the executor was configured for {self.num_clients} clients, but "
-                    f"{len(value)} values were provided for {type_spec}")
+            base.check_client_list(value, type_spec, self.num_clients)
             offset = self.children[0].first_client
             return self.clients(
                 [c.executor.value(list(value[c.first_client - offset:

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from tffexec.executors.composing_executor import ComposingExecutor
     from tffexec.executors.federating_executor import FederatingExecutor
 
-Handler = Callable[["FederatingExecutor", str, Optional[base.ExecValue], Any], base.ExecValue]
-ComposeRule = Callable[["ComposingExecutor", str, Optional[base.ExecValue], Any], base.ExecValue]
+Value = base.ExecValue
+Handler = Callable[["FederatingExecutor", str, Optional[Value], Any], Value]
+ComposeRule = Callable[["ComposingExecutor", str, Optional[Value], Any], Value]
 INTRINSICS: dict[str, Handler] = {}
 COMPOSE: dict[str, ComposeRule] = {}
 
@@ -46,9 +47,7 @@ def intrinsic(*uris: str, compose: ComposeRule) -> Callable[[Handler], Handler]:
 
     def register(fn: Handler) -> Handler:
         for uri in uris:
-            if uri not in intrinsics.FEDERATED:
-                raise errors.InternalError(
-                    f"{uri} is not a federated intrinsic in tffexec.intrinsics; add it there first")
+            intrinsics.require(uri, intrinsics.FEDERATED, "a federated")
             INTRINSICS[uri] = fn
             COMPOSE[uri] = compose
         return fn
@@ -56,7 +55,7 @@ def intrinsic(*uris: str, compose: ComposeRule) -> Callable[[Handler], Handler]:
     return register
 
 
-def _args(ex, argument: base.ExecValue, count: int) -> list[base.ExecValue]:
+def _args(ex: FederatingExecutor | ComposingExecutor, argument: Value, count: int) -> list[Value]:
     return [ex.selection(argument, i) for i in range(count)]
 
 
@@ -65,7 +64,7 @@ def _result_member(type_spec):
 
 
 # -- composing rules shared by several intrinsics -------------------------------------------------
-def forward(ex: "ComposingExecutor", uri: str, argument, type_spec) -> base.ExecValue:
+def forward(ex: ComposingExecutor, uri: str, argument: Value, type_spec) -> Value:
     """Work that stays with each child's clients: forwarded as is, results stay in the children."""
     return ex.clients(ex.forward(uri, type_spec, argument), type_spec.result)
 
@@ -74,7 +73,7 @@ def combine(fn: Callable) -> ComposeRule:
     """Every child aggregates its block; `fn(partials, member_type)` combines the partial results
     in client order."""
 
-    def rule(ex: "ComposingExecutor", uri: str, argument, type_spec) -> base.ExecValue:
+    def rule(ex: ComposingExecutor, uri: str, argument: Value, type_spec) -> Value:
         member_type = type_spec.result.member
         return ex.plain_at_server(fn(ex.partials(uri, type_spec, argument), member_type),
                                   type_spec.result)
@@ -85,7 +84,7 @@ def combine(fn: Callable) -> ComposeRule:
 def _on_server(fn: Callable) -> ComposeRule:
     """A rule that runs `fn(ex, argument, type_spec)` on the server stack (no client work)."""
 
-    def rule(ex: "ComposingExecutor", uri: str, argument, type_spec) -> base.ExecValue:
+    def rule(ex: ComposingExecutor, uri: str, argument: Value, type_spec) -> Value:
         return fn(ex, argument, type_spec)
 
     return rule
@@ -95,47 +94,47 @@ def _on_server(fn: Callable) -> ComposeRule:
 @intrinsic("federated_value_at_server",
            compose=_on_server(lambda ex, a, t: ex.at_server(ex.in_server(a), t.result)))
 @intrinsic("federated_value_at_clients", compose=forward)
-def value_at(ex, uri, argument, type_spec):
+def value_at(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     return ex.placed([ex.to_child(argument)], type_spec.result)
 
 
 @intrinsic("federated_eval_at_server",
            compose=_on_server(lambda ex, a, t: ex.at_server(ex.server.call(ex.in_server(a)),
                                                             t.result)))
-def eval_at_server(ex, uri, argument, type_spec):
+def eval_at_server(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     return ex.placed([ex.child.call(ex.to_child(argument))], type_spec.result)
 
 
 @intrinsic("federated_eval_at_clients", compose=forward)
-def eval_at_clients(ex, uri, argument, type_spec):
+def eval_at_clients(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     return ex.map_clients(ex.to_child(argument), None, type_spec.result, uri)
 
 
-def _compose_broadcast(ex, argument, type_spec):
+def _compose_broadcast(ex: ComposingExecutor, argument: Value, type_spec) -> Value:
     """The server value is materialised once and embedded once per child."""
     return ex.value(ex.server.materialize(argument.rep.member), type_spec.result)
 
 
 @intrinsic("federated_broadcast", compose=_on_server(_compose_broadcast))
-def broadcast(ex, uri, argument, type_spec):
+def broadcast(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     # One member shared by all clients: the server value reaches the clients' side once.
     return ex.placed(list(argument.rep.members), type_spec.result)
 
 
 # -- maps ----------------------------------------------------------------------------------------
 @intrinsic("federated_map", "federated_map_all_equal", compose=forward)
-def map_(ex, uri, argument, type_spec):
+def map_(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     fn, data = _args(ex, argument, 2)
     return ex.map_clients(ex.to_child(fn), data, type_spec.result, uri)
 
 
-def _compose_apply(ex, argument, type_spec):
+def _compose_apply(ex: ComposingExecutor, argument: Value, type_spec) -> Value:
     fn, data = _args(ex, argument, 2)
     return ex.at_server(ex.server.call(ex.in_server(fn), data.rep.member), type_spec.result)
 
 
 @intrinsic("federated_apply", compose=_on_server(_compose_apply))
-def apply(ex, uri, argument, type_spec):
+def apply(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     # One server value: no client work.
     fn, data = _args(ex, argument, 2)
     fn = ex.to_child(fn)
@@ -144,18 +143,18 @@ def apply(ex, uri, argument, type_spec):
 
 # -- zips ----------------------------------------------------------------------------------------
 @intrinsic("federated_zip_at_clients", compose=forward)
-def zip_at_clients(ex, uri, argument, type_spec):
+def zip_at_clients(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     return ex.zip_clients(argument, type_spec.result)
 
 
 @intrinsic("federated_zip_at_server",
            compose=_on_server(lambda ex, a, t: ex.at_server(ex.server_member(a), t.result)))
-def zip_at_server(ex, uri, argument, type_spec):
+def zip_at_server(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     return ex.placed([ex.zipped_member(argument, 0)], type_spec.result)
 
 
 # -- aggregations --------------------------------------------------------------------------------
-def _server(ex, python_value, type_spec) -> base.ExecValue:
+def _server(ex: FederatingExecutor, python_value: Any, type_spec) -> Value:
     member_type = _result_member(type_spec)
     return ex.placed([ex.embed(python_value, member_type)], type_spec.result)
 
@@ -163,7 +162,7 @@ def _server(ex, python_value, type_spec) -> base.ExecValue:
 def _reduction(reduction: numeric.Reduction) -> Handler:
     """A handler reducing one CLIENTS value to a SERVER value of the result's member type."""
 
-    def handler(ex, uri, argument, type_spec):
+    def handler(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
         member_type = _result_member(type_spec)
         return _server(ex, ex.reduce_clients(reduction, [argument], member_type), type_spec)
 
@@ -178,7 +177,7 @@ federated_max = intrinsic("federated_max", compose=combine(numeric.max_values))(
     _reduction(numeric.MAX))
 
 
-def _compose_mean(ex, argument, type_spec):
+def _compose_mean(ex: ComposingExecutor, argument: Value, type_spec) -> Value:
     """The children's partial sums, added in client order, divided by the client count."""
     member_type = type_spec.result.member
     total = numeric.sum_values(ex.partials("federated_sum", type_spec, argument), member_type)
@@ -190,7 +189,7 @@ federated_mean = intrinsic("federated_mean", compose=_on_server(_compose_mean))(
     _reduction(numeric.MEAN))
 
 
-def _compose_weighted_mean(ex, argument, type_spec):
+def _compose_weighted_mean(ex: ComposingExecutor, argument: Value, type_spec) -> Value:
     """Each child's weighted mean, weighted by the child's summed weight."""
     _, weights = _args(ex, argument, 2)
     member_type = type_spec.result.member
@@ -205,7 +204,7 @@ def _compose_weighted_mean(ex, argument, type_spec):
 
 
 @intrinsic("federated_weighted_mean", compose=_on_server(_compose_weighted_mean))
-def weighted_mean(ex, uri, argument, type_spec):
+def weighted_mean(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     values, weights = _args(ex, argument, 2)
     weight_type = type_spec.parameter[1].member
     result = ex.reduce_clients(numeric.WEIGHTED_MEAN, [values, weights],
@@ -213,7 +212,8 @@ def weighted_mean(ex, uri, argument, type_spec):
     return _server(ex, result, type_spec)
 
 
-def _secure(ex, uri, argument, type_spec, *, bound_of: Callable):
+def _secure(ex: FederatingExecutor, uri: str, argument: Value, type_spec, *,
+            bound_of: Callable) -> Value:
     values, bound = _args(ex, argument, 2)
     bound_type = bound.type_signature
     bound_value = bound_of(ex.child.materialize(ex.to_child(bound)), bound_type)
@@ -225,7 +225,7 @@ def _secure(ex, uri, argument, type_spec, *, bound_of: Callable):
 
 # Each child checks its clients' bounds; the partial sums are then added as plain sums.
 @intrinsic("federated_secure_sum", compose=combine(numeric.sum_values))
-def secure_sum(ex, uri, argument, type_spec):
+def secure_sum(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     return _secure(ex, uri, argument, type_spec, bound_of=lambda b, t: b)
 
 
@@ -243,11 +243,11 @@ def _bitwidth_bound(bitwidth, bitwidth_type):
 
 
 @intrinsic("federated_secure_sum_bitwidth", compose=combine(numeric.sum_values))
-def secure_sum_bitwidth(ex, uri, argument, type_spec):
+def secure_sum_bitwidth(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     return _secure(ex, uri, argument, type_spec, bound_of=_bitwidth_bound)
 
 
-def _compose_secure_modular_sum(ex, argument, type_spec):
+def _compose_secure_modular_sum(ex: ComposingExecutor, argument: Value, type_spec) -> Value:
     """The children's partial modular sums, summed and taken modulo the modulus once more."""
     _, modulus = _args(ex, argument, 2)
     member_type = type_spec.result.member
@@ -258,7 +258,7 @@ def _compose_secure_modular_sum(ex, argument, type_spec):
 
 
 @intrinsic("federated_secure_modular_sum", compose=_on_server(_compose_secure_modular_sum))
-def secure_modular_sum(ex, uri, argument, type_spec):
+def secure_modular_sum(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     values, modulus = _args(ex, argument, 2)
     result = ex.reduce_clients(numeric.MODULAR_SUM, [values],
                                ex.child.materialize(ex.to_child(modulus)),
@@ -266,7 +266,7 @@ def secure_modular_sum(ex, uri, argument, type_spec):
     return _server(ex, result, type_spec)
 
 
-def _compose_aggregate(ex, argument, type_spec):
+def _compose_aggregate(ex: ComposingExecutor, argument: Value, type_spec) -> Value:
     """Each child aggregates its block with an identity report; the partial accumulators are
     merged in client order on the server side with the computation's `merge`, then reported."""
     values, zero, accumulate, merge, report = _args(ex, argument, 5)
@@ -291,7 +291,7 @@ def _compose_aggregate(ex, argument, type_spec):
 
 
 @intrinsic("federated_aggregate", compose=_on_server(_compose_aggregate))
-def aggregate(ex, uri, argument, type_spec):
+def aggregate(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     """zero, accumulate, merge, report: a left fold of accumulate over clients in client order.
 
     On the local stack `merge` is never called (as in TFF's local runtime); the threaded stack
@@ -306,7 +306,7 @@ def aggregate(ex, uri, argument, type_spec):
 
 # -- select ----------------------------------------------------------------------------------------
 @intrinsic("federated_select", "federated_secure_select", compose=forward)
-def select(ex, uri, argument, type_spec):
+def select(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     """For each client, the sequence of select_fn(server_value, key) over its keys, in order."""
     keys, _max_key, server_value, select_fn = _args(ex, argument, 4)
     from tffexec.formats import sequences  # noqa: PLC0415
@@ -321,7 +321,8 @@ def select(ex, uri, argument, type_spec):
         if key not in selected:
             key_value = ex.embed(np.asarray(key, dtype=np.int32),
                                  federated_language.TensorType(np.int32))
-            out = ex.child.call(select_fn, ex.child.struct([(None, server_member), (None, key_value)]))
+            pair = ex.child.struct([(None, server_member), (None, key_value)])
+            out = ex.child.call(select_fn, pair)
             selected[key] = ex.child.materialize(out)
         return selected[key]
 
@@ -339,7 +340,7 @@ def select(ex, uri, argument, type_spec):
 
 
 # -- generic operators on placed values ----------------------------------------------------------
-def _compose_generic(ex: "ComposingExecutor", uri: str, argument, type_spec) -> base.ExecValue:
+def _compose_generic(ex: ComposingExecutor, uri: str, argument: Value, type_spec) -> Value:
     """CLIENTS operands stay in the children; SERVER ones are combined here; unplaced ones go to
     the server stack (whose sequence executor implements generic operators)."""
     result_type = type_spec.result
@@ -356,7 +357,7 @@ def _compose_generic(ex: "ComposingExecutor", uri: str, argument, type_spec) -> 
 
 
 @intrinsic(*numeric.GENERIC_OPS, compose=_compose_generic)
-def generic(ex, uri, argument, type_spec):
+def generic(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     op = numeric.GENERIC_OPS[uri]
     left, right = _args(ex, argument, 2)
     result_type = type_spec.result
@@ -375,7 +376,7 @@ def generic(ex, uri, argument, type_spec):
     return ex.unplaced(ex.embed(value, result_type))
 
 
-def _count(ex, federated_type) -> int:
+def _count(ex: FederatingExecutor, federated_type) -> int:
     if federated_type.placement is federated_language.CLIENTS and not federated_type.all_equal:
         return ex.num_clients
     return 1

@@ -259,13 +259,7 @@ class FederatingExecutor(base.SyncExecutor):
             member_type = type_spec.member
             if type_spec.all_equal:
                 return self.placed([self.embed(value, member_type)], type_spec)
-            if not isinstance(value, (list, tuple)):
-                raise errors.ArgumentError(
-                    f"a value of type {type_spec} must be a list with one member per client")
-            if len(value) != self.num_clients:
-                raise errors.ArgumentError(
-                    f"the executor was configured for {self.num_clients} clients, but "
-                    f"{len(value)} values were provided for {type_spec}")
+            base.check_client_list(value, type_spec, self.num_clients)
             if self.client_work.batching:
                 batch = batch_lib.Batch.from_members(value, member_type)
                 if batch is not None:

@@ -65,8 +65,9 @@ def zeros(type_spec):
     return map_structure(leaf, type_spec)
 
 
-def _stack_reduce(ufunc, t, leaves: Sequence[np.ndarray]) -> np.ndarray:
-    """Folds `ufunc` over the client leaves one client after another, in the leaf's dtype.
+def fold_leaves(ufunc, t, leaves: Sequence[np.ndarray]) -> np.ndarray:
+    """Folds `ufunc` over the client leaves (of tensor type `t`) one client after another, in
+    the leaf's dtype: the per-client form of every reduction here.
 
     An explicit left fold, as TFF's aggregate does: `ufunc.reduce` over a stacked axis sums
     0-d leaves pairwise, which changes float results in the last bits once there are 8 clients.
@@ -80,7 +81,7 @@ def _stack_reduce(ufunc, t, leaves: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _in_order_sum(column: np.ndarray, dtype) -> np.ndarray:
-    """The column twin of `_stack_reduce(np.add, ...)`: adds the clients one after another.
+    """The columnar twin of `fold_leaves(np.add, ...)`: adds the clients one after another.
 
     numpy reduces a 1-D axis (or one that collapses to it) by pairwise summation, which rounds
     differently; `accumulate` is defined as the running fold. Wide leaves are reduced along the
@@ -103,7 +104,7 @@ def sum_values(values: Sequence, type_spec):
     """Elementwise sum of client values in client order, in the member dtype."""
     if not values:
         return zeros(type_spec)
-    return map_structure(lambda t, *leaves: _stack_reduce(np.add, t, leaves), type_spec, *values)
+    return map_structure(lambda t, *leaves: fold_leaves(np.add, t, leaves), type_spec, *values)
 
 
 def sum_columns(batch: batch_lib.Batch, type_spec):
@@ -121,7 +122,7 @@ def mean_values(values: Sequence, type_spec):
             raise errors.ComputationError(f"federated_mean needs floating-point values, found {t}")
         if count == 0:
             return np.full(_shape(t) or (), np.nan, dtype=dtype)
-        total = _stack_reduce(np.add, t, leaves)
+        total = fold_leaves(np.add, t, leaves)
         with np.errstate(all="ignore"):
             return np.asarray(total / dtype.type(count), dtype=dtype)
 
@@ -146,7 +147,7 @@ def weighted_mean_values(values: Sequence, weights: Sequence, type_spec, weight_
     weight_dtype = _dtype(weight_type)
     weight_leaves = [np.asarray(w, dtype=weight_dtype) for w in weights]
     with np.errstate(over="ignore", invalid="ignore"):
-        weight_total = (_stack_reduce(np.add, weight_type, weight_leaves) if weights
+        weight_total = (fold_leaves(np.add, weight_type, weight_leaves) if weights
                         else weight_dtype.type(0))
 
     def leaf(t, *leaves):
@@ -156,7 +157,7 @@ def weighted_mean_values(values: Sequence, weights: Sequence, type_spec, weight_
         with np.errstate(all="ignore"):
             products = [np.asarray(v * np.asarray(w).astype(dtype), dtype=dtype)
                         for v, w in zip(leaves, weight_leaves)]
-            total = _stack_reduce(np.add, t, products)
+            total = fold_leaves(np.add, t, products)
             return np.asarray(total / np.asarray(weight_total).astype(dtype), dtype=dtype)
 
     return map_structure(leaf, type_spec, *values)
@@ -191,28 +192,24 @@ def _identity(t, for_min: bool) -> np.ndarray:
     return np.full(_shape(t) or (), info.max if for_min else info.min, dtype=dtype)
 
 
-def min_values(values: Sequence, type_spec):
-    if not values:
-        return map_structure(lambda t: _identity(t, True), type_spec)
-    return map_structure(lambda t, *leaves: _stack_reduce(np.minimum, t, leaves), type_spec, *values)
+def _extremum(ufunc, for_min: bool) -> tuple[Callable, Callable]:
+    """federated_min (`np.minimum`) or federated_max (`np.maximum`) in both forms: over client
+    values, and along the client axis of a (non-empty) batch."""
+
+    def over_values(values: Sequence, type_spec):
+        if not values:
+            return map_structure(lambda t: _identity(t, for_min), type_spec)
+        return map_structure(lambda t, *leaves: fold_leaves(ufunc, t, leaves), type_spec, *values)
+
+    def over_columns(batch: batch_lib.Batch, type_spec):
+        return _map_columns(lambda t, c: ufunc(ufunc.reduce(c, axis=0), _identity(t, for_min)),
+                            batch, type_spec)
+
+    return over_values, over_columns
 
 
-def min_columns(batch: batch_lib.Batch, type_spec):
-    """`min_values` along the client axis of a (non-empty) batch."""
-    return _map_columns(lambda t, c: np.minimum(np.minimum.reduce(c, axis=0), _identity(t, True)),
-                        batch, type_spec)
-
-
-def max_values(values: Sequence, type_spec):
-    if not values:
-        return map_structure(lambda t: _identity(t, False), type_spec)
-    return map_structure(lambda t, *leaves: _stack_reduce(np.maximum, t, leaves), type_spec, *values)
-
-
-def max_columns(batch: batch_lib.Batch, type_spec):
-    """`max_values` along the client axis of a (non-empty) batch."""
-    return _map_columns(lambda t, c: np.maximum(np.maximum.reduce(c, axis=0), _identity(t, False)),
-                        batch, type_spec)
+min_values, min_columns = _extremum(np.minimum, for_min=True)
+max_values, max_columns = _extremum(np.maximum, for_min=False)
 
 
 def check_bounds(values: Sequence, bound, type_spec, bound_type, *, intrinsic: str,
@@ -372,7 +369,7 @@ def combine_weighted_means(means: Sequence, weight_totals: Sequence, type_spec, 
     weight_dtype = _dtype(weight_type)
     weights = [np.asarray(w, dtype=weight_dtype) for w in weight_totals]
     with np.errstate(over="ignore", invalid="ignore"):
-        total_weight = _stack_reduce(np.add, weight_type, weights)
+        total_weight = fold_leaves(np.add, weight_type, weights)
 
     def leaf(t, *leaves):
         dtype = _dtype(t)
@@ -380,7 +377,7 @@ def combine_weighted_means(means: Sequence, weight_totals: Sequence, type_spec, 
             parts = [np.where(np.asarray(w) == 0, dtype.type(0),
                               np.asarray(m, dtype=dtype) * np.asarray(w).astype(dtype))
                      for m, w in zip(leaves, weights)]
-            total = _stack_reduce(np.add, t, parts)
+            total = fold_leaves(np.add, t, parts)
             return np.asarray(total / np.asarray(total_weight).astype(dtype), dtype=dtype)
 
     return map_structure(leaf, type_spec, *means)

@@ -36,9 +36,7 @@ def handles(*uris: str) -> Callable[[Handler], Handler]:
 
     def register(fn: Handler) -> Handler:
         for uri in uris:
-            if uri not in intrinsics.UNPLACED:
-                raise errors.InternalError(
-                    f"{uri} is not an unplaced intrinsic in tffexec.intrinsics; add it there first")
+            intrinsics.require(uri, intrinsics.UNPLACED, "an unplaced")
             HANDLERS[uri] = fn
         return fn
 
