@@ -183,6 +183,17 @@ class IntrinsicRep:
         self.uri = uri
 
 
+def call_intrinsic(table: dict, executor: SyncExecutor, function: ExecValue,
+                   argument: Optional[ExecValue]) -> ExecValue:
+    """Calls the handler that `table` (URI -> handler) holds for the intrinsic value `function`;
+    a placement literal (or any URI the table lacks) cannot be called."""
+    uri = function.rep.uri
+    handler = table.get(uri)
+    if handler is None:
+        raise errors.ComputationError(f"{uri} cannot be called")
+    return handler(executor, uri, argument, function.type_signature)
+
+
 def intrinsic_proto(uri: str, type_spec) -> computation_pb2.Computation:
     """The `intrinsic` computation of `uri` at `type_spec` (how a layer hands one to another)."""
     return computation_pb2.Computation(type=type_spec.to_proto(),

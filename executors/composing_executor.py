@@ -276,10 +276,7 @@ class ComposingExecutor(base.SyncExecutor):
     def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
         rep = function.rep
         if isinstance(rep, IntrinsicRep):
-            rule = federated_intrinsics.COMPOSE.get(rep.uri)
-            if rule is None:
-                raise errors.ComputationError(f"{rep.uri} cannot be called")
-            return rule(self, rep.uri, argument, function.type_signature)
+            return base.call_intrinsic(federated_intrinsics.COMPOSE, self, function, argument)
         if isinstance(rep, Unplaced):
             server_argument = self.in_server(argument) if argument is not None else None
             return self.unplaced(self.server.call(self.in_server(function), server_argument))

@@ -275,10 +275,7 @@ class FederatingExecutor(base.SyncExecutor):
     def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
         rep = function.rep
         if isinstance(rep, IntrinsicRep):
-            handler = federated_intrinsics.INTRINSICS.get(rep.uri)
-            if handler is None:
-                raise errors.ComputationError(f"{rep.uri} cannot be called")
-            return handler(self, rep.uri, argument, function.type_signature)
+            return base.call_intrinsic(federated_intrinsics.INTRINSICS, self, function, argument)
         if isinstance(rep, base.ExecValue):
             child_arg = self.to_child(argument) if argument is not None else None
             return self.unplaced(self.child.call(rep, child_arg))

@@ -80,7 +80,7 @@ class SequenceExecutor(base.SyncExecutor):
     def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
         rep = function.rep
         if isinstance(rep, IntrinsicRep):
-            return HANDLERS[rep.uri](self, rep.uri, argument, function.type_signature)
+            return base.call_intrinsic(HANDLERS, self, function, argument)
         child_arg = self._down(argument) if argument is not None else None
         return self._wrap(self._child.call(rep, child_arg))
 
