@@ -11,6 +11,8 @@ class TffexecError(Exception):
     """Base class; `exit_code` is the process exit status the CLI uses."""
 
     exit_code = 70
+    #: The global index of the client whose work failed, once the client work has named it.
+    client: int | None = None
 
     def __init__(self, message: str, *, file: str | None = None, path: str | None = None):
         self.message = message

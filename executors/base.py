@@ -14,6 +14,9 @@ from typing import Any, Iterable, Optional
 
 import federated_language
 from federated_language.common_libs import structure
+from federated_language.proto import computation_pb2
+
+from tffexec import errors
 
 
 class ExecValue(federated_language.framework.ExecutorValue):
@@ -127,6 +130,17 @@ def struct_type(elements: Iterable[tuple[Optional[str], ExecValue]]):
     return _StructTypeOf(list(elements))
 
 
+def check_client_list(value, type_spec, num_clients: int) -> None:
+    """A `{T}@CLIENTS` value given as data must be a list with one member per client."""
+    if not isinstance(value, (list, tuple)):
+        raise errors.ArgumentError(
+            f"a value of type {type_spec} must be a list with one member per client")
+    if len(value) != num_clients:
+        raise errors.ArgumentError(
+            f"the executor was configured for {num_clients} clients, but "
+            f"{len(value)} values were provided for {type_spec}")
+
+
 class StructRep:
     """A struct kept by an executor as its own values (they may be closures or placed values),
     used by the layers whose structs cannot always be handed to their child."""
@@ -138,8 +152,6 @@ class StructRep:
 
     def element(self, index: int, type_spec) -> ExecValue:
         if not 0 <= index < len(self.elements):
-            from tffexec import errors  # noqa: PLC0415
-
             raise errors.ComputationError(f"selection [{index}] out of range for {type_spec}")
         return self.elements[index][1]
 
@@ -159,3 +171,41 @@ class ClosureSpec:
         self.comp = comp
         self.captured = captured
         self.type_signature = type_signature
+
+
+class IntrinsicRep:
+    """An intrinsic embedded in a layer that implements it (see `tffexec.intrinsics`), or a
+    placement literal (`placement:<uri>`): called through that layer's handler table."""
+
+    __slots__ = ("uri",)
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+
+def call_intrinsic(table: dict, executor: SyncExecutor, function: ExecValue,
+                   argument: Optional[ExecValue]) -> ExecValue:
+    """Calls the handler that `table` (URI -> handler) holds for the intrinsic value `function`;
+    a placement literal (or any URI the table lacks) cannot be called."""
+    uri = function.rep.uri
+    handler = table.get(uri)
+    if handler is None:
+        raise errors.ComputationError(f"{uri} cannot be called")
+    return handler(executor, uri, argument, function.type_signature)
+
+
+def intrinsic_proto(uri: str, type_spec) -> computation_pb2.Computation:
+    """The `intrinsic` computation of `uri` at `type_spec` (how a layer hands one to another)."""
+    return computation_pb2.Computation(type=type_spec.to_proto(),
+                                       intrinsic=computation_pb2.Intrinsic(uri=uri))
+
+
+def identity_proto(type_spec) -> computation_pb2.Computation:
+    """`(x -> x)` of `type_spec` (the report function of partial aggregates)."""
+    function_type = federated_language.FunctionType(type_spec, type_spec)
+    result = computation_pb2.Computation(type=type_spec.to_proto(),
+                                         reference=computation_pb2.Reference(name="x"))
+    comp = computation_pb2.Computation(type=function_type.to_proto())
+    getattr(comp, "lambda").parameter_name = "x"
+    getattr(comp, "lambda").result.CopyFrom(result)
+    return comp

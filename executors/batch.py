@@ -12,9 +12,8 @@ ragged shapes and loose Python values keep the per-client form. Conversions happ
 `from_members` when an argument is embedded, `members` when a result is returned (or when some
 intrinsic needs the per-client form).
 
-The reductions here reproduce the per-client arithmetic of `numeric` bit for bit: sums fold the
-clients in order (numpy's pairwise summation is avoided), means divide that sum, weighted means
-sum the per-client products in order.
+Reductions along the client axis sit beside their per-client twins in `numeric`, so that "the
+same bits" can be reviewed in one file.
 """
 from __future__ import annotations
 
@@ -24,8 +23,6 @@ import federated_language
 import numpy as np
 from federated_language.common_libs import structure
 
-from tffexec import errors
-from tffexec.executors import numeric
 
 
 def leaf_types(type_spec) -> Optional[list]:
@@ -208,82 +205,3 @@ class Batch:
 
     def members(self) -> list:
         return [self.member(i) for i in range(self.count)]
-
-
-# -- reductions along the client axis (same bits as numeric's per-client folds) --------------------
-def _in_order_sum(column: np.ndarray, dtype) -> np.ndarray:
-    """Adds the clients one after another, as `numeric._stack_reduce` does.
-
-    numpy reduces a 1-D axis (or one that collapses to it) by pairwise summation, which rounds
-    differently; `accumulate` is defined as the running fold. Wide leaves are reduced along the
-    outer axis, which numpy does row after row.
-    """
-    column = np.asarray(column, dtype=dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if column.ndim == 1 or column[0].size <= 64:
-            return np.array(np.add.accumulate(column, axis=0, dtype=dtype)[-1])
-        return np.add.reduce(column, axis=0, dtype=dtype)
-
-
-def _map_leaves(fn, batch: Batch, type_spec):
-    types = leaf_types(type_spec)
-    return _pack([fn(t, batch.column(i)) for i, t in enumerate(types)], type_spec)
-
-
-def sum_(batch: Batch, type_spec):
-    return _map_leaves(lambda t, c: _in_order_sum(c, np.dtype(t.dtype)), batch, type_spec)
-
-
-def mean(batch: Batch, type_spec):
-    def leaf(t, c):
-        dtype = np.dtype(t.dtype)
-        if dtype.kind not in "fc":
-            raise errors.ComputationError(f"federated_mean needs floating-point values, found {t}")
-        with np.errstate(all="ignore"):
-            return np.asarray(_in_order_sum(c, dtype) / dtype.type(batch.count), dtype=dtype)
-
-    return _map_leaves(leaf, batch, type_spec)
-
-
-def weighted_mean(values: Batch, weights: Batch, type_spec, weight_type):
-    weight_dtype = np.dtype(weight_type.dtype)
-    w = np.asarray(weights.column(0), dtype=weight_dtype)
-    weight_total = _in_order_sum(w, weight_dtype)
-
-    def leaf(t, c):
-        dtype = np.dtype(t.dtype)
-        scale = w.astype(dtype).reshape((values.count,) + (1,) * (c.ndim - 1))
-        with np.errstate(all="ignore"):
-            products = np.asarray(c * scale, dtype=dtype)
-            return np.asarray(_in_order_sum(products, dtype) / weight_total.astype(dtype),
-                              dtype=dtype)
-
-    return _map_leaves(leaf, values, type_spec)
-
-
-def minimum(batch: Batch, type_spec):
-    return _map_leaves(lambda t, c: np.minimum(np.minimum.reduce(c, axis=0),
-                                               numeric._identity(t, True)), batch, type_spec)
-
-
-def maximum(batch: Batch, type_spec):
-    return _map_leaves(lambda t, c: np.maximum(np.maximum.reduce(c, axis=0),
-                                               numeric._identity(t, False)), batch, type_spec)
-
-
-def check_bounds(batch: Batch, bound, type_spec, bound_type, *, intrinsic: str,
-                 first_client: int = 0) -> None:
-    """Secure sums: finds the first client outside [0, bound] and reports it as `numeric` does."""
-    bounds = numeric.broadcast_bound(bound, type_spec, bound_type)
-    flat_bounds: list = []
-    _flatten(bounds, type_spec, flat_bounds)
-    first_bad = None
-    for index, b in enumerate(flat_bounds):
-        column = batch.column(index)
-        bad = ((column < 0) | (column > np.asarray(b))).reshape(batch.count, -1).any(axis=1)
-        if np.any(bad):
-            client = int(np.argmax(bad))
-            first_bad = client if first_bad is None else min(first_bad, client)
-    if first_bad is not None:
-        numeric.check_bounds([batch.member(first_bad)], bound, type_spec, bound_type,
-                             intrinsic=intrinsic, first_client=first_client + first_bad)

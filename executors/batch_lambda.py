@@ -24,6 +24,7 @@ from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
 from tffexec.executors import reference_resolving_executor as rre
 from tffexec.executors import tensorflow_executor
+from tffexec.executors import tf_batch
 
 
 class _CannotBatch(Exception):
@@ -49,32 +50,27 @@ def closure_of(value: base.ExecValue):
     return None
 
 
-def _leaf_below(executor) -> Optional[tensorflow_executor.TensorFlowExecutor]:
-    seen = 0
-    while executor is not None and seen < 16:
-        if isinstance(executor, tensorflow_executor.TensorFlowExecutor):
-            return executor
-        executor = getattr(executor, "child", None) or getattr(executor, "_child", None)
-        seen += 1
-    return None
-
-
 class LambdaBatcher:
-    """Evaluates a per-client lambda over a Batch with batched `tensorflow` calls."""
+    """Evaluates a per-client lambda over a Batch with batched `tensorflow` calls.
 
-    def __init__(self, functions):
-        self.functions = functions  # tf_batch.BatchedFunctions
+    `functions` batches the graphs of `leaf`, the stack's TensorFlow executor (both handed over
+    by the stack builder): the lambda's `tensorflow` computations are embedded there.
+    """
+
+    def __init__(self, functions: tf_batch.BatchedFunctions,
+                 leaf: tensorflow_executor.TensorFlowExecutor):
+        self.functions = functions
+        self.leaf = leaf
 
     def map(self, resolver, closure, batch: batch_lib.Batch, result_type,
             run_chunks=None) -> Optional[batch_lib.Batch]:
-        leaf = _leaf_below(resolver)
         lam = getattr(closure.comp, "lambda")
-        if leaf is None or not lam.parameter_name:
+        if not lam.parameter_name:
             return None
         env = {lam.parameter_name: batch}
         try:
-            result = _Evaluation(self.functions, leaf, resolver, closure.scope, batch.count).eval(
-                lam.result, env)
+            result = _Evaluation(self.functions, self.leaf, resolver, closure.scope,
+                                 batch.count).eval(lam.result, env)
         except _CannotBatch:
             return None
         if isinstance(result, _Shared):
@@ -83,6 +79,8 @@ class LambdaBatcher:
 
 
 class _Evaluation:
+    """One evaluation of a lambda's body over a batch: a rule per node kind (`_RULES`)."""
+
     def __init__(self, functions, leaf, resolver, scope, count: int):
         self.functions = functions
         self.leaf = leaf
@@ -92,10 +90,10 @@ class _Evaluation:
 
     def eval(self, comp: computation_pb2.Computation, env: dict):
         kind = comp.WhichOneof("computation")
-        handler = getattr(self, "_" + kind, None) if kind else None
-        if handler is None:
+        rule = _RULES.get(kind)
+        if rule is None:
             raise _CannotBatch(kind)
-        return handler(comp, env)
+        return rule(self, comp, env)
 
     def _reference(self, comp, env):
         name = comp.reference.name
@@ -159,7 +157,7 @@ class _Evaluation:
         function_type = leaf_value.type_signature
         if argument is None or function_type.parameter is None:
             raise _CannotBatch("a call without an argument")
-        result = self.functions.map(self.leaf, leaf_value.rep, self._as_batch(argument),
+        result = self.functions.map(leaf_value.rep, self._as_batch(argument),
                                     function_type.result)
         if result is None:
             raise _CannotBatch("the graph cannot be batched")
@@ -172,3 +170,14 @@ class _Evaluation:
         if shared is None:
             raise _CannotBatch("a shared value that is not tensors")
         return shared
+
+
+# Node kinds the batching interpreter evaluates; any other kind takes the per-client path.
+_RULES = {
+    "reference": _Evaluation._reference,
+    "literal": _Evaluation._literal,
+    "selection": _Evaluation._selection,
+    "struct": _Evaluation._struct,
+    "block": _Evaluation._block,
+    "call": _Evaluation._call,
+}

@@ -14,6 +14,7 @@ threaded implementation waits for every task of the call, then raises the first 
 """
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import functools
 import itertools
@@ -21,41 +22,70 @@ import math
 import os
 import threading
 import time
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Sequence
 
 from tffexec import errors
+from tffexec import tf_runtime
 from tffexec.executors import activity
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
+from tffexec.executors import batch_lambda
+from tffexec.executors import tensorflow_executor
+from tffexec.executors import tf_batch
 
 _task_keys = itertools.count(1)
 
 
-class ClientWork(Protocol):
-    """Per-client work of one federating executor, preserving client order in results."""
+class ClientWork(abc.ABC):
+    """Per-client work of one federating executor, preserving client order in results.
 
+    Attributes:
+      batching: whether `map_batched`/`fold_batched` can ever succeed; the federating executor
+        then holds CLIENTS values as columns (`Batch`es) where it can.
+      parallel: whether `run_tasks` runs its tasks in parallel.
+    """
+
+    batching: bool = False
+    parallel: bool = False
+
+    @abc.abstractmethod
     def map(self, executor: base.SyncExecutor, function: base.ExecValue,
             arguments: Sequence[Optional[base.ExecValue]], *, intrinsic: str,
             first_client: int = 0) -> list[base.ExecValue]:
         """`[executor.call(function, a) for a in arguments]`; `arguments[i]` is client
         `first_client + i`'s value (None calls a no-argument function)."""
-        ...
 
+    @abc.abstractmethod
     def fold(self, executor: base.SyncExecutor, zero: base.ExecValue,
              accumulate: base.ExecValue, merge: Optional[base.ExecValue],
              members: Sequence[base.ExecValue], *, intrinsic: str,
              first_client: int = 0) -> base.ExecValue:
         """`accumulate` over the members, starting from `zero`; an implementation may fold
         contiguous chunks separately and combine them in client order with `merge`."""
-        ...
 
-    def close(self) -> None:
-        ...
+    def map_batched(self, function: base.ExecValue, batch: batch_lib.Batch, result_type, *,
+                    intrinsic: str) -> Optional[batch_lib.Batch]:
+        """`function` applied to every client of `batch` at once, as a Batch of `result_type`;
+        None when it cannot be (the caller then uses `map`)."""
+        return None
+
+    def fold_batched(self, zero_leaves: list, accumulate: base.ExecValue,
+                     batch: batch_lib.Batch, *, intrinsic: str) -> Optional[list]:
+        """The in-order fold of `accumulate` over the clients of `batch` from `zero_leaves`, as
+        the accumulator's leaves; None when it cannot be (the caller then uses `fold`)."""
+        return None
+
+    def run_tasks(self, tasks: list[Callable[[], object]]) -> list:
+        """Runs independent tasks (in parallel where `parallel`); their results in order."""
+        return [task() for task in tasks]
+
+    def close(self) -> None:  # noqa: B027 - most implementations hold nothing
+        """Releases threads or other resources."""
 
 
 def client_error(error: errors.TffexecError, client: int, intrinsic: str) -> errors.TffexecError:
     """`error` with the client index and intrinsic prepended to its message (same class)."""
-    if getattr(error, "client", None) is None:
+    if error.client is None:
         error.client = client
         error.message = f"client {client} in {intrinsic}: {error.message}"
         error.args = (error.one_line(),)
@@ -66,7 +96,7 @@ def _accumulate_pair(executor, accumulate, accumulator, member):
     return executor.call(accumulate, executor.struct([(None, accumulator), (None, member)]))
 
 
-class SequentialClientWork:
+class SequentialClientWork(ClientWork):
     """One client after another on the calling thread (the local stack)."""
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
@@ -100,19 +130,8 @@ class SequentialClientWork:
         activity.report(intrinsic, total, total, key)
         return accumulator
 
-    def close(self) -> None:
-        pass
 
-
-def default_threads() -> int:
-    """The number of cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-class ThreadedClientWork:
+class ThreadedClientWork(ClientWork):
     """Contiguous chunks of clients run as tasks on a pool of `threads` threads.
 
     TensorFlow releases the GIL while its kernels run, so chunks of clients overlap for real.
@@ -123,8 +142,10 @@ class ThreadedClientWork:
     waits for another task of the pool: tasks cannot deadlock, however many runs share the pool.
     """
 
+    parallel = True
+
     def __init__(self, threads: Optional[int] = None, clients_per_task: Optional[int] = None):
-        self.threads = threads or default_threads()
+        self.threads = threads or tf_runtime.cores()
         self.clients_per_task = clients_per_task
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._lock = threading.Lock()
@@ -237,7 +258,7 @@ class ThreadedClientWork:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-class BatchingClientWork:
+class BatchingClientWork(ClientWork):
     """Client work that runs `tensorflow` computations once for all clients where it can.
 
     `map_batched`/`fold_batched` take the clients' values as a `Batch` (columns) and return the
@@ -245,7 +266,12 @@ class BatchingClientWork:
     a stateful or non-vectorisable graph, a TensorFlow error that the per-client path must
     attribute to a client); the federating executor then takes the per-client path, which is
     `inner` (sequential or threaded). `--no-batch` builds stacks without this layer.
+
+    `leaf` is the stack's TensorFlow executor, handed over by the stack builder: batched calls
+    run there, and only functions of that leaf (or lambdas over them) are batched.
     """
+
+    batching = True
 
     #: Clients per vectorised call to start with: small enough that a chunk's intermediates stay
     #: in cache (a 1 000-client batch of 64x64 matmuls ran 2x slower than per-client calls) and
@@ -253,18 +279,15 @@ class BatchingClientWork:
     #: (see FAST_CHUNK_S).
     CHUNK = 128
 
-    def __init__(self, inner, chunk: Optional[int] = None):
-        from tffexec.executors import tf_batch  # noqa: PLC0415 - imports TF-side helpers lazily
-
+    def __init__(self, inner: ClientWork, leaf: tensorflow_executor.TensorFlowExecutor,
+                 chunk: Optional[int] = None):
         self.inner = inner
+        self.leaf = leaf
+        self.parallel = inner.parallel
         self.chunk = chunk or int(os.environ.get("TFFEXEC_BATCH_CHUNK", 0)) or self.CHUNK
         self._chunk_sizes: dict = {}  # function -> chunk size that proved worth it
-        from tffexec.executors import batch_lambda  # noqa: PLC0415
-
-        self.functions = tf_batch.BatchedFunctions()
-        self._tf_batch = tf_batch
-        self._batch_lambda = batch_lambda
-        self._lambdas = batch_lambda.LambdaBatcher(self.functions)
+        self.functions = tf_batch.BatchedFunctions(leaf)
+        self._lambdas = batch_lambda.LambdaBatcher(self.functions, leaf)
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
         return self.inner.map(executor, function, arguments, intrinsic=intrinsic,
@@ -274,14 +297,16 @@ class BatchingClientWork:
         return self.inner.fold(executor, zero, accumulate, merge, members, intrinsic=intrinsic,
                                first_client=first_client)
 
+    def run_tasks(self, tasks: list[Callable[[], object]]) -> list:
+        return self.inner.run_tasks(tasks)
+
     def map_batched(self, function: base.ExecValue, batch, result_type, *, intrinsic: str):
-        found = self._tf_batch.leaf_function(function)
-        if found is not None:
-            leaf, leaf_function = found
-            apply = functools.partial(self.functions.map, leaf, leaf_function)
+        leaf_function = self.functions.function_of(function)
+        if leaf_function is not None:
+            apply = functools.partial(self.functions.map, leaf_function)
             chunk_key = leaf_function.graph_function
         else:
-            closure = self._batch_lambda.closure_of(function)
+            closure = batch_lambda.closure_of(function)
             if closure is None:
                 return None
             apply = functools.partial(self._lambdas.map, *closure)
@@ -292,9 +317,8 @@ class BatchingClientWork:
         if not any(batch.stacked) or batch.count <= size:
             result = apply(batch, result_type)
         else:
-            run = getattr(self.inner, "run_tasks", None)
-            parts = (self._chunks_in_parallel(run, apply, batch, result_type, size, chunk_key)
-                     if run is not None else
+            parts = (self._chunks_in_parallel(apply, batch, result_type, size, chunk_key)
+                     if self.inner.parallel else
                      self._chunks_in_turn(apply, batch, result_type, size, chunk_key))
             result = None if parts is None else batch_lib.Batch.concat(parts)
         if result is not None:
@@ -323,11 +347,12 @@ class BatchingClientWork:
                 self._chunk_sizes[chunk_key] = size
         return parts
 
-    def _chunks_in_parallel(self, run, apply, batch, result_type, size, chunk_key):
+    def _chunks_in_parallel(self, apply, batch, result_type, size, chunk_key):
         chunks = [batch.slice(start, min(start + size, batch.count))
                   for start in range(0, batch.count, size)]
         began = time.perf_counter()
-        parts = run([functools.partial(apply, chunk, result_type) for chunk in chunks])
+        parts = self.inner.run_tasks([functools.partial(apply, chunk, result_type)
+                                      for chunk in chunks])
         per_chunk = (time.perf_counter() - began) / max(1, len(chunks))
         if per_chunk < self.FAST_CHUNK_S and size < self.MAX_CHUNK and len(chunks) > 2:
             self._chunk_sizes[chunk_key] = size * 2
@@ -335,13 +360,12 @@ class BatchingClientWork:
 
     def fold_batched(self, zero_leaves: list, accumulate: base.ExecValue, batch, *,
                      intrinsic: str):
-        found = self._tf_batch.leaf_function(accumulate)
-        if found is None:
+        leaf_function = self.functions.function_of(accumulate)
+        if leaf_function is None:
             return None
-        leaf, leaf_function = found
         key = next(_task_keys)
         activity.report(intrinsic, 0, batch.count, key)
-        result = self.functions.fold(leaf, leaf_function, zero_leaves, batch)
+        result = self.functions.fold(leaf_function, zero_leaves, batch)
         if result is not None:
             activity.report(intrinsic, batch.count, batch.count, key)
         return result

@@ -15,22 +15,27 @@ Value representations here:
 - `ServerRep`: a SERVER value, one member in the server stack;
 - `ClientsRep`: a CLIENTS value, one value per child (each a CLIENTS value of that child);
 - `StructRep` and `IntrinsicRep`, as in the federating executor.
+
+The intrinsics' composing rules are registered beside their federating handlers
+(`federated_intrinsics.COMPOSE`).
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import federated_language
 from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec import intrinsics
 from tffexec.executors import base
+from tffexec.executors import federated_intrinsics
 from tffexec.executors import numeric
-from tffexec.executors.base import StructRep
+from tffexec.executors.base import IntrinsicRep, StructRep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,42 +71,6 @@ class ClientsRep:
     def __init__(self, values: list, all_equal: bool):
         self.values = values
         self.all_equal = all_equal
-
-
-class IntrinsicRep:
-    __slots__ = ("uri",)
-
-    def __init__(self, uri: str):
-        self.uri = uri
-
-
-Handler = Callable[["ComposingExecutor", Optional[base.ExecValue], Any], base.ExecValue]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(*uris: str):
-    def register(fn: Handler) -> Handler:
-        for uri in uris:
-            HANDLERS[uri] = fn
-        return fn
-
-    return register
-
-
-def intrinsic_proto(uri: str, type_spec) -> computation_pb2.Computation:
-    return computation_pb2.Computation(type=type_spec.to_proto(),
-                                       intrinsic=computation_pb2.Intrinsic(uri=uri))
-
-
-def identity_proto(type_spec) -> computation_pb2.Computation:
-    """`(x -> x)` of `type_spec`: the report function of the children's partial aggregates."""
-    function_type = federated_language.FunctionType(type_spec, type_spec)
-    result = computation_pb2.Computation(type=type_spec.to_proto(),
-                                         reference=computation_pb2.Reference(name="x"))
-    comp = computation_pb2.Computation(type=function_type.to_proto())
-    getattr(comp, "lambda").parameter_name = "x"
-    getattr(comp, "lambda").result.CopyFrom(result)
-    return comp
 
 
 class ComposingExecutor(base.SyncExecutor):
@@ -204,13 +173,14 @@ class ComposingExecutor(base.SyncExecutor):
             self._count("server")
             return child.value(self.server.materialize(rep.member), value.type_signature)
         if isinstance(rep, IntrinsicRep):
-            return child.value(intrinsic_proto(rep.uri, value.type_signature), value.type_signature)
+            return child.value(base.intrinsic_proto(rep.uri, value.type_signature),
+                               value.type_signature)
         raise errors.InternalError(f"unexpected representation {type(rep).__name__}")
 
     def forward(self, uri: str, type_spec, argument: Optional[base.ExecValue]) -> list:
         """Calls intrinsic `uri` (of function type `type_spec`) in every child on its part of
         `argument`; returns the children's results."""
-        proto = intrinsic_proto(uri, type_spec)
+        proto = base.intrinsic_proto(uri, type_spec)
         results = []
         for index, child in enumerate(self.children):
             function = child.executor.value(proto, type_spec)
@@ -235,15 +205,25 @@ class ComposingExecutor(base.SyncExecutor):
     def unplaced(self, server_value: base.ExecValue) -> base.ExecValue:
         return base.ExecValue(Unplaced(server_value), server_value.type_signature, self)
 
+    def server_member(self, value: base.ExecValue) -> base.ExecValue:
+        """A SERVER value (or a struct of them) as one value of the server stack (a zip)."""
+        rep = value.rep
+        if isinstance(rep, ServerRep):
+            return rep.member
+        if isinstance(rep, StructRep):
+            return self.server.struct([(n, self.server_member(v)) for n, v in rep.elements])
+        raise errors.ComputationError(
+            f"federated_zip_at_server expects SERVER values, found {value.type_signature}")
+
     # -- the executor interface ----------------------------------------------------------
     def value(self, value: Any, type_spec=None) -> base.ExecValue:
         if isinstance(value, computation_pb2.Computation):
             if type_spec is None:
                 type_spec = federated_language.Type.from_proto(value.type)
             kind = value.WhichOneof("computation")
-            if kind == "intrinsic" and value.intrinsic.uri == "generic_zero":
+            if kind == "intrinsic" and value.intrinsic.uri == intrinsics.GENERIC_ZERO:
                 return self._zero(type_spec)
-            if kind == "intrinsic" and value.intrinsic.uri in HANDLERS:
+            if kind == "intrinsic" and value.intrinsic.uri in federated_intrinsics.COMPOSE:
                 return base.ExecValue(IntrinsicRep(value.intrinsic.uri), type_spec, self)
             if kind == "placement":
                 return base.ExecValue(IntrinsicRep("placement:" + value.placement.uri), type_spec,
@@ -258,7 +238,7 @@ class ComposingExecutor(base.SyncExecutor):
     def _zero(self, type_spec) -> base.ExecValue:
         if isinstance(type_spec, federated_language.FederatedType):
             if type_spec.placement is federated_language.CLIENTS:
-                proto = intrinsic_proto("generic_zero", type_spec)
+                proto = base.intrinsic_proto(intrinsics.GENERIC_ZERO, type_spec)
                 return self.clients([c.executor.value(proto, type_spec) for c in self.children],
                                     type_spec)
             return self.plain_at_server(numeric.zeros(type_spec.member), type_spec)
@@ -278,13 +258,7 @@ class ComposingExecutor(base.SyncExecutor):
                     self._count("broadcast")
                     values.append(child.executor.value(shared, type_spec))
                 return self.clients(values, type_spec)
-            if not isinstance(value, (list, tuple)):
-                raise errors.ArgumentError(
-                    f"a value of type {type_spec} must be a list with one member per client")
-            if len(value) != self.num_clients:
-                raise errors.ArgumentError(
-                    f"the executor was configured for {self.num_clients} clients, but "
-                    f"{len(value)} values were provided for {type_spec}")
+            base.check_client_list(value, type_spec, self.num_clients)
             offset = self.children[0].first_client
             return self.clients(
                 [c.executor.value(list(value[c.first_client - offset:
@@ -302,10 +276,7 @@ class ComposingExecutor(base.SyncExecutor):
     def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
         rep = function.rep
         if isinstance(rep, IntrinsicRep):
-            handler = HANDLERS.get(rep.uri)
-            if handler is None:
-                raise errors.ComputationError(f"{rep.uri} cannot be called")
-            return handler(self, argument, function.type_signature)
+            return base.call_intrinsic(federated_intrinsics.COMPOSE, self, function, argument)
         if isinstance(rep, Unplaced):
             server_argument = self.in_server(argument) if argument is not None else None
             return self.unplaced(self.server.call(self.in_server(function), server_argument))
@@ -340,156 +311,3 @@ class ComposingExecutor(base.SyncExecutor):
                 members.extend(child.executor.materialize(child_value))
             return members
         raise errors.ComputationError(f"cannot return intrinsic {rep.uri} as a value")
-
-
-# -- intrinsics ------------------------------------------------------------------------------------
-def _args(ex: ComposingExecutor, argument, count: int) -> list:
-    return [ex.selection(argument, i) for i in range(count)]
-
-
-@handles("federated_value_at_server")
-def _value_at_server(ex, argument, type_spec):
-    return ex.at_server(ex.in_server(argument), type_spec.result)
-
-
-@handles("federated_eval_at_server")
-def _eval_at_server(ex, argument, type_spec):
-    return ex.at_server(ex.server.call(ex.in_server(argument)), type_spec.result)
-
-
-def _forwarding(uri: str) -> Handler:
-    """Work that stays with each child's clients: forwarded as is, results stay in the children."""
-
-    def handler(ex, argument, type_spec):
-        return ex.clients(ex.forward(uri, type_spec, argument), type_spec.result)
-
-    return handler
-
-
-for _uri in ("federated_value_at_clients", "federated_eval_at_clients", "federated_map",
-             "federated_map_all_equal", "federated_zip_at_clients", "federated_select",
-             "federated_secure_select"):
-    HANDLERS[_uri] = _forwarding(_uri)
-
-
-@handles("federated_broadcast")
-def _broadcast(ex, argument, type_spec):
-    """The server value is materialised once and embedded once per child."""
-    return ex.value(ex.server.materialize(argument.rep.member), type_spec.result)
-
-
-@handles("federated_apply")
-def _apply(ex, argument, type_spec):
-    fn, data = _args(ex, argument, 2)
-    return ex.at_server(ex.server.call(ex.in_server(fn), data.rep.member), type_spec.result)
-
-
-def _server_member(ex, value: base.ExecValue) -> base.ExecValue:
-    rep = value.rep
-    if isinstance(rep, ServerRep):
-        return rep.member
-    if isinstance(rep, StructRep):
-        return ex.server.struct([(n, _server_member(ex, v)) for n, v in rep.elements])
-    raise errors.ComputationError(
-        f"federated_zip_at_server expects SERVER values, found {value.type_signature}")
-
-
-@handles("federated_zip_at_server")
-def _zip_at_server(ex, argument, type_spec):
-    return ex.at_server(_server_member(ex, argument), type_spec.result)
-
-
-@handles("federated_aggregate")
-def _aggregate(ex, argument, type_spec):
-    """Each child aggregates its block with an identity report; the partial accumulators are
-    merged in client order on the server side with the computation's `merge`, then reported."""
-    values, zero, accumulate, merge, report = _args(ex, argument, 5)
-    accumulator_type = zero.type_signature
-    identity_type = federated_language.FunctionType(accumulator_type, accumulator_type)
-    child_type = federated_language.FunctionType(
-        federated_language.StructType([
-            values.type_signature, accumulator_type, accumulate.type_signature,
-            merge.type_signature, identity_type]),
-        federated_language.FederatedType(accumulator_type, federated_language.SERVER))
-    identity = ex.value(identity_proto(accumulator_type), identity_type)
-    child_argument = ex.struct([(None, values), (None, zero), (None, accumulate), (None, merge),
-                                (None, identity)])
-    partials = ex.partials("federated_aggregate", child_type, child_argument)
-    merge_fn = ex.in_server(merge)
-    result = ex.server.value(partials[0], accumulator_type)
-    for partial in partials[1:]:
-        pair = ex.server.struct([(None, result),
-                                 (None, ex.server.value(partial, accumulator_type))])
-        result = ex.server.call(merge_fn, pair)
-    return ex.at_server(ex.server.call(ex.in_server(report), result), type_spec.result)
-
-
-def _combining(uri: str, combine: Callable) -> Handler:
-    def handler(ex, argument, type_spec):
-        member_type = type_spec.result.member
-        return ex.plain_at_server(combine(ex.partials(uri, type_spec, argument), member_type),
-                                  type_spec.result)
-
-    return handler
-
-
-HANDLERS["federated_sum"] = _combining("federated_sum", numeric.sum_values)
-HANDLERS["federated_min"] = _combining("federated_min", numeric.min_values)
-HANDLERS["federated_max"] = _combining("federated_max", numeric.max_values)
-# Each child checks its clients' bounds; the partial sums are then added as plain sums.
-HANDLERS["federated_secure_sum"] = _combining("federated_secure_sum", numeric.sum_values)
-HANDLERS["federated_secure_sum_bitwidth"] = _combining("federated_secure_sum_bitwidth",
-                                                       numeric.sum_values)
-
-
-@handles("federated_secure_modular_sum")
-def _secure_modular_sum(ex, argument, type_spec):
-    _, modulus = _args(ex, argument, 2)
-    member_type = type_spec.result.member
-    partials = ex.partials("federated_secure_modular_sum", type_spec, argument)
-    result = numeric.modular_sum(partials, ex.materialize(modulus), member_type,
-                                 modulus.type_signature)
-    return ex.plain_at_server(result, type_spec.result)
-
-
-@handles("federated_mean")
-def _mean(ex, argument, type_spec):
-    member_type = type_spec.result.member
-    total = numeric.sum_values(ex.partials("federated_sum", type_spec, argument), member_type)
-    return ex.plain_at_server(numeric.mean_from_sum(total, member_type, ex.num_clients),
-                              type_spec.result)
-
-
-@handles("federated_weighted_mean")
-def _weighted_mean(ex, argument, type_spec):
-    _, weights = _args(ex, argument, 2)
-    member_type = type_spec.result.member
-    weight_type = weights.type_signature.member
-    means = ex.partials("federated_weighted_mean", type_spec, argument)
-    sum_type = federated_language.FunctionType(
-        weights.type_signature, federated_language.FederatedType(weight_type,
-                                                                 federated_language.SERVER))
-    weight_totals = ex.partials("federated_sum", sum_type, weights)
-    result = numeric.combine_weighted_means(means, weight_totals, member_type, weight_type)
-    return ex.plain_at_server(result, type_spec.result)
-
-
-def _generic(uri: str, op: Callable) -> Handler:
-    def handler(ex, argument, type_spec):
-        result_type = type_spec.result
-        if isinstance(result_type, federated_language.FederatedType):
-            if result_type.placement is federated_language.CLIENTS:
-                return ex.clients(ex.forward(uri, type_spec, argument), result_type)
-            left, right = _args(ex, argument, 2)
-            value = op(ex.materialize(left), ex.materialize(right), left.type_signature.member,
-                       right.type_signature.member, result_type.member)
-            return ex.plain_at_server(value, result_type)
-        function = ex.server.value(intrinsic_proto(uri, type_spec), type_spec)
-        return ex.unplaced(ex.server.call(function, ex.in_server(argument)))
-
-    return handler
-
-
-HANDLERS["generic_plus"] = _generic("generic_plus", numeric.generic_plus)
-HANDLERS["generic_multiply"] = _generic("generic_multiply", numeric.generic_multiply)
-HANDLERS["generic_divide"] = _generic("generic_divide", numeric.generic_divide)

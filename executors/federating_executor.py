@@ -19,9 +19,10 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec import intrinsics
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
-from tffexec.executors.base import StructRep
+from tffexec.executors.base import IntrinsicRep, StructRep
 from tffexec.executors import client_work as client_work_lib
 from tffexec.executors import federated_intrinsics
 from tffexec.executors import numeric
@@ -50,13 +51,6 @@ def _member_type(type_spec):
     return federated_language.StructType([(n, _member_type(t)) for n, t in type_spec.items()])
 
 
-class IntrinsicRep:
-    __slots__ = ("uri",)
-
-    def __init__(self, uri: str):
-        self.uri = uri
-
-
 class FederatingExecutor(base.SyncExecutor):
     """Implements placement and every federated intrinsic natively."""
 
@@ -79,16 +73,87 @@ class FederatingExecutor(base.SyncExecutor):
             self.child.close()
             self.client_work.close()
 
-    # -- per-client work, through the one seam ---------------------------------------------
-    def map_clients(self, function: base.ExecValue, arguments: list, intrinsic: str) -> list:
-        """Calls the child function `function` on every argument (one per client, in order)."""
+    # -- client work: the one place that chooses between columns and members ------------------
+    # Each method takes placed values, tries the batched path (one TensorFlow call or one numpy
+    # reduction for all clients) and falls back to the members, one client at a time, through
+    # the `ClientWork` seam. The handlers in `federated_intrinsics` call only these, so none of
+    # them chooses between the two paths (tests/test_batching_decision.py).
+    def map_clients(self, function: base.ExecValue, data: Optional[base.ExecValue], result_type,
+                    intrinsic: str) -> base.ExecValue:
+        """`function` (a child function) applied to every client's member of `data` (None: a
+        no-argument function called once per client); the CLIENTS value of `result_type`."""
+        if data is not None and data.rep.all_equal and result_type.all_equal:
+            # One shared member in, one shared member out: a single call.
+            return self.placed(self._map_members(function, data.rep.members, intrinsic),
+                               result_type)
+        batch = self._map_batch(data)
+        if batch is not None:
+            result = self.client_work.map_batched(function, batch, result_type.member,
+                                                  intrinsic=intrinsic)
+            if result is not None:
+                return self.placed_batch(result, result_type)
+        arguments = [None] * self.num_clients if data is None else self.members(data)
+        return self.placed(self._map_members(function, arguments, intrinsic), result_type)
+
+    def _map_batch(self, data: Optional[base.ExecValue]) -> Optional["batch_lib.Batch"]:
+        if data is not None:
+            return self.batch_of(data)
+        if not self.client_work.batching or not self.num_clients:
+            return None
+        # A no-argument function: a stateless graph gives every client the same value,
+        # evaluated once and shared; stateful graphs are not batchable and run per client.
+        return batch_lib.Batch(federated_language.StructType([]), self.num_clients, [], [])
+
+    def _map_members(self, function: base.ExecValue, arguments: list, intrinsic: str) -> list:
         return self.client_work.map(self.child, function, arguments, intrinsic=intrinsic,
                                     first_client=self.first_client)
 
-    def fold_clients(self, zero, accumulate, merge, members: list, intrinsic: str):
-        """Folds the members into `zero` with `accumulate`, in client order."""
-        return self.client_work.fold(self.child, zero, accumulate, merge, members,
-                                     intrinsic=intrinsic, first_client=self.first_client)
+    def fold_clients(self, zero: base.ExecValue, accumulate: base.ExecValue,
+                     merge: base.ExecValue, data: base.ExecValue, intrinsic: str) -> base.ExecValue:
+        """The accumulator (a child value): `accumulate` folded over the members of `data` from
+        `zero`, in client order (`merge` joins partial folds where the client work splits)."""
+        zero, accumulate = self.to_child(zero), self.to_child(accumulate)
+        batch = self.batch_of(data)
+        if batch is not None:
+            zero_type = zero.type_signature
+            zero_leaves = batch_lib.leaves_of(self.child.materialize(zero), zero_type)
+            if zero_leaves is not None:
+                folded = self.client_work.fold_batched(zero_leaves, accumulate, batch,
+                                                       intrinsic=intrinsic)
+                if folded is not None:
+                    return self.embed(batch_lib.pack(folded, zero_type), zero_type)
+        return self.client_work.fold(self.child, zero, accumulate, self.to_child(merge),
+                                     self.members(data), intrinsic=intrinsic,
+                                     first_client=self.first_client)
+
+    def reduce_clients(self, reduction: "numeric.Reduction", data: list, *args) -> Any:
+        """`reduction` of the CLIENTS values `data` (a plain value): its columnar twin over
+        their batches when every one is batched, else its per-client form over their members.
+        `args` follow the values (the member type, a bound, ...)."""
+        if reduction.columnar is not None:
+            batches = [self.batch_of(value) for value in data]
+            if all(b is not None for b in batches):
+                return reduction.columnar(*batches, *args)
+        return reduction.per_client(*[self.materialize_members(value) for value in data], *args)
+
+    def zip_clients(self, value: base.ExecValue, result_type) -> base.ExecValue:
+        """A struct of CLIENTS values as one CLIENTS value of structs (federated_zip)."""
+        batch = self.batch_of(value) if self.num_clients else None
+        if batch is not None:  # columns side by side: no per-client structs
+            return self.placed_batch(batch_lib.Batch(result_type.member, batch.count,
+                                                     batch.leaves, batch.stacked), result_type)
+        return self.placed([self.zipped_member(value, i) for i in range(self.num_clients)],
+                           result_type)
+
+    def zipped_member(self, value: base.ExecValue, index: int) -> base.ExecValue:
+        """Member `index` of a federated value or a struct of them, as one child value."""
+        rep = value.rep
+        if isinstance(rep, StructRep):
+            return self.child.struct([(n, self.zipped_member(v, index)) for n, v in rep.elements])
+        if not isinstance(rep, Placed):
+            raise errors.ComputationError(
+                f"federated_zip expects federated values, found {value.type_signature}")
+        return self.members(value)[index]
 
     # -- helpers used by the intrinsics ---------------------------------------------------
     def placed(self, members: list, type_spec) -> base.ExecValue:
@@ -97,10 +162,6 @@ class FederatingExecutor(base.SyncExecutor):
 
     def placed_batch(self, batch: "batch_lib.Batch", type_spec) -> base.ExecValue:
         return base.ExecValue(Placed(type_spec.placement, False, None, batch), type_spec, self)
-
-    @property
-    def batching(self) -> bool:
-        return hasattr(self.client_work, "map_batched")
 
     def members(self, value: base.ExecValue) -> list:
         """The members of a placed value, one per client for CLIENTS (shared when all-equal)."""
@@ -116,7 +177,7 @@ class FederatingExecutor(base.SyncExecutor):
 
     def batch_of(self, value: base.ExecValue) -> Optional["batch_lib.Batch"]:
         """The value's clients as columns, or None when they are not (or cannot be) batched."""
-        if not self.batching:
+        if not self.client_work.batching:
             return None
         rep = value.rep
         if isinstance(rep, Placed):
@@ -178,7 +239,7 @@ class FederatingExecutor(base.SyncExecutor):
         kind = comp.WhichOneof("computation")
         if kind == "intrinsic":
             uri = comp.intrinsic.uri
-            if uri == "generic_zero":
+            if uri == intrinsics.GENERIC_ZERO:
                 return self._zero(type_spec)
             if uri in federated_intrinsics.INTRINSICS:
                 return base.ExecValue(IntrinsicRep(uri), type_spec, self)
@@ -198,14 +259,8 @@ class FederatingExecutor(base.SyncExecutor):
             member_type = type_spec.member
             if type_spec.all_equal:
                 return self.placed([self.embed(value, member_type)], type_spec)
-            if not isinstance(value, (list, tuple)):
-                raise errors.ArgumentError(
-                    f"a value of type {type_spec} must be a list with one member per client")
-            if len(value) != self.num_clients:
-                raise errors.ArgumentError(
-                    f"the executor was configured for {self.num_clients} clients, but "
-                    f"{len(value)} values were provided for {type_spec}")
-            if self.batching:
+            base.check_client_list(value, type_spec, self.num_clients)
+            if self.client_work.batching:
                 batch = batch_lib.Batch.from_members(value, member_type)
                 if batch is not None:
                     return self.placed_batch(batch, type_spec)
@@ -220,10 +275,7 @@ class FederatingExecutor(base.SyncExecutor):
     def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
         rep = function.rep
         if isinstance(rep, IntrinsicRep):
-            handler = federated_intrinsics.INTRINSICS.get(rep.uri)
-            if handler is None:
-                raise errors.ComputationError(f"{rep.uri} cannot be called")
-            return handler(self, argument, function.type_signature)
+            return base.call_intrinsic(federated_intrinsics.INTRINSICS, self, function, argument)
         if isinstance(rep, base.ExecValue):
             child_arg = self.to_child(argument) if argument is not None else None
             return self.unplaced(self.child.call(rep, child_arg))

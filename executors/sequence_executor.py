@@ -13,25 +13,34 @@ A sequence's elements are read from its dataset graph only when one of these nee
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import federated_language
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec import intrinsics
 from tffexec.executors import base
+from tffexec.executors.base import IntrinsicRep
 from tffexec.executors import numeric
 
 
-class IntrinsicRep:
-    __slots__ = ("uri",)
+Handler = Callable[["SequenceExecutor", str, base.ExecValue, Any], base.ExecValue]
+#: URI -> handler for the intrinsics this layer implements: exactly `tffexec.intrinsics.UNPLACED`
+#: (tests/test_intrinsic_registry.py). generic_zero is a constant, embedded in `value`.
+HANDLERS: dict[str, Handler] = {}
 
-    def __init__(self, uri: str):
-        self.uri = uri
 
+def handles(*uris: str) -> Callable[[Handler], Handler]:
+    """Registers the decorated method for `uris` (each must be an unplaced intrinsic)."""
 
-SEQUENCE_INTRINSICS = ("sequence_map", "sequence_reduce", "sequence_sum")
-GENERIC_INTRINSICS = ("generic_plus", "generic_multiply", "generic_divide", "generic_zero")
+    def register(fn: Handler) -> Handler:
+        for uri in uris:
+            intrinsics.require(uri, intrinsics.UNPLACED, "an unplaced")
+            HANDLERS[uri] = fn
+        return fn
+
+    return register
 
 
 class SequenceExecutor(base.SyncExecutor):
@@ -39,14 +48,6 @@ class SequenceExecutor(base.SyncExecutor):
 
     def __init__(self, child: base.SyncExecutor):
         self._child = child
-        self._handlers = {
-            "sequence_map": self._sequence_map,
-            "sequence_reduce": self._sequence_reduce,
-            "sequence_sum": self._sequence_sum,
-            "generic_plus": self._generic(numeric.generic_plus),
-            "generic_multiply": self._generic(numeric.generic_multiply),
-            "generic_divide": self._generic(numeric.generic_divide),
-        }
 
     def close(self) -> None:
         self._child.close()
@@ -66,9 +67,9 @@ class SequenceExecutor(base.SyncExecutor):
             uri = value.intrinsic.uri
             if type_spec is None:
                 type_spec = federated_language.Type.from_proto(value.type)
-            if uri == "generic_zero":
+            if uri == intrinsics.GENERIC_ZERO:
                 return self._wrap(self._child.value(numeric.zeros(type_spec), type_spec))
-            if uri in self._handlers:
+            if uri in HANDLERS:
                 return base.ExecValue(IntrinsicRep(uri), type_spec, self)
             raise unknown_intrinsic(uri)
         if isinstance(value, base.ClosureSpec):
@@ -79,7 +80,7 @@ class SequenceExecutor(base.SyncExecutor):
     def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
         rep = function.rep
         if isinstance(rep, IntrinsicRep):
-            return self._handlers[rep.uri](argument, function.type_signature)
+            return base.call_intrinsic(HANDLERS, self, function, argument)
         child_arg = self._down(argument) if argument is not None else None
         return self._wrap(self._child.call(rep, child_arg))
 
@@ -100,7 +101,8 @@ class SequenceExecutor(base.SyncExecutor):
         sequence = self._child.materialize(sequence_value)
         return sequence.elements()
 
-    def _sequence_map(self, argument, type_spec):
+    @handles("sequence_map")
+    def _sequence_map(self, uri, argument, type_spec):
         from tffexec.formats import sequences  # noqa: PLC0415
 
         fn = self._arg(argument, 0)
@@ -114,7 +116,8 @@ class SequenceExecutor(base.SyncExecutor):
         result = sequences.SequenceValue(result_type.element, elements=outputs)
         return self._wrap(self._child.value(result, result_type))
 
-    def _sequence_reduce(self, argument, type_spec):
+    @handles("sequence_reduce")
+    def _sequence_reduce(self, uri, argument, type_spec):
         source = self._arg(argument, 0)
         accumulator = self._arg(argument, 1)
         op = self._arg(argument, 2)
@@ -125,28 +128,24 @@ class SequenceExecutor(base.SyncExecutor):
             accumulator = self._child.call(op, pair)
         return self._wrap(accumulator)
 
-    def _sequence_sum(self, argument, type_spec):
+    @handles("sequence_sum")
+    def _sequence_sum(self, uri, argument, type_spec):
         element_type = type_spec.result
         total = numeric.zeros(element_type)
         for element in self._elements(self._down(argument)):
             total = numeric.generic_plus(total, element, element_type, element_type, element_type)
         return self._wrap(self._child.value(total, element_type))
 
-    def _generic(self, op):
-        def handler(argument, type_spec):
-            left = self._arg(argument, 0)
-            right = self._arg(argument, 1)
-            value = op(self._child.materialize(left), self._child.materialize(right),
-                       left.type_signature, right.type_signature, type_spec.result)
-            return self._wrap(self._child.value(value, type_spec.result))
-
-        return handler
+    @handles(*numeric.GENERIC_OPS)
+    def _generic(self, uri, argument, type_spec):
+        left = self._arg(argument, 0)
+        right = self._arg(argument, 1)
+        value = numeric.GENERIC_OPS[uri](self._child.materialize(left),
+                                         self._child.materialize(right), left.type_signature,
+                                         right.type_signature, type_spec.result)
+        return self._wrap(self._child.value(value, type_spec.result))
 
 
 def unknown_intrinsic(uri: str) -> errors.ComputationError:
-    from tffexec.executors import federated_intrinsics  # noqa: PLC0415
-
-    supported = sorted(set(federated_intrinsics.INTRINSICS) | set(SEQUENCE_INTRINSICS)
-                       | set(GENERIC_INTRINSICS))
-    return errors.ComputationError(
-        f"unknown intrinsic {uri!r}; supported: {', '.join(supported)}")
+    """The error for a URI tffexec does not implement (it lists those it does)."""
+    return errors.ComputationError(intrinsics.unknown(uri))

@@ -6,9 +6,10 @@ imported once per distinct graph and reused for every call and every client.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-from typing import Any, Optional
+from typing import Any, ContextManager, Optional
 
 import federated_language
 import numpy as np
@@ -42,6 +43,7 @@ class TensorFlowExecutor(base.SyncExecutor):
     def __init__(self, *, seed: int | None = None, policy=None, device: str | None = None):
         self._seed = seed
         self._device = device  # "cpu", "gpu" or "gpu:N": where imported graphs are placed
+        self._tf_device_name: Optional[str] = None  # TensorFlow's name for it, checked once
         # Which ops may run and how long sequences may be: graphs are checked before they are
         # imported, dataset graphs in values before they become datasets (see op_check).
         self._policy = policy if policy is not None else policy_lib.DEFAULT
@@ -144,10 +146,17 @@ class TensorFlowExecutor(base.SyncExecutor):
 
     def _tf_device(self) -> str:
         """The TensorFlow device of `--device` (checked once: exit 7 when there is no GPU)."""
-        name = getattr(self, "_tf_device_name", None)
+        name = self._tf_device_name
         if name is None:
             name = self._tf_device_name = tf_runtime.check_device(self._device)
         return name
+
+    def device_scope(self) -> ContextManager:
+        """Where this leaf's TensorFlow work runs (for calls made on its behalf, e.g. batched
+        ones): `--device`, or TensorFlow's choice when none was given."""
+        if self._device is None:
+            return contextlib.nullcontext()
+        return tf_runtime.tensorflow().device(self._tf_device())
 
     # -- conversions at the TensorFlow boundary -------------------------------------------------
     def _to_tf(self, value):

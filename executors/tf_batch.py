@@ -30,47 +30,6 @@ from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_function
 
 
-def leaf_function(value: base.ExecValue):
-    """(leaf executor, LeafFunction) under the layers wrapping `value`, or None (e.g. a lambda)."""
-    while isinstance(value, base.ExecValue):
-        if isinstance(value.owner, tensorflow_executor.TensorFlowExecutor):
-            if isinstance(value.rep, tensorflow_executor.LeafFunction):
-                return value.owner, value.rep
-            return None
-        value = value.rep
-    return None
-
-
-def _stateful_ops(graph_def) -> set[str]:
-    from tensorflow.python.framework import op_def_registry  # noqa: PLC0415
-
-    found = set()
-    nodes = list(graph_def.node)
-    for function in graph_def.library.function:
-        nodes.extend(function.node_def)
-    for node in nodes:
-        op_def = op_def_registry.get(node.op)
-        if op_def is None or op_def.is_stateful:
-            found.add(node.op)
-    return found
-
-
-def batchable(graph_function: tf_function.GraphFunction) -> bool:
-    """Whether the graph can run for all clients at once with per-client semantics intact."""
-    cached = getattr(graph_function, "_tffexec_batchable", None)
-    if cached is not None:
-        return cached
-    proto = graph_function._proto
-    ok = (graph_function._shared is not None
-          and not proto.initialize_op
-          and not getattr(graph_function, "_string_graph_params", ())
-          and all(kind == "tensor" for kind, _ in graph_function.parameter_leaves)
-          and all(kind == "tensor" for kind, _ in graph_function.result_leaves)
-          and not _stateful_ops(graph_function._graph_def))
-    graph_function._tffexec_batchable = ok
-    return ok
-
-
 def _graph_for_batching(tf, graph_function):
     """The graph with its parameter placeholders turned into identities of fresh input names.
 
@@ -79,7 +38,7 @@ def _graph_for_batching(tf, graph_function):
     input map provides can. Returns the GraphDef, the input-map keys for the parameters (in
     binding order) and extra inputs (TFF's session token, fed one constant for the batch).
     """
-    graph_def = graph_function._prepared_graph_def()
+    graph_def = graph_function.prepared_graph_def()
     by_name = {node.name: node for node in graph_def.node}
     keys = []
     for index, (_, tensor_name) in enumerate(graph_function.parameter_leaves):
@@ -91,7 +50,7 @@ def _graph_for_batching(tf, graph_function):
         else:
             keys.append(tensor_name)
     extra = {}
-    token = graph_function._proto.session_token_tensor_name
+    token = graph_function.session_token_name
     token_node = by_name.get(token.split(":")[0]) if token else None
     if token_node is not None:
         if token_node.op == "Placeholder":
@@ -117,23 +76,37 @@ def _spec(tf, array: np.ndarray, stacked: bool):
 
 
 class BatchedFunctions:
-    """Compiled batched versions of graph functions, and the refusals, for one stack."""
+    """Compiled batched versions of graph functions, and the refusals, for one stack's leaf.
 
-    def __init__(self):
+    `leaf` is the stack's TensorFlow executor (handed over by the stack builder): the functions
+    batched are its functions, and batched calls run on its device.
+    """
+
+    def __init__(self, leaf: tensorflow_executor.TensorFlowExecutor):
+        self.leaf = leaf
         self._compiled: dict = {}
         self._refused: set = set()
         self._lock = threading.Lock()
         self.calls = 0  # batched TensorFlow calls made (observable by tests and benchmarks)
         self.jit = True  # compile folds with XLA where it can
 
+    def function_of(self, value: base.ExecValue) -> Optional[tensorflow_executor.LeafFunction]:
+        """The leaf's function under the layers wrapping `value`, or None (e.g. a lambda)."""
+        while isinstance(value, base.ExecValue):
+            if value.owner is self.leaf:
+                rep = value.rep
+                return rep if isinstance(rep, tensorflow_executor.LeafFunction) else None
+            value = value.rep
+        return None
+
     # -- maps ----------------------------------------------------------------------------------------
-    def map(self, leaf, function, batch: batch_lib.Batch, result_type) -> Optional[batch_lib.Batch]:
+    def map(self, function, batch: batch_lib.Batch, result_type) -> Optional[batch_lib.Batch]:
         """`function` applied to every client's value of `batch`, as a Batch of `result_type`.
 
         None when the function cannot be batched: the caller runs it per client.
         """
         graph_function = function.graph_function
-        if batch.count == 0 or not batchable(graph_function):
+        if batch.count == 0 or not graph_function.batchable:
             return None
         result_types = batch_lib.leaf_types(result_type)
         if result_types is None:
@@ -141,7 +114,7 @@ class BatchedFunctions:
         if not any(batch.stacked):
             # Every client has the same input, and the graph is stateless: one call, one shared
             # result.
-            outputs = self._run(leaf, graph_function, list(batch.leaves))
+            outputs = self._run(graph_function, list(batch.leaves))
             if outputs is None:
                 return None
             leaves = [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in
@@ -155,7 +128,7 @@ class BatchedFunctions:
             return None
         stacked = [a for a, s in zip(batch.leaves, batch.stacked) if s]
         shared = [a for a, s in zip(batch.leaves, batch.stacked) if not s]
-        outputs = self._invoke(leaf, key, compiled, stacked, shared)
+        outputs = self._invoke(key, compiled, stacked, shared)
         if outputs is None:
             return None
         leaves = [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
@@ -185,11 +158,11 @@ class BatchedFunctions:
         return all_clients.get_concrete_function()
 
     # -- folds ---------------------------------------------------------------------------------------
-    def fold(self, leaf, function, zero_leaves: list, batch: batch_lib.Batch) -> Optional[list]:
+    def fold(self, function, zero_leaves: list, batch: batch_lib.Batch) -> Optional[list]:
         """The in-order fold of `function` (accumulate: <acc, member> -> acc) over the clients,
         starting from `zero_leaves`, in one TensorFlow call; the accumulator's leaves, or None."""
         graph_function = function.graph_function
-        if batch.count == 0 or not any(batch.stacked) or not batchable(graph_function):
+        if batch.count == 0 or not any(batch.stacked) or not graph_function.batchable:
             return None
         if len(graph_function.parameter_leaves) != len(zero_leaves) + len(batch.leaves) or \
                 len(graph_function.result_leaves) != len(zero_leaves):
@@ -209,7 +182,7 @@ class BatchedFunctions:
                                                                    batch, jit))
             if compiled is None:
                 continue
-            outputs = self._invoke(leaf, variant, compiled, list(zero_leaves), stacked, shared,
+            outputs = self._invoke(variant, compiled, list(zero_leaves), stacked, shared,
                                    refuse_any_error=jit)
             if outputs is not None:
                 break
@@ -264,14 +237,14 @@ class BatchedFunctions:
                         return None
         return compiled
 
-    def _invoke(self, leaf, key, compiled, *args, refuse_any_error: bool = False):
+    def _invoke(self, key, compiled, *args, refuse_any_error: bool = False):
         tf = tf_runtime.tensorflow()
         try:
-            with self._device(leaf, tf):
+            with self.leaf.device_scope():
                 # The concrete function's flat entry point: binding Python arguments to the
                 # signature costs more than the call itself for small batches.
                 flat = [tf.convert_to_tensor(x) for group in args for x in group]
-                outputs = tf_function._call(compiled, flat)
+                outputs = tf_function.call_flat(compiled, flat)
         except tf.errors.OpError:
             if not refuse_any_error:
                 return None  # a data-dependent failure: the per-client path names the client
@@ -287,18 +260,9 @@ class BatchedFunctions:
         self.calls += 1
         return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
-    def _run(self, leaf, graph_function, flat_args):
-        tf = tf_runtime.tensorflow()
+    def _run(self, graph_function, flat_args):
         try:
-            with self._device(leaf, tf):
+            with self.leaf.device_scope():
                 return graph_function(flat_args)
         except Exception:  # noqa: BLE001 - the per-client path reports the real error
             return None
-
-    @staticmethod
-    def _device(leaf, tf):
-        import contextlib  # noqa: PLC0415
-
-        if getattr(leaf, "_device", None) is None:
-            return contextlib.nullcontext()
-        return tf.device(leaf._tf_device())

@@ -67,6 +67,21 @@ def _flatten_binding(binding: computation_pb2.TensorFlow.Binding, out: list) -> 
         raise errors.ComputationError(f"unknown binding kind {kind!r}")
 
 
+def _stateful_ops(graph_def) -> set[str]:
+    """The ops of the graph (library functions included) that TensorFlow declares stateful."""
+    from tensorflow.python.framework import op_def_registry  # noqa: PLC0415 - TF loads lazily
+
+    found = set()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    for node in nodes:
+        op_def = op_def_registry.get(node.op)
+        if op_def is None or op_def.is_stateful:
+            found.add(node.op)
+    return found
+
+
 def _node_name(tensor_name: str) -> str:
     name = tensor_name.split(":")[0]
     return name[1:] if name.startswith("^") else name
@@ -113,8 +128,29 @@ class GraphFunction:
         self._lock = threading.Lock()
         self._idle: list[Callable] = []
         self._shared: Callable | None = None
+        self._batchable: bool | None = None  # computed on first use (see `batchable`)
         if not self._stateful:
             self._shared = self._build_instance()
+
+    @property
+    def session_token_name(self) -> str:
+        """The tensor TFF's session token feeds ("" when the graph has none)."""
+        return self._proto.session_token_tensor_name
+
+    @property
+    def batchable(self) -> bool:
+        """Whether the graph can run for all clients at once with per-client semantics intact
+        (see `tf_batch`): tensors in and out, no resources, no initialize op, no graph-string
+        parameter to check per call, no stateful op (random ops included)."""
+        if self._batchable is None:
+            self._batchable = (
+                self._shared is not None
+                and not self._proto.initialize_op
+                and not self._string_graph_params
+                and all(kind == "tensor" for kind, _ in self.parameter_leaves)
+                and all(kind == "tensor" for kind, _ in self.result_leaves)
+                and not _stateful_ops(self._graph_def))
+        return self._batchable
 
     @staticmethod
     def _all_nodes(graph_def):
@@ -126,7 +162,7 @@ class GraphFunction:
     def _has_shared_name(node) -> bool:
         return "shared_name" in node.attr
 
-    def _prepared_graph_def(self):
+    def prepared_graph_def(self):
         """A copy of the GraphDef with unique shared names, seeds, the init dependency and
         library function names unique per content (TensorFlow's function library is
         process-wide: see `tf_library`)."""
@@ -180,7 +216,7 @@ class GraphFunction:
 
     def _build_instance(self) -> Callable:
         tf = tf_runtime.tensorflow()
-        graph_def = self._prepared_graph_def()
+        graph_def = self.prepared_graph_def()
 
         def import_graph():
             tf.graph_util.import_graph_def(graph_def, name="")
@@ -242,7 +278,7 @@ class GraphFunction:
         try:
             if self._feeds_token:
                 inputs.append(tf.constant(uuid.uuid4().hex))
-            outputs = _call(instance, inputs)
+            outputs = call_flat(instance, inputs)
         except tf.errors.OpError as e:
             if sequences.LIMIT_MARKER in e.message:
                 raise self._policy.sequence_too_long() from None
@@ -280,7 +316,7 @@ def _error_cause(message: str) -> str:
     return lines[0].strip() if lines else message
 
 
-def _call(function, inputs: list):
+def call_flat(function, inputs: list):
     """Calls a pruned function with flat tensors.
 
     A pruned function has no structured signature, so its public `__call__` first fails to bind

@@ -71,8 +71,9 @@ class ShardWorker:
         self._config = config
         if intra_op_threads is not None:
             tf_runtime.request_threads(intra_op_threads, None)
-        self._unplaced = stacks.unplaced_stack(config)
-        self._work = stacks.client_work(config)
+        leaf = stacks.leaf_executor(config)
+        self._unplaced = stacks.unplaced_stack(config, leaf)
+        self._work = stacks.client_work(config, leaf)
         self._shards: dict[str, _Shard] = {}
         self._protos: dict[bytes, computation_pb2.Computation] = {}
         self._types: dict[bytes, Any] = {}

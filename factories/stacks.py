@@ -60,21 +60,30 @@ def tf_thread_plan(config: config_lib.StackConfig) -> tuple[int | None, int | No
     return None, None
 
 
-def unplaced_stack(config: config_lib.StackConfig) -> base.SyncExecutor:
-    """The stack that runs unplaced work: closures, TensorFlow, sequences."""
-    leaf = tensorflow_executor.TensorFlowExecutor(seed=config.seed, policy=config.policy,
+def leaf_executor(config: config_lib.StackConfig) -> tensorflow_executor.TensorFlowExecutor:
+    """The TensorFlow executor at the bottom of a stack (handed to whoever batches on it)."""
+    return tensorflow_executor.TensorFlowExecutor(seed=config.seed, policy=config.policy,
                                                   device=config.device)
+
+
+def unplaced_stack(config: config_lib.StackConfig,
+                   leaf: tensorflow_executor.TensorFlowExecutor | None = None) -> base.SyncExecutor:
+    """The stack that runs unplaced work: closures, TensorFlow, sequences (on `leaf`, or on a
+    new leaf executor)."""
+    leaf = leaf if leaf is not None else leaf_executor(config)
     return rre.ReferenceResolvingExecutor(
         sequence_executor.SequenceExecutor(rre.ReferenceResolvingExecutor(leaf)))
 
 
-def client_work(config: config_lib.StackConfig) -> client_work_lib.ClientWork:
-    """Per-client work: batched where possible, else sequential or on a pool of threads."""
+def client_work(config: config_lib.StackConfig,
+                leaf: tensorflow_executor.TensorFlowExecutor) -> client_work_lib.ClientWork:
+    """Per-client work: batched on `leaf` (the unplaced stack's leaf) where possible, else
+    sequential or on a pool of threads."""
     if config.kind == "threaded":
         work = client_work_lib.ThreadedClientWork(config.threads, config.clients_per_thread)
     else:
         work = client_work_lib.SequentialClientWork()
-    return client_work_lib.BatchingClientWork(work) if config.batch else work
+    return client_work_lib.BatchingClientWork(work, leaf) if config.batch else work
 
 
 def flat_stack(unplaced: base.SyncExecutor, num_clients: int,
@@ -100,8 +109,9 @@ def build_stack(config: config_lib.StackConfig, num_clients: int) -> base.SyncEx
         raise errors.InternalError("the Ray stack is built by tffexec.factories.ray_stack")
     if config.device is not None:
         tf_runtime.check_device(config.device)  # a missing GPU is exit 7 before any work
-    unplaced = unplaced_stack(config)
-    work = client_work(config)
+    leaf = leaf_executor(config)
+    unplaced = unplaced_stack(config, leaf)
+    work = client_work(config, leaf)
     fanout = config.max_fanout
     if fanout is None or num_clients <= fanout:
         return flat_stack(unplaced, num_clients, work)

@@ -18,6 +18,7 @@ from federated_language.proto import computation_pb2
 from google.protobuf import unknown_fields
 
 from tffexec import errors
+from tffexec import intrinsics
 from tffexec.formats import graphs
 
 ROOT_PATH = "<root>"
@@ -53,41 +54,8 @@ SUPPORTED_NODE_KINDS = frozenset(
 )
 UNSUPPORTED_NODE_KINDS = frozenset(NODE_KINDS) - SUPPORTED_NODE_KINDS
 
-#: The intrinsic URIs tffexec implements: federated-language 0.5.4's `intrinsic_defs` registry
-#: (tested against it in tests/test_analysis.py) plus `federated_secure_modular_sum`, which older
-#: TFF releases defined in `intrinsic_defs` and 0.87 in `backends/mapreduce/intrinsics.py`.
-SUPPORTED_INTRINSICS = frozenset(
-    {
-        "federated_aggregate",
-        "federated_apply",
-        "federated_broadcast",
-        "federated_eval_at_clients",
-        "federated_eval_at_server",
-        "federated_map",
-        "federated_map_all_equal",
-        "federated_max",
-        "federated_mean",
-        "federated_min",
-        "federated_secure_modular_sum",
-        "federated_secure_select",
-        "federated_secure_sum",
-        "federated_secure_sum_bitwidth",
-        "federated_select",
-        "federated_sum",
-        "federated_value_at_clients",
-        "federated_value_at_server",
-        "federated_weighted_mean",
-        "federated_zip_at_clients",
-        "federated_zip_at_server",
-        "generic_divide",
-        "generic_multiply",
-        "generic_plus",
-        "generic_zero",
-        "sequence_map",
-        "sequence_reduce",
-        "sequence_sum",
-    }
-)
+#: The intrinsic URIs tffexec implements, from the one registry (`tffexec.intrinsics`).
+SUPPORTED_INTRINSICS = intrinsics.SUPPORTED
 
 CLIENTS = "clients"
 SERVER = "server"

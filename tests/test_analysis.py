@@ -8,6 +8,7 @@ from federated_language.proto import computation_pb2 as pb
 from federated_language.proto import data_type_pb2
 
 from tffexec import errors
+from tffexec import intrinsics
 from tffexec.formats import analysis
 from tffexec.formats import graphs
 from tffexec.formats.protos import tf_graph_pb2
@@ -97,11 +98,12 @@ def test_committed_conformance_cases_are_present():
 
 # --- supported sets ------------------------------------------------------------------------------
 
-def test_supported_intrinsics_are_federated_language_registry_plus_secure_modular_sum():
+def test_supported_intrinsics_are_federated_language_registry_plus_declared_extras():
     from federated_language.compiler import intrinsic_defs
 
     registry = set(intrinsic_defs._intrinsic_registry)  # pylint: disable=protected-access
-    assert analysis.SUPPORTED_INTRINSICS == registry | {"federated_secure_modular_sum"}
+    extras = {d.uri for d in intrinsics.INTRINSICS.values() if not d.in_federated_language}
+    assert analysis.SUPPORTED_INTRINSICS == registry | extras
 
 
 def test_node_kinds_match_computation_proto():

@@ -20,6 +20,7 @@ from tffexec import errors
 from tffexec import runner as runner_lib
 from tffexec.cli import main as cli_main
 from tffexec.executors import batch as batch_lib
+from tffexec.executors import numeric
 from tffexec.executors import client_work
 from tffexec.executors import tensorflow_executor
 from tffexec.factories import config as config_lib
@@ -100,7 +101,7 @@ def test_in_order_sum_of_columns_matches_a_python_fold(shape):
     expected = np.array(column[0])
     for row in column[1:]:
         expected = np.add(expected, row, dtype=np.float32)
-    np.testing.assert_array_equal(batch_lib._in_order_sum(column, np.float32), expected)
+    np.testing.assert_array_equal(numeric._in_order_sum(column, np.float32), expected)
 
 
 def test_aggregate_with_a_tensorflow_accumulate_is_one_in_order_fold():

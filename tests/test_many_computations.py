@@ -250,8 +250,8 @@ def test_instances_of_a_graph_with_a_resource_inside_a_function_coexist():
     comp.tensorflow.graph_def.value = graph_def.SerializeToString(deterministic=True)
     graph_function = tf_function.GraphFunction(comp.tensorflow)
     first, second = graph_function._build_instance(), graph_function._build_instance()
-    assert int(tf_function._call(first, [tf.constant(2)])[0]) == 4
-    assert int(tf_function._call(second, [tf.constant(3)])[0]) == 6
+    assert int(tf_function.call_flat(first, [tf.constant(2)])[0]) == 4
+    assert int(tf_function.call_flat(second, [tf.constant(3)])[0]) == 6
 
 
 # -- tf_library on hand-written GraphDefs ----------------------------------------------------------
