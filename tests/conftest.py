@@ -1,6 +1,7 @@
 """Shared fixtures: where the committed conformance cases (and an optional external corpus) live."""
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 
@@ -23,6 +24,17 @@ def corpus_dir() -> pathlib.Path:
     if not CONFORMANCE.is_dir():
         pytest.fail(f"the committed conformance cases are missing at {CONFORMANCE}")
     return CONFORMANCE
+
+
+@pytest.fixture
+def cli_runner(monkeypatch):
+    """click's CliRunner in an environment without TFFEXEC_* variables (they set flags)."""
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    for key in list(os.environ):
+        if key.startswith("TFFEXEC_"):
+            monkeypatch.delenv(key)
+    return CliRunner()
 
 
 def pytest_generate_tests(metafunc):
