@@ -60,12 +60,12 @@ class Problems:
     def __len__(self) -> int:
         return len(self.computation) + len(self.argument)
 
-    def add(self, error: errors.TffexecError, *, in_argument: bool = False) -> None:
-        """Raises `error`, or (collecting) records it as a problem at its path."""
+    def add(self, error: errors.TffexecError) -> None:
+        """Raises `error`, or (collecting) records it as a problem of the computation at its
+        path (the root for a client count)."""
         if not self.collect:
             raise error
-        problem = analysis.Problem(error.path or analysis.ROOT_PATH, error.message)
-        (self.argument if in_argument else self.computation).append(problem)
+        self.computation.append(analysis.Problem(error.path or analysis.ROOT_PATH, error.message))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,7 @@ def signature(computation: computation_pb2.Computation, *, file: str | None = No
                      getattr(function_type, "result", function_type))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # no __eq__: comparing arguments can run TF
 class Prepared:
     """A computation and its argument, checked and ready to call on a stack of `clients`.
 
