@@ -5,7 +5,9 @@ Python API (imported lazily, so `import tffexec` stays instant):
 - `tffexec.run(computation, arg=None, *, clients=None, stack=None, seed=None)` runs a computation
   (a path, bytes, a `Computation` proto or a federated-language computation) and returns the
   result in tffexec's Python representation (see `tffexec.formats`).
-- `tffexec.Runner(config)` keeps stacks and imported graphs across many runs.
+- `tffexec.Runner(config)` keeps stacks and imported graphs across many runs; `Runner.run` is
+  `Runner.call(Runner.prepare(...))`, and a `Prepared` (checked, converted, client count settled)
+  may be called many times.
 - `tffexec.StackConfig` describes the stack (the same object the CLI builds from its flags).
 - `tffexec.install_context(config=None)` makes tffexec federated-language's default execution
   context, so traced federated-language computations run on tffexec when called.

@@ -438,13 +438,13 @@ class CaseRunner:
         return runner
 
     def _run(self, case: Case, settings: CaseSettings, config) -> list[tuple[str, str]]:
-        from tffexec import stages  # noqa: PLC0415
+        from tffexec import preflight  # noqa: PLC0415
         from tffexec.formats import compare  # noqa: PLC0415
         from tffexec.formats import loading  # noqa: PLC0415
 
         comp_name = display_path(case.comp)
         computation = loading.load_computation(case.comp, name=comp_name)
-        sig = stages.signature(computation, file=comp_name)
+        sig = preflight.signature(computation, file=comp_name)
         argument = None
         if case.arg is not None:
             argument = loading.load_value(case.arg, sig.parameter_type,

@@ -1,13 +1,19 @@
 """`tffexec.run`: one call from a serialized computation and an argument to the result.
 
-The steps are the ones federated-language's execution context takes (tff-runtime-facts.md §1):
-check the argument against the parameter type, infer the number of clients from it, get a stack
-for that count from the factory (built lazily, cached), embed the argument and the computation,
-call, materialise. Unlike TFF, a computation that places values at CLIENTS with no client count
-from the argument or `clients=` is an error rather than a silent zero.
+The steps are the ones federated-language's execution context takes (tff-runtime-facts.md §1),
+split in two, as ONNX's reference evaluator splits `_init` from `run`:
+
+- `Runner.prepare`: check the computation (once per computation), check the argument against
+  the parameter type, infer the number of clients from it (`tffexec.preflight`);
+- `Runner.call`: get a stack for that count from the factory (built lazily, cached), embed the
+  argument and the computation, call, materialise.
+
+`Runner.run` is the two in one. Unlike TFF, a computation that places values at CLIENTS with no
+client count from the argument or `clients=` is an error rather than a silent zero.
 """
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 from typing import Any, Optional, Union
@@ -15,15 +21,22 @@ from typing import Any, Optional, Union
 import federated_language
 from federated_language.proto import computation_pb2
 
+from tffexec import preflight
 from tffexec import errors
+from tffexec import stages
 from tffexec.factories import config as config_lib
 from tffexec.factories import executor_factory
 from tffexec.formats import analysis
 from tffexec.formats import loading
-from tffexec.formats import op_check
-from tffexec.formats import policy as policy_lib
-from tffexec.formats import values as values_lib
-from tffexec.formats.protos import executor_pb2
+
+# The pieces of a prepared run, importable from here as well (`Runner.prepare` returns them).
+Prepared = preflight.Prepared
+Signature = preflight.Signature
+signature = preflight.signature
+prepare_argument = preflight.prepare_argument
+
+#: How many computations a Runner remembers as checked (a training loop alternates two).
+CHECKED_COMPUTATIONS = 16
 
 ComputationLike = Union[str, os.PathLike, bytes, computation_pb2.Computation, Any]
 
@@ -44,70 +57,81 @@ def to_proto(computation: ComputationLike) -> computation_pb2.Computation:
         "or a federated-language computation")
 
 
-def prepare_argument(arg: Any, parameter_type) -> Any:
-    """The argument in tffexec's Python representation, checked against the parameter type."""
-    if parameter_type is None:
-        if arg is not None:
-            raise errors.ArgumentError("the computation takes no argument, but one was given")
-        return None
-    if arg is None:
-        raise errors.ArgumentError(f"the computation needs an argument of type {parameter_type}")
-    if isinstance(arg, os.PathLike):  # a str stays a value: the parameter may be a string
-        arg = loading.load_value(pathlib.Path(arg), parameter_type)
-    elif isinstance(arg, executor_pb2.Value):
-        arg, _ = values_lib.value_from_proto(arg, parameter_type)
-    return values_lib.normalize(arg, parameter_type, path="arg")
-
-
-def resolve_clients(comp: computation_pb2.Computation, arg: Any, parameter_type,
-                    clients: Optional[int], *, max_clients: Optional[int] = None) -> int:
-    """The client count: from the argument, from `clients`, checked against each other and
-    against `max_clients` (default: the current policy's limit; exceeding it is a PolicyError)."""
-    inferred = values_lib.infer_clients(arg, parameter_type) if parameter_type is not None else None
-    if inferred is not None and clients is not None and inferred != clients:
-        raise errors.ArgumentError(
-            f"--clients {clients} disagrees with the argument, which has {inferred} clients")
-    limit = policy_lib.current().max_clients if max_clients is None else max_clients
-    if inferred is not None or clients is not None:
-        count = inferred if inferred is not None else clients
-        policy_lib.check_clients(count, limit)
-        return count
-    if analysis.analyze(comp).uses_clients:
-        raise errors.ArgumentError(
-            "the computation places values at CLIENTS but the number of clients is unknown: "
-            "pass --clients N (or clients=N)")
-    return 0
-
-
 class Runner:
-    """Runs computations on stacks from one factory; reuse it to reuse stacks and graphs."""
+    """Runs computations on stacks from one factory; reuse it to reuse stacks and graphs.
+
+    `run` is `call(prepare(...))`. `prepare` does everything that does not need a stack: the
+    checks of the computation (once per computation object: its analysis is kept), the argument's
+    conversion and checks, the client count. `call` runs a `Prepared` on the stack for its client
+    count, and may be repeated: a benchmark or a loop of rounds on one argument prepares once.
+    """
 
     def __init__(self, config: Optional[config_lib.StackConfig] = None):
         self.config = config or config_lib.StackConfig()
         self.factory = executor_factory.LazyExecutorFactory(self.config)
+        # id(computation) -> (computation, its analysis), the most recent CHECKED_COMPUTATIONS;
+        # the proto is kept, so its id is not reused while it is here.
+        self._checked: collections.OrderedDict[
+            int, tuple[computation_pb2.Computation, analysis.Analysis]] = collections.OrderedDict()
+        self.prepares = 0  # how many times `prepare` ran (observable by tests and tools)
+
+    def check(self, computation: ComputationLike) -> analysis.Analysis:
+        """The analysis of a computation that passed the static checks and the op policy.
+
+        Done once per computation object; raises `ComputationError` (exit 3) or `PolicyError`
+        (exit 5) naming the AST path.
+        """
+        comp = to_proto(computation)
+        hit = self._checked.get(id(comp))
+        if hit is not None and hit[0] is comp:
+            self._checked.move_to_end(id(comp))
+            return hit[1]
+        result = preflight.check_computation(comp, self.config.policy, preflight.Problems())
+        self._checked[id(comp)] = (comp, result)
+        while len(self._checked) > CHECKED_COMPUTATIONS:
+            self._checked.popitem(last=False)
+        return result
+
+    def prepare(self, computation: ComputationLike, arg: Any = None, *,
+                clients: Optional[int] = None) -> preflight.Prepared:
+        """Checks the computation and the argument and settles the client count; builds nothing.
+
+        Args: as for `run`.
+
+        Raises:
+          tffexec.errors.ComputationError: the computation is unusable (exit 3).
+          tffexec.errors.ArgumentError: the argument does not fit the parameter type, or the
+            client count is unknown or disagrees with `clients` (exit 4).
+          tffexec.errors.PolicyError: an op or a limit the policy refuses (exit 5).
+        """
+        with stages.stage(stages.PREPARE):
+            self.prepares += 1
+            comp = to_proto(computation)
+            return preflight.prepare(
+                comp, arg, clients if clients is not None else self.config.clients,
+                policy=self.config.policy, problems=preflight.Problems(),
+                checked=self.check(comp))
+
+    def stack(self, prepared: preflight.Prepared):
+        """The stack `call` runs `prepared` on: built on first use, then cached per client count."""
+        return self.factory.create_executor({federated_language.CLIENTS: prepared.clients})
+
+    def call(self, prepared: preflight.Prepared) -> Any:
+        """Runs a prepared computation on the stack for its client count (built on first use)."""
+        function_type = prepared.signature.function_type
+        executor = self.stack(prepared)
+        fn = executor.value(prepared.computation, function_type)
+        if not isinstance(function_type, federated_language.FunctionType):
+            return executor.materialize(fn)
+        parameter_type = prepared.signature.parameter_type
+        argument = (executor.value(prepared.argument, parameter_type)
+                    if parameter_type is not None else None)
+        return executor.materialize(executor.call(fn, argument))
 
     def run(self, computation: ComputationLike, arg: Any = None, *,
             clients: Optional[int] = None) -> Any:
-        comp = to_proto(computation)
-        policy = self.config.policy
-        if getattr(self, "_checked", None) is not comp:  # checked once per computation object
-            op_check.check_computation(comp, policy)  # size and ops, before anything runs
-            analysis.check(comp)  # types, references, intrinsics: exit 3 with the AST path
-            self._checked = comp
-        function_type = federated_language.Type.from_proto(comp.type)
-        parameter_type = getattr(function_type, "parameter", None)
-        arg = prepare_argument(arg, parameter_type)
-        if parameter_type is not None:
-            op_check.check_value(arg, parameter_type, policy, path="arg")  # dataset graphs
-        num_clients = resolve_clients(comp, arg, parameter_type,
-                                      clients if clients is not None else self.config.clients,
-                                      max_clients=policy.max_clients)
-        executor = self.factory.create_executor({federated_language.CLIENTS: num_clients})
-        fn = executor.value(comp, function_type)
-        if not isinstance(function_type, federated_language.FunctionType):
-            return executor.materialize(fn)
-        argument = executor.value(arg, parameter_type) if parameter_type is not None else None
-        return executor.materialize(executor.call(fn, argument))
+        """`call(prepare(computation, arg, clients=clients))`."""
+        return self.call(self.prepare(computation, arg, clients=clients))
 
     def close(self) -> None:
         self.factory.close()

@@ -63,8 +63,8 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
     quiet, verbose = progress.settings(click.get_current_context())
 
     def work():
+        from tffexec import benchmark as benchmark_lib  # noqa: PLC0415
         from tffexec import runner as runner_lib  # noqa: PLC0415
-        from tffexec import stages  # noqa: PLC0415
         from tffexec.cli import loaders  # noqa: PLC0415
         from tffexec.formats import loading  # noqa: PLC0415
 
@@ -73,8 +73,6 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
         def load_computation():
             computation, comp_input = loaders.load_computation(comp)
             names["comp"] = comp_input.name
-            common.check_clients_used(computation, clients, name=comp_input.name, strict=False,
-                                      quiet=quiet)
             return computation
 
         def load_argument(sig):
@@ -91,10 +89,15 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
             return loading.load_value(arg_input.data, sig.parameter_type, fmt=arg_format,
                                       name=arg_input.name)
 
+        def on_prepared(prepared):
+            common.check_clients_used(prepared.uses_clients, clients, name=names["comp"],
+                                      strict=False, quiet=quiet)
+
         with runner_lib.Runner(config) as runner:
             try:
-                report = stages.benchmark(runner, load_computation, load_argument,
-                                          clients=clients, runs=runs, warmup=warmup)
+                report = benchmark_lib.benchmark(runner, load_computation, load_argument,
+                                                 clients=clients, runs=runs, warmup=warmup,
+                                                 on_prepared=on_prepared)
             except errors.ComputationError as e:
                 raise e.with_file(names.get("comp", common.display_name(comp))) from None
         return names["comp"], report
@@ -141,7 +144,7 @@ def _print_table(doc: dict) -> None:
     table.add_row("load argument", _ms(doc["load"]["argument_s"]))
     if doc["import_tensorflow_s"]:
         table.add_row("import TensorFlow", _ms(doc["import_tensorflow_s"]))
-    table.add_row("check argument", _ms(doc["prepare_s"]))
+    table.add_row("prepare", _ms(doc["prepare_s"]))
     table.add_row("build stack", _ms(doc["stack_build_s"]))
     table.add_row("first call", _ms(doc["first_call_s"]))
     runs = f"{steady['runs']} runs after {doc['warmup']} warm-up"

@@ -122,16 +122,15 @@ def stdout_console():
     return console
 
 
-def check_clients_used(computation, clients: int | None, *, name: str, strict: bool,
+def check_clients_used(uses_clients: bool, clients: int | None, *, name: str, strict: bool,
                        quiet: bool) -> None:
     """`--clients N` for a computation that places nothing at CLIENTS changes nothing; say so
     (a note on standard error, or a usage error under --strict) rather than ignore it silently,
-    since it usually means the wrong file or a misunderstanding of the computation."""
-    if clients is None:
-        return
-    from tffexec.formats import analysis  # noqa: PLC0415
+    since it usually means the wrong file or a misunderstanding of the computation.
 
-    if analysis.analyze(computation).uses_clients:
+    `uses_clients` comes from the computation's analysis (`Runner.check`), made once per run.
+    """
+    if clients is None or uses_clients:
         return
     message = f"--clients {clients} has no effect: {name} places no values at CLIENTS"
     if strict:

@@ -57,10 +57,10 @@ def convert(source: str, dest: str, type_of: str | None, use_result: bool,
 
     type_hint = None
     if type_of is not None:
-        from tffexec import stages  # noqa: PLC0415
+        from tffexec import preflight  # noqa: PLC0415
 
         computation, comp_input = loaders.load_computation(type_of)
-        sig = stages.signature(computation, file=comp_input.name)
+        sig = preflight.signature(computation, file=comp_input.name)
         type_hint = sig.result_type if use_result else sig.parameter_type
         if type_hint is None:
             raise errors.UsageError(f"{comp_input.name} takes no argument; use --result for its "

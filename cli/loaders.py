@@ -4,9 +4,8 @@ The work is done by `tffexec.formats.loading`; this module adapts the CLI's inpu
 to it. The CLI reads the bytes itself so that it knows their size and can name `-` `<stdin>`.
 
 Limits: a file larger than the current policy's limit is refused by its size before it is read.
-Commands that run computations make their policy current (`policy_flags.policy_from`); for them
-`load_computation` also checks every TensorFlow graph against it, so a forbidden op is refused
-(exit 5, naming the file, the AST path, the op and the node) before anything runs.
+The ops of a computation's graphs are not checked here but by `tffexec.preflight`, which `run`
+(through `Runner.prepare`) and `validate` share, before anything runs.
 """
 from __future__ import annotations
 
@@ -21,14 +20,11 @@ if TYPE_CHECKING:  # importing federated-language costs ~0.3 s; `--help` must no
     from federated_language.proto import computation_pb2
 
 
-def load_computation(source: str, *, check_ops: bool | None = None
-                     ) -> tuple[computation_pb2.Computation, common.Input]:
+def load_computation(source: str) -> tuple[computation_pb2.Computation, common.Input]:
     """Loads COMP (a path or `-`); raises `ComputationError` (exit 3) when it is unusable.
 
-    Args:
-      source: a path or `-`.
-      check_ops: check the graphs' ops against the current policy (`PolicyError`, exit 5);
-        default: when a command made its policy current (commands that run computations).
+    Only the size limit applies here; what the computation holds is checked by
+    `tffexec.preflight` (`Runner.prepare` for `run`, `validate`), each graph parsed once.
     """
     from tffexec.formats import loading
     from tffexec.formats import policy as policy_lib
@@ -36,17 +32,6 @@ def load_computation(source: str, *, check_ops: bool | None = None
     _check_file_size(source, policy_lib.current().check_computation_bytes)
     comp_input = common.read_input(source, error_class=errors.ComputationError)
     computation = loading.load_computation(comp_input.data, name=comp_input.name)
-    active = policy_lib.active()
-    if check_ops is None:
-        check_ops = active is not None
-    if check_ops:
-        from tffexec.formats import op_check
-
-        try:
-            op_check.check_computation(computation, active or policy_lib.current(),
-                                       size_bytes=len(comp_input.data))
-        except errors.TffexecError as e:
-            raise e.with_file(comp_input.name) from None
     return computation, comp_input
 
 

@@ -1,6 +1,7 @@
 """`tffexec run COMP [ARG]`: run a computation and print or save its result.
 
-The command is a thin shell around `tffexec.stages`: the loading, checking and running happen on
+The command is a thin shell around `tffexec.Runner` (`prepare`, then `call`), its stages announced
+through `tffexec.stages`: the loading, checking and running happen on
 a worker thread under `tffexec.cli.watchdog` (so Ctrl-C and `--timeout` always work), with
 progress on standard error; the main thread then writes the result (atomically for files) and,
 with `--expect`, compares it with the expected value.
@@ -129,7 +130,9 @@ def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clie
     if arg is not None and arg_parts:
         raise click.UsageError("give the argument either as ARG or with --arg NAME=FILE, not both")
     stack_params = stack_flags.pop_stack_params(flags)
-    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
+    # Limits apply while loading; ops (in the graphs and in dataset arguments) are checked once,
+    # by `Runner.prepare`.
+    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags), check_ops=False)
     config = stack_flags.config_from(stack_params, clients=clients, seed=seed, policy=policy)
 
     common.check_output_path(output, "--output")
@@ -194,28 +197,37 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
              clients: int | None, fmt: str | None, expect: str | None, rtol: float,
              atol: float, plain: bool = False, strict: bool = False,
              quiet: bool = False) -> _Outcome:
-    """The worker's part: load, check, build the stack, run, encode, compare."""
+    """The worker's part: load, prepare, build the stack, run, encode, compare."""
     from tffexec import runner as runner_lib  # noqa: PLC0415
     from tffexec import stages  # noqa: PLC0415
     from tffexec.formats import loading  # noqa: PLC0415
 
     with stages.stage(stages.LOAD_COMPUTATION):
         computation, comp_input = loaders.load_computation(comp)
-    sig = stages.signature(computation, file=comp_input.name)
-    common.check_clients_used(computation, clients, name=comp_input.name, strict=strict,
-                              quiet=quiet)
+    sig = runner_lib.signature(computation, file=comp_input.name)
     with stages.stage(stages.LOAD_ARGUMENT):
-        value = _load_argument(arg, arg_parts, sig.parameter_type, arg_format=arg_format,
-                               comp_name=comp_input.name)
+        value, arg_files = _load_argument(arg, arg_parts, sig.parameter_type,
+                                          arg_format=arg_format, comp_name=comp_input.name)
 
     with runner_lib.Runner(config) as runner:
         try:
-            prepared = stages.prepare(computation, value, clients, sig)
-            stages.build_stack(runner, prepared)
-            with stages.stage(stages.CALL):
-                result = stages.call(runner, prepared)
-        except errors.ComputationError as e:
+            checked = runner.check(computation)
+        except errors.TffexecError as e:
             raise e.with_file(comp_input.name) from None
+        common.check_clients_used(checked.uses_clients, clients, name=comp_input.name,
+                                  strict=strict, quiet=quiet)
+        try:
+            prepared = runner.prepare(computation, value, clients=clients)
+        except errors.TffexecError as e:
+            file = _argument_file(e.path, arg_files)
+            raise (e.with_file(file) if file else e) from None
+        with stages.stage(stages.BUILD_STACK):
+            runner.stack(prepared)
+        with stages.stage(stages.CALL):
+            try:
+                result = runner.call(prepared)
+            except errors.ComputationError as e:
+                raise e.with_file(comp_input.name) from None
 
     payload = None
     if plain:
@@ -246,7 +258,9 @@ def _load_expected(expected_input: common.Input, result_type) -> Any:
 
 
 def _load_argument(arg: str | None, arg_parts, parameter_type, *, arg_format: str | None,
-                   comp_name: str) -> Any:
+                   comp_name: str) -> tuple[Any, dict[str, str]]:
+    """(the argument, the file of each part of it: `{"arg": ARG}` or `{"arg.<name>": FILE}` for
+    `--arg name=FILE`), so that a problem `prepare` finds later names the file it is in."""
     from tffexec.formats import loading  # noqa: PLC0415
 
     if arg is None and not arg_parts:
@@ -254,7 +268,7 @@ def _load_argument(arg: str | None, arg_parts, parameter_type, *, arg_format: st
             raise errors.ArgumentError(
                 f"the computation needs an argument of type {parameter_type}: pass ARG or "
                 "--arg NAME=FILE", file=comp_name)
-        return None
+        return None, {}
     if parameter_type is None:
         given = common.display_name(arg) if arg is not None else "--arg"
         raise errors.ArgumentError("the computation takes no argument, but one was given",
@@ -267,9 +281,21 @@ def _load_argument(arg: str | None, arg_parts, parameter_type, *, arg_format: st
         for name, source in arg_parts:
             data = common.read_input(source, error_class=errors.ArgumentError)
             parts.append(arguments.ArgPart(name, data.data, data.name))
-        return arguments.assemble(parameter_type, parts, fmt=arg_format)
+        files = {(f"arg[{p.name}]" if p.name.isdigit() else f"arg.{p.name}"): p.label
+                 for p in parts}
+        return arguments.assemble(parameter_type, parts, fmt=arg_format), files
     arg_input = common.read_input(arg, error_class=errors.ArgumentError)
-    return loading.load_value(arg_input.data, parameter_type, fmt=arg_format, name=arg_input.name)
+    value = loading.load_value(arg_input.data, parameter_type, fmt=arg_format,
+                               name=arg_input.name)
+    return value, {"arg": arg_input.name}
+
+
+def _argument_file(path: str | None, files: dict[str, str]) -> str | None:
+    """The file that holds the place `path` in the argument (`arg.data[3]`), if one does."""
+    for prefix, file in files.items():
+        if path is not None and (path == prefix or path.startswith((prefix + ".", prefix + "["))):
+            return file
+    return None
 
 
 def _report_expectation(outcome: _Outcome, *, rtol: float, atol: float) -> None:

@@ -32,12 +32,12 @@ def template(comp: str, clients: int, output: str | None) -> None:
       tffexec template comp.pb --clients 3 --output arg.json
     """
     common.check_output_path(output, "--output")
-    from tffexec import stages  # noqa: PLC0415
+    from tffexec import preflight  # noqa: PLC0415
     from tffexec.cli import loaders  # noqa: PLC0415
     from tffexec.formats import plainjson  # noqa: PLC0415
 
     computation, comp_input = loaders.load_computation(comp)
-    sig = stages.signature(computation, file=comp_input.name)
+    sig = preflight.signature(computation, file=comp_input.name)
     if sig.parameter_type is None:
         raise errors.UsageError("the computation takes no argument: run it without ARG",
                                 file=comp_input.name)

@@ -13,7 +13,7 @@ from tffexec.cli import policy_flags
                 type=common.INPUT_PATH)
 @click.option(
     "--clients",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     default=None,
     help="Number of clients (needed when CLIENTS values come from nowhere else).",
 )
@@ -82,41 +82,43 @@ def _is_value_file(path: str) -> bool:
 def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: str | None,
                   policy) -> None:
     # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
+    from tffexec import preflight
     from tffexec.cli import loaders
     from tffexec.formats import analysis
 
-    computation, comp_input = loaders.load_computation(comp, check_ops=False)
+    computation, comp_input = loaders.load_computation(comp)
+    problems = preflight.Problems(collect=True)
     try:
-        result = analysis.analyze(computation, size_bytes=len(comp_input.data), policy=policy)
+        # The checks `run` makes (`Runner.prepare`), collecting every problem instead of raising.
+        result = preflight.check_computation(computation, policy, problems,
+                                            size_bytes=len(comp_input.data))
     except errors.TffexecError as e:
         raise e.with_file(comp_input.name) from None
-    problems = list(result.problems)
-    arg_problems: list[analysis.Problem] = []
 
-    argument_clients = None
+    value = argument_clients = None
     if arg is not None:
         if result.parameter_type is None:
-            message = f"the computation takes no argument, but ARG {common.display_name(arg)} was given"
-            problems.append(analysis.Problem(analysis.ROOT_PATH, message))
+            problems.computation.append(analysis.Problem(
+                analysis.ROOT_PATH, "the computation takes no argument, but ARG "
+                f"{common.display_name(arg)} was given"))
         else:
-            argument_clients, arg_problems = _check_argument(
-                arg, computation.type.function.parameter, arg_format, policy)
-    problems += analysis.client_count_problems(
-        result, clients=clients, argument_clients=argument_clients
-    )
-    client_count = clients if clients is not None else argument_clients
-    if client_count is not None and client_count > policy.max_clients:
-        problems.append(analysis.Problem(
-            analysis.ROOT_PATH, f"{client_count:,} clients is more than the limit of "
-            f"{policy.max_clients:,} (--max-clients)"))
+            value, _, argument_clients = loaders.load_argument_value(
+                arg, computation.type.function.parameter, fmt=arg_format)
+    try:
+        preflight.prepare(computation, value, clients, policy=policy, problems=problems,
+                         checked=result)
+    except errors.ComputationError as e:
+        raise e.with_file(comp_input.name) from None
+    except errors.TffexecError as e:
+        raise (e.with_file(common.display_name(arg)) if arg is not None else e) from None
 
-    if problems or arg_problems:
-        for problem in problems:
+    if problems:
+        for problem in problems.computation:
             click.echo(f"{comp_input.name}: {problem}", err=True)
-        for problem in arg_problems:
+        for problem in problems.argument:
             click.echo(f"{common.display_name(arg)}: {problem}", err=True)
-        count = len(problems) + len(arg_problems)
-        raise errors.CheckFailed(f"{_plural(count, 'problem')} found", file=comp_input.name)
+        raise errors.CheckFailed(f"{_plural(len(problems), 'problem')} found",
+                                 file=comp_input.name)
 
     details = [result.type_signature, _plural(result.total_nodes, "node")]
     if result.intrinsics:
@@ -129,19 +131,6 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
     if arg is not None:
         details.append(f"argument {common.display_name(arg)} matches the parameter type")
     click.echo(f"ok: {comp_input.name}: " + "; ".join(details))
-
-
-def _check_argument(arg: str, parameter_type, arg_format: str | None, policy):
-    """(client count, problems) of ARG: dataset graphs in it holding ops `policy` refuses."""
-    from tffexec.cli import loaders
-    from tffexec.formats import analysis
-    from tffexec.formats import op_check
-
-    value, type_hint, argument_clients = loaders.load_argument_value(
-        arg, parameter_type, fmt=arg_format)
-    problems = [analysis.Problem(path, finding.describe())
-                for path, finding in op_check.value_findings(value, type_hint, policy)]
-    return argument_clients, problems
 
 
 def _plural(n: int, word: str) -> str:

@@ -35,7 +35,6 @@ from federated_language.proto import computation_pb2
 from tffexec import errors
 from tffexec import tf_runtime
 from tffexec.executors import tf_library
-from tffexec.formats import graphs
 from tffexec.formats import op_check
 from tffexec.formats import policy as policy_lib
 from tffexec.formats import sequences
@@ -103,9 +102,7 @@ class GraphFunction:
         # The policy check comes first, on tffexec's own GraphDef parser: nothing of an
         # untrusted graph reaches TensorFlow before it passes.
         self._policy = policy if policy is not None else policy_lib.DEFAULT
-        op_check.check_tensorflow(proto, self._policy)
-        self._string_graph_params = frozenset() if self._policy.trust else \
-            op_check.graph_string_parameters(proto, graphs.parse_graph_def(proto.graph_def))
+        self._string_graph_params = op_check.admit_tensorflow(proto, self._policy)
         tf = tf_runtime.tensorflow()
         self._proto = proto
         self._seed = seed

@@ -132,6 +132,9 @@ class Problem:
 
     path: str
     message: str
+    #: True for a TensorFlow op the policy refuses (exit 5 when `run` meets it), False for a
+    #: problem that makes the computation unusable (exit 3).
+    refused: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -320,9 +323,8 @@ def _graph_info(comp: computation_pb2.Computation, path: str, policy=None,
     if policy is not None and problems is not None:
         from tffexec.formats import op_check  # noqa: PLC0415 - op_check imports this module
 
-        bound = frozenset(op_check.parameter_nodes(tf))
-        for finding in op_check.graph_findings(graph_def, policy, bound=bound):
-            problems.append(Problem(path, finding.describe()))
+        for finding in op_check.tensorflow_verdict(tf, graph_def, policy):
+            problems.append(Problem(path, finding.describe(), refused=True))
     return info
 
 
@@ -509,22 +511,6 @@ def _result_type_problems(node: computation_pb2.Computation, kind: str) -> list[
     return [f"{kind} declares the result type {declared[0]} but its result has type {found[0]}"]
 
 
-def check(comp: computation_pb2.Computation) -> None:
-    """Raises `ComputationError` for the first problem `analyze` finds (run's static check).
-
-    Running a computation that analysis already knows to be broken (a type mismatch, an unbound
-    reference, an unsupported intrinsic) would fail somewhere deep in an executor, or worse,
-    after side effects such as partial client work; refusing it up front names the AST path.
-    """
-    problems = analyze(comp).problems
-    if problems:
-        message = problems[0].message
-        if message.startswith("unsupported intrinsic"):
-            message += f"; supported: {', '.join(sorted(SUPPORTED_INTRINSICS))}"
-        more = f" (and {len(problems) - 1} more; see `tffexec validate`)" if len(problems) > 1 else ""
-        raise errors.ComputationError(message + more, path=problems[0].path)
-
-
 def _check_selection(node: computation_pb2.Computation, path: str, problems: list[Problem]) -> None:
     selection = node.selection
     if len(unknown_fields.UnknownFieldSet(selection)):
@@ -550,30 +536,6 @@ def _unknown_placement_problems(placements: set[str]) -> list[Problem]:
         for uri in sorted(placements)
         if uri not in PLACEMENT_URIS
     ]
-
-
-def client_count_problems(
-    analysis: Analysis, *, clients: int | None, argument_clients: int | None
-) -> list[Problem]:
-    """Problems with the number of clients for a computation that places values at CLIENTS.
-
-    Args:
-      analysis: the computation's analysis.
-      clients: the `--clients` value, if given.
-      argument_clients: the client count implied by the argument value, if any.
-    """
-    problems = []
-    if clients is not None and argument_clients is not None and clients != argument_clients:
-        problems.append(
-            Problem(ROOT_PATH, f"--clients {clients} disagrees with the argument's "
-                    f"{argument_clients} clients")
-        )
-    if analysis.uses_clients and clients is None and argument_clients is None:
-        problems.append(
-            Problem(ROOT_PATH, "computation places values at CLIENTS but the number of clients is "
-                    "unknown: pass an argument with CLIENTS values or --clients N")
-        )
-    return problems
 
 
 def describe(comp: computation_pb2.Computation) -> str:

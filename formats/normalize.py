@@ -35,9 +35,19 @@ from tffexec.formats.sequences import SequenceValue
 
 def normalize(value: object, type_spec: fl.Type, path: str = "arg") -> object:
     """The canonical representation of `value` as a value of `type_spec` (see module doc)."""
+    return normalize_counting(value, type_spec, path)[0]
+
+
+def normalize_counting(value: object, type_spec: fl.Type, path: str = "arg"
+                       ) -> tuple[object, int | None]:
+    """`normalize`, and the client count `infer_clients` finds in the result.
+
+    Why both at once: the client count is checked while normalizing anyway (inconsistent counts
+    are an error), so a caller that needs the count (`Runner.prepare`) need not walk the value
+    again to get it.
+    """
     out = _norm(value, type_spec, path)
-    infer_clients(out, type_spec, path)
-    return out
+    return out, infer_clients(out, type_spec, path)
 
 
 def _fail(path: str, t: fl.Type, value: object, detail: str = "") -> NoReturn:

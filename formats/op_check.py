@@ -26,7 +26,10 @@ An op named by `--allow-op` is exempt from its per-op rule as well.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
+import threading
 from typing import Iterable, Iterator
 
 from federated_language.proto import computation_pb2
@@ -226,9 +229,72 @@ def tensorflow_findings(tensorflow: computation_pb2.TensorFlow, policy: policy_l
 def check_tensorflow(tensorflow: computation_pb2.TensorFlow, policy: policy_lib.Policy, *,
                      path: str | None = None) -> None:
     """Raises `PolicyError` for the first finding of a `tensorflow` node."""
-    found = tensorflow_findings(tensorflow, policy, path=path)
+    admit_tensorflow(tensorflow, policy, path=path)
+
+
+# Verdicts on `tensorflow` nodes admitted under a policy: (digest of the node, policy) -> the
+# parameter leaves that feed a graph-from-string op. Why: `Runner.prepare` checks every graph of
+# a computation (with `analysis.analyze`, which parses it once for everything it reports), and the
+# leaf executor checks each graph again before TensorFlow sees it, so that no path around
+# `prepare` reaches TensorFlow unchecked. Remembering the verdict lets the second check skip the
+# parse. The key is the node's whole serialized content (graph and bindings) and the policy's
+# value, the two things a verdict depends on, so a hit is the same check with the same answer.
+_ADMITTED_MAX = 4096
+_admitted: collections.OrderedDict[tuple[bytes, policy_lib.Policy], frozenset[int]] = \
+    collections.OrderedDict()
+_admitted_lock = threading.Lock()
+
+
+def _digest(tensorflow: computation_pb2.TensorFlow) -> bytes:
+    return hashlib.sha256(tensorflow.SerializeToString(deterministic=True)).digest()
+
+
+def _remember(key: tuple[bytes, policy_lib.Policy], string_parameters: frozenset[int]) -> None:
+    with _admitted_lock:
+        _admitted[key] = string_parameters
+        _admitted.move_to_end(key)
+        while len(_admitted) > _ADMITTED_MAX:
+            _admitted.popitem(last=False)
+
+
+def tensorflow_verdict(tensorflow: computation_pb2.TensorFlow, graph_def: tf_graph_pb2.GraphDef,
+                       policy: policy_lib.Policy) -> list[Finding]:
+    """The findings for one `tensorflow` node whose graph the caller has parsed already.
+
+    A node with none is remembered as admitted under `policy`, so `admit_tensorflow` (the leaf
+    executor's check) does not parse it again.
+    """
+    if policy.trust:
+        return []
+    found = graph_findings(graph_def, policy, bound=frozenset(parameter_nodes(tensorflow)))
+    if not found:
+        _remember((_digest(tensorflow), policy), graph_string_parameters(tensorflow, graph_def))
+    return found
+
+
+def admit_tensorflow(tensorflow: computation_pb2.TensorFlow, policy: policy_lib.Policy, *,
+                     path: str | None = None) -> frozenset[int]:
+    """Checks one `tensorflow` node before TensorFlow may see it; returns the flat parameter
+    leaves that feed a graph-from-string op (their values must be checked on every call).
+
+    A node admitted before under an equal policy is not parsed again (see `tensorflow_verdict`).
+
+    Raises:
+      tffexec.errors.PolicyError: the graph holds an op the policy refuses.
+      tffexec.errors.ComputationError: the graph does not parse.
+    """
+    if policy.trust:
+        return frozenset()
+    key = (_digest(tensorflow), policy)
+    with _admitted_lock:
+        known = _admitted.get(key)
+    if known is not None:
+        return known
+    graph_def = graphs.parse_graph_def(tensorflow.graph_def, path=path)
+    found = tensorflow_verdict(tensorflow, graph_def, policy)
     if found:
         raise errors.PolicyError(found[0].describe(), path=path)
+    return graph_string_parameters(tensorflow, graph_def)
 
 
 def computation_findings(comp: computation_pb2.Computation, policy: policy_lib.Policy

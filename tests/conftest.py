@@ -39,6 +39,17 @@ def corpus_dir() -> pathlib.Path:
     return CONFORMANCE
 
 
+@pytest.fixture
+def cli_runner(monkeypatch):
+    """click's CliRunner in an environment without TFFEXEC_* variables (they set flags)."""
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    for key in list(os.environ):
+        if key.startswith("TFFEXEC_"):
+            monkeypatch.delenv(key)
+    return CliRunner()
+
+
 def pytest_generate_tests(metafunc):
     """Parametrizes `case_dir` over all cases and `case_form` over (case, comp file) pairs."""
     if "case_dir" in metafunc.fixturenames:

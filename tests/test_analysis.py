@@ -262,18 +262,6 @@ def test_with_unknown_placement_and_bad_graph():
     assert "packs 'type.googleapis.com/foo.Bar'" in problems[1]
 
 
-def test_client_count_problems():
-    clients_t = federated(int32(), "clients")
-    result = analysis.analyze(lam("x", ref("x", clients_t), clients_t))
-    assert result.uses_clients
-    missing = analysis.client_count_problems(result, clients=None, argument_clients=None)
-    assert "number of clients is unknown" in str(missing[0])
-    assert analysis.client_count_problems(result, clients=3, argument_clients=None) == []
-    assert analysis.client_count_problems(result, clients=None, argument_clients=3) == []
-    mismatch = analysis.client_count_problems(result, clients=3, argument_clients=4)
-    assert "--clients 3 disagrees" in str(mismatch[0])
-
-
 # --- depth: everything is iterative ----------------------------------------------------------------
 
 def _deep(levels: int) -> pb.Computation:

@@ -234,7 +234,7 @@ def test_verbose_logs_stages_to_stderr_only(runner, where):
     assert result.exit_code == 0, result.stderr
     json.loads(result.stdout)  # stdout is the result only
     lines = result.stderr.splitlines()
-    for stage in ("load computation", "load argument", "check argument", "build stack", "run"):
+    for stage in ("load computation", "load argument", "prepare", "build stack", "run"):
         assert f"tffexec: {stage}: started" in lines
         assert any(line.startswith(f"tffexec: {stage}: done in ") for line in lines)
 
