@@ -8,18 +8,24 @@ import pytest
 
 from tffexec_test_support import REPO
 
-#: Absolute paths of the development machines (`/work/...`, a home folder): a fresh clone
+#: Absolute paths of the development machines (the work folder, a home folder): a fresh clone
 #: elsewhere has none of them. Written in pieces so this file does not match itself.
 MACHINE_PATH = re.compile("(?<![\\w.$])/" + "(?:work|root|home/[\\w.-]+|Users/[\\w.-]+)/")
 
 
+#: What a copy without git metadata (`git archive`, an sdist) holds beside the sources.
+NOT_SOURCES = {".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist"}
+
+
 def _tracked_files() -> list[str]:
-    try:
+    """The files git tracks; in a copy without git metadata, every file but build outputs."""
+    if (REPO / ".git").exists():
         out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
                              check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout (an unpacked sdist): nothing tracked to check")
-    return [name for name in out.decode().split("\0") if name]
+        return [name for name in out.decode().split("\0") if name]
+    return [str(path.relative_to(REPO)) for path in REPO.rglob("*")
+            if path.is_file() and not NOT_SOURCES.intersection(path.relative_to(REPO).parts)
+            and not any(part.endswith(".egg-info") for part in path.parts)]
 
 
 def test_no_tracked_file_names_an_absolute_machine_path():
