@@ -133,7 +133,9 @@ def test_timeout_inside_a_tensorflow_kernel_exits_124(tmp_path):
     elapsed = time.monotonic() - started
     assert proc.returncode == 124
     assert proc.stderr == b"Error: stopped after --timeout 3 s; no output written\n"
-    assert 3 <= elapsed < 5.5, elapsed
+    # The kernel would run for hours: ending a few seconds after the limit (process start-up
+    # included, which a loaded machine stretches) shows the run did not wait for it.
+    assert 3 <= elapsed < 20, elapsed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n.json"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import subprocess
 
-import pytest
 
 from tffexec_test_support import REPO
 
