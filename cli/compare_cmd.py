@@ -75,16 +75,9 @@ def compare(first: str, second: str, type_of: str | None, use_result: bool, rtol
 
 
 def _type_from(type_of: str, use_result: bool):
-    from tffexec import preflight  # noqa: PLC0415
     from tffexec.cli import loaders  # noqa: PLC0415
 
-    computation, comp_input = loaders.load_computation(type_of)
-    sig = preflight.signature(computation, file=comp_input.name)
-    type_hint = sig.result_type if use_result else sig.parameter_type
-    if type_hint is None:
-        raise errors.UsageError(f"{comp_input.name} takes no argument; use --result for its "
-                                "result type")
-    return type_hint
+    return loaders.type_of_computation(type_of, use_result)
 
 
 def _load_second(second: common.Input, type_a, *, first_name: str):

@@ -55,16 +55,7 @@ def convert(source: str, dest: str, type_of: str | None, use_result: bool,
     from tffexec.cli import loaders  # noqa: PLC0415
     from tffexec.formats import loading  # noqa: PLC0415
 
-    type_hint = None
-    if type_of is not None:
-        from tffexec import preflight  # noqa: PLC0415
-
-        computation, comp_input = loaders.load_computation(type_of)
-        sig = preflight.signature(computation, file=comp_input.name)
-        type_hint = sig.result_type if use_result else sig.parameter_type
-        if type_hint is None:
-            raise errors.UsageError(f"{comp_input.name} takes no argument; use --result for its "
-                                    "result type")
+    type_hint = loaders.type_of_computation(type_of, use_result) if type_of is not None else None
     value_input = common.read_input(source, error_class=errors.ArgumentError)
     in_format = loading.detect_format(value_input.data, value_input.name, from_format)
     if type_hint is None and in_format == "npz":

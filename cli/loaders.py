@@ -71,3 +71,17 @@ def load_argument_value(source: str, parameter_type: computation_pb2.Type, *, fm
         return value, type_hint, normalize.infer_clients(value, type_hint)
     except errors.ArgumentError as e:
         raise e.with_file(arg_input.name) from None
+
+
+def type_of_computation(type_of: str, use_result: bool):
+    """The type a value file is read with under `--type-of COMP` (its parameter type, or with
+    `--result` its result type): for formats that do not say their type (npz, plain JSON)."""
+    from tffexec import preflight  # noqa: PLC0415 - keeps --help free of the pre-flight imports
+
+    computation, comp_input = load_computation(type_of)
+    sig = preflight.signature(computation, file=comp_input.name)
+    type_hint = sig.result_type if use_result else sig.parameter_type
+    if type_hint is None:
+        raise errors.UsageError(f"{comp_input.name} takes no argument; use --result for its "
+                                "result type")
+    return type_hint
