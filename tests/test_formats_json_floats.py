@@ -6,6 +6,7 @@ import json
 
 import federated_language as fl
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,18 +61,13 @@ def test_float32_values_read_back_exactly(values):
             assert number in (float(str(value)), float(value))
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.floats(width=64, allow_nan=False), min_size=1, max_size=20))
-def test_float64_values_read_back_exactly(values):
-    array = np.array(values, np.float64)
-    _, back = _roundtrip(array)
-    assert _same_bits(back, array)
-
-
+@pytest.mark.parametrize("width, dtype", [(64, np.float64), (16, np.float16)],
+                         ids=["float64", "float16"])
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(width=16, allow_nan=False), min_size=1, max_size=10))
-def test_float16_values_read_back_exactly(values):
-    array = np.array(values, np.float16)
+@given(data=st.data())
+def test_float64_and_float16_values_read_back_exactly(width, dtype, data):
+    values = data.draw(st.lists(st.floats(width=width, allow_nan=False), min_size=1, max_size=20))
+    array = np.array(values, dtype)
     _, back = _roundtrip(array)
     assert _same_bits(back, array)
 
