@@ -32,10 +32,10 @@ import federated_language
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
-from tffexec.formats import analysis
+from tffexec.checks import analysis
 from tffexec.formats import loading
 from tffexec.formats import normalize
-from tffexec.formats import op_check
+from tffexec.checks import op_check
 from tffexec.formats import policy as policy_lib
 from tffexec.formats import values as values_lib
 from tffexec.formats.protos import executor_pb2

@@ -26,7 +26,7 @@ from tffexec import errors
 from tffexec import stages
 from tffexec.factories import config as config_lib
 from tffexec.factories import executor_factory
-from tffexec.formats import analysis
+from tffexec.checks import analysis
 from tffexec.formats import loading
 
 # The pieces of a prepared run, importable from here as well (`Runner.prepare` returns them).

@@ -84,7 +84,7 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
     # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
     from tffexec import preflight
     from tffexec.cli import loaders
-    from tffexec.formats import analysis
+    from tffexec.checks import analysis
 
     computation, comp_input = loaders.load_computation(comp)
     problems = preflight.Problems(collect=True)

@@ -22,7 +22,7 @@ from tffexec.executors import tf_function
 from tffexec import tf_runtime
 from tffexec.formats import arrays
 from tffexec.formats import normalize
-from tffexec.formats import op_check
+from tffexec.checks import op_check
 from tffexec.formats import policy as policy_lib
 from tffexec.formats import sequences
 

@@ -35,7 +35,7 @@ from federated_language.proto import computation_pb2
 from tffexec import errors
 from tffexec import tf_runtime
 from tffexec.executors import tf_library
-from tffexec.formats import op_check
+from tffexec.checks import op_check
 from tffexec.formats import policy as policy_lib
 from tffexec.formats import sequences
 

@@ -210,7 +210,7 @@ def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None 
         _check_materialized(value, t, policy, path)
         active = policy_lib.active()
         if active is not None:
-            from tffexec.formats import op_check  # noqa: PLC0415
+            from tffexec.checks import op_check  # noqa: PLC0415
 
             op_check.check_value(value, t, active, path=path)
         return value, t

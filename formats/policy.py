@@ -1,7 +1,7 @@
 """What tffexec lets an untrusted computation do: allowed TensorFlow ops and size limits.
 
 A `Policy` travels inside `StackConfig`, so the CLI's `--allow-op`/`--trust`/`--max-*` flags and
-the Python API say the same thing. The op allowlist itself is in `op_allowlist`, the checks that
+the Python API say the same thing. The op allowlist itself is in `allowlist`, the checks that
 apply it in `op_check`; the limits are enforced where inputs are read (`loading`), where client
 counts are resolved (`tffexec.runner`) and where sequences are materialised (`sequences`).
 
@@ -66,9 +66,9 @@ class Policy:
         """Whether `op` may run: trusted, explicitly allowed, or on the built-in allowlist."""
         if self.trust or op in self.allowed_ops:
             return True
-        from tffexec.formats import op_allowlist  # noqa: PLC0415 - a large table, load on use
+        from tffexec.checks import allowlist  # noqa: PLC0415 - a large table, load on use
 
-        return op in op_allowlist.ALLOWED_OPS
+        return op in allowlist.ALLOWED_OPS
 
     # -- limit checks (one message style for all of them) ------------------------------------
     def check_computation_bytes(self, size: int, *, file: str | None = None) -> None:

@@ -90,7 +90,7 @@ class SequenceValue:
         policy = self.policy
         if self._graph_def is None or self._checked is True or self._checked is policy:
             return
-        from tffexec.formats import op_check  # noqa: PLC0415 - op_check imports this module
+        from tffexec.checks import op_check  # noqa: PLC0415 - op_check imports this module
 
         op_check.check_dataset_graph(self._graph_def, policy, path=path)
         self._checked = policy

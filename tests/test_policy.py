@@ -26,11 +26,11 @@ from tffexec import runner as runner_lib
 from tffexec.cli import policy_flags
 from tffexec.cli.main import cli
 from tffexec.factories import config as config_lib
-from tffexec.formats import analysis
-from tffexec.formats import graphs
+from tffexec.checks import analysis
+from tffexec.checks import graphs
 from tffexec.formats import loading
-from tffexec.formats import op_allowlist
-from tffexec.formats import op_check
+from tffexec.checks import allowlist
+from tffexec.checks import op_check
 from tffexec.formats import policy as policy_lib
 from tffexec.formats import protoparse
 from tffexec.formats import sequences
@@ -99,7 +99,7 @@ def test_allowlist_names_only_ops_registered_in_tensorflow():
     buffer = pywrap_tf_session.TF_GetAllOpList()
     ops = op_def_pb2.OpList.FromString(pywrap_tf_session.TF_GetBuffer(buffer))
     registered = {op.name for op in ops.op}
-    assert not (op_allowlist.ALLOWED_OPS - registered)
+    assert not (allowlist.ALLOWED_OPS - registered)
 
 
 @pytest.mark.parametrize("op", [

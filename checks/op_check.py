@@ -4,7 +4,7 @@ Works on the minimal GraphDef messages of `tf_graph_pb2`, so it never imports Te
 `validate` reports the same findings as `run` refuses, in milliseconds.
 
 What a graph may hold (unless `Policy.trust`):
-  * nodes whose op is on the allowlist (`op_allowlist.ALLOWED_OPS` plus `Policy.allowed_ops`) or
+  * nodes whose op is on the allowlist (`allowlist.ALLOWED_OPS` plus `Policy.allowed_ops`) or
     is a function of the graph's own library (whose body is checked in turn);
   * function attributes (`f` of a `PartitionedCall`, the branches of `If`, a dataset's map
     function, ...) naming a library function or an allowed op: TensorFlow instantiates a
@@ -36,8 +36,9 @@ from federated_language.proto import computation_pb2
 from google.protobuf import message as message_lib
 
 from tffexec import errors
-from tffexec.formats import graphs
-from tffexec.formats import op_allowlist
+from tffexec.checks import graphs
+from tffexec.checks import allowlist
+from tffexec.checks import ast_walk
 from tffexec.formats import policy as policy_lib
 from tffexec.formats.protos import tf_graph_pb2
 
@@ -118,7 +119,7 @@ def _scope_findings(nodes: Iterable[tf_graph_pb2.NodeDef], function: str | None,
         explicit = op in policy.allowed_ops
         if op in library:
             pass
-        elif op in op_allowlist.GRAPH_FROM_STRING_OPS and not explicit:
+        elif op in allowlist.GRAPH_FROM_STRING_OPS and not explicit:
             source = by_name.get(_producer(node.input[0])) if node.input else None
             fed_by_parameter = (function is None and graph == COMPUTATION_GRAPH
                                 and source is not None and source.op == "Placeholder"
@@ -210,7 +211,7 @@ def graph_string_parameters(tensorflow: computation_pb2.TensorFlow,
     bound = parameter_nodes(tensorflow)
     fed = set()
     for node in graph_def.node:
-        if node.op in op_allowlist.GRAPH_FROM_STRING_OPS and node.input:
+        if node.op in allowlist.GRAPH_FROM_STRING_OPS and node.input:
             index = bound.get(_producer(node.input[0]))
             if index is not None:
                 fed.add(index)
@@ -303,12 +304,10 @@ def computation_findings(comp: computation_pb2.Computation, policy: policy_lib.P
 
     Graphs that do not parse are skipped here; `analysis.analyze` reports them.
     """
-    from tffexec.formats import analysis  # noqa: PLC0415 - analysis is the larger module
-
     out = []
     if policy.trust:
         return out
-    for node in analysis.walk(comp):
+    for node in ast_walk.walk(comp):
         if node.kind == "tensorflow":
             try:
                 found = tensorflow_findings(node.comp.tensorflow, policy, path=node.path)
