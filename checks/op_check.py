@@ -39,7 +39,7 @@ from tffexec import errors
 from tffexec.checks import graphs
 from tffexec.checks import allowlist
 from tffexec.checks import ast_walk
-from tffexec.formats import policy as policy_lib
+from tffexec import policy as policy_lib
 from tffexec.formats.protos import tf_graph_pb2
 
 DT_VARIANT = 21
@@ -68,6 +68,11 @@ class Finding:
             where += f" of function {self.function!r}"
         return (f"forbidden TensorFlow op {self.op!r} ({where} in the {self.graph}): "
                 f"{self.reason}")
+
+
+def allows(policy: policy_lib.Policy, op: str) -> bool:
+    """Whether `op` may run under `policy`: trusted, explicitly allowed, or on the allowlist."""
+    return policy.trust or op in policy.allowed_ops or op in allowlist.ALLOWED_OPS
 
 
 def _not_allowed(op: str) -> str:
@@ -128,13 +133,13 @@ def _scope_findings(nodes: Iterable[tf_graph_pb2.NodeDef], function: str | None,
                 yield finding("builds a graph from a runtime string that does not come directly "
                               "from a parameter of the computation, so it cannot be checked; "
                               f"pass --allow-op {op} or --trust to run it anyway")
-        elif not policy.allows(op):
+        elif not allows(policy, op):
             yield finding(_not_allowed(op))
         elif not explicit:
             yield from (finding(reason) for reason in _rule_violations(node, by_name))
         for attr_name, attr in node.attr.items():
             for name in _func_names(attr):
-                if name not in library and not policy.allows(name):
+                if name not in library and not allows(policy, name):
                     yield finding(f"called as a function through attribute {attr_name!r}; "
                                   + _not_allowed(name), op=name)
 
@@ -370,15 +375,31 @@ def value_findings(value, type_spec, policy: policy_lib.Policy, *, path: str = "
 
 
 def check_value(value, type_spec, policy: policy_lib.Policy, *, path: str = "arg") -> None:
-    """Checks every dataset graph in an argument value and binds `policy` to its sequences.
+    """Checks every dataset graph in an argument value now, and binds `policy` to its sequences.
 
     Raises:
       tffexec.errors.PolicyError: a dataset graph holds a refused op (names its place in the
         value, the op and the node).
     """
     for seq_path, seq in iter_sequences(value, type_spec, path):
-        seq.bind_policy(policy)
-        seq.check_ops(path=seq_path)
+        check_sequence(seq, policy, path=seq_path)
+
+
+def check_sequence(seq, policy: policy_lib.Policy, *, path: str | None = None) -> None:
+    """Binds `policy` to one sequence and checks its dataset graph now, once per policy (a
+    sequence checked under an equal policy before is not parsed again), marking it checked."""
+    seq.bind_policy(policy, check_dataset_graph)
+    if not seq.is_checked:
+        check_dataset_graph(seq.graph_def(), policy, path=path)
+        seq.mark_checked()
+
+
+def guard_value(value, type_spec, policy: policy_lib.Policy, *, path: str = "value") -> None:
+    """Binds `policy` and this checker to every sequence in a value, without parsing anything:
+    a dataset graph is checked when (if ever) it becomes a dataset. For values that may only be
+    passed along (`convert` pb -> pb) or read (`compare`, expected results)."""
+    for _, seq in iter_sequences(value, type_spec, path):
+        seq.bind_policy(policy, check_dataset_graph)
 
 
 def iter_sequences(value, type_spec, path: str = "arg"):

@@ -63,6 +63,7 @@ def convert(source: str, dest: str, type_of: str | None, use_result: bool,
     path = "value" if type_of is None else ("result" if use_result else "arg")
     value, value_type = loading.load_typed_value(value_input.data, type_hint, fmt=in_format,
                                                  name=value_input.name, path=path)
+    loaders.guarded(value, value_type, path=path)
     if plain:
         from tffexec.formats import plainjson  # noqa: PLC0415
 

@@ -215,7 +215,8 @@ def _execute(*, init, next_, rounds, data, data_format, clients_per_round, seed,
         process = it.TrainingProcess(init, next_, runner=runner, init_name=init or "init",
                                      next_name=next_)
         display.stage("loading client data")
-        clients = it.load_clients(data, process.signature.client_type, fmt=data_format)
+        clients = it.load_clients(data, process.signature.client_type, fmt=data_format,
+                                  policy=config.policy)
         display.stage("loading state")
         start = it.resume(process, clients, rounds=rounds, checkpoints=checkpoints,
                           state=None if state is None else pathlib.Path(state), seed=seed,

@@ -52,7 +52,7 @@ def validate(files: tuple[str, ...], clients: int | None, arg_format: str | None
     """
     common.check_single_stdin(*files)
     # Limits apply while loading; ops are reported below rather than refused.
-    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags), check_ops=False)
+    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
     if len(files) == 2 and _is_value_file(files[1]):
         _validate_one(files[0], files[1], clients, arg_format, policy)
         return
@@ -86,7 +86,7 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
     from tffexec.cli import loaders
     from tffexec.checks import analysis
 
-    computation, comp_input = loaders.load_computation(comp)
+    computation, comp_input = loaders.load_computation(comp, policy=policy)
     problems = preflight.Problems(collect=True)
     try:
         # The checks `run` makes (`Runner.prepare`), collecting every problem instead of raising.
@@ -103,7 +103,7 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
                 f"{common.display_name(arg)} was given"))
         else:
             value, _, argument_clients = loaders.load_argument_value(
-                arg, computation.type.function.parameter, fmt=arg_format)
+                arg, computation.type.function.parameter, fmt=arg_format, policy=policy)
     try:
         preflight.prepare(computation, value, clients, policy=policy, problems=problems,
                          checked=result)

@@ -36,7 +36,7 @@ from tffexec import errors
 from tffexec import tf_runtime
 from tffexec.executors import tf_library
 from tffexec.checks import op_check
-from tffexec.formats import policy as policy_lib
+from tffexec import policy as policy_lib
 from tffexec.formats import sequences
 
 # Ops whose `shared_name` attribute names a resource in TensorFlow's resource manager.

@@ -27,7 +27,7 @@ from tffexec.factories import config as config_lib
 from tffexec.checks import analysis
 from tffexec.formats import loading
 from tffexec.checks import op_check
-from tffexec.formats import policy as policy_lib
+from tffexec import policy as policy_lib
 
 from tffexec_test_support import CASES, CORPUS, REPO, case_roots  # noqa: E402
 
