@@ -40,7 +40,7 @@ from tffexec.executors import tf_library
 from tffexec.checks import analysis
 from tffexec.checks import graphs
 from tffexec.formats import loading
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 from tffexec_test_support import all_case_dirs, clean_env, stack_configs
 

@@ -34,7 +34,7 @@ from tffexec.checks import op_check
 from tffexec import policy as policy_lib
 from tffexec.formats import protoparse
 from tffexec.formats import sequences
-from tffexec.formats import tensorflow_computation as tc
+from tffexec import tensorflow as tc
 from tffexec.formats.protos import executor_pb2
 from tffexec.formats.protos import tf_graph_pb2
 
