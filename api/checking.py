@@ -27,12 +27,13 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from tffexec import errors
+from tffexec.formats import VALUE_FORMATS
 
 #: Computation files of a case directory, by form.
 COMP_FILES = {"comp": "comp.pb", "native": "native_comp.pb"}
 FORMS = ("both", "comp", "native")
-ARG_FILES = ("arg.pb", "arg.json", "arg.npz")
-EXPECTED_FILES = ("expected.pb", "expected.json", "expected.npz")
+ARG_FILES = tuple(f"arg.{fmt}" for fmt in VALUE_FORMATS)
+EXPECTED_FILES = tuple(f"expected.{fmt}" for fmt in VALUE_FORMATS)
 #: Keys `case.json` may hold (meta.json holds many more; only these are read from it).
 CASE_KEYS = ("num_clients", "clients", "rtol", "atol", "flags", "arg", "expected", "description")
 DEFAULT_RTOL, DEFAULT_ATOL = 1e-5, 1e-6

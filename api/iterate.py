@@ -51,10 +51,9 @@ from tffexec import preflight
 from tffexec import runner as runner_lib
 from tffexec.checkpoints import CHECKPOINT_FILE, Checkpoint, Checkpoints  # noqa: F401 - API
 from tffexec.factories import config as config_lib
-from tffexec.formats import loading
+from tffexec.formats import VALUE_EXTENSIONS, loading
 
 #: Extensions of client value files in a DATA directory.
-VALUE_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
 #: How errors call the parameters whose name a caller may replace (see `names` in `resume`).
 PARAMETER_NAMES = {"rounds": "rounds", "seed": "seed", "clients_per_round": "clients_per_round",
                    "checkpoints": "checkpoints directory"}

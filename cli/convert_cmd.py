@@ -9,9 +9,9 @@ from __future__ import annotations
 import click
 
 from tffexec import errors
+from tffexec.formats import EXTENSION_FORMATS
 from tffexec.cli import common
 
-_EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz": "npz"}
 
 
 @click.command("convert", short_help="Convert a value between pb, JSON and npz.")
@@ -83,7 +83,7 @@ def _format_of(dest: str) -> str:
 
     if dest == "-":
         return "json"
-    fmt = _EXTENSIONS.get(pathlib.PurePath(dest).suffix.lower())
+    fmt = EXTENSION_FORMATS.get(pathlib.PurePath(dest).suffix.lower())
     if fmt is not None:
         return fmt
     raise click.UsageError(f"cannot tell the format of OUT {dest!r}: use a .pb, .json or .npz "

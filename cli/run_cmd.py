@@ -15,14 +15,13 @@ from typing import Any
 import click
 
 from tffexec import errors
+from tffexec.formats import VALUE_EXTENSIONS, VALUE_FORMATS
 from tffexec.cli import common
 from tffexec.cli import loaders
 from tffexec.cli import policy_flags
 from tffexec.cli import stack_flags
 
 FORMATS = ("text", "json", "pb", "npz")
-VALUE_FORMATS = ("pb", "json", "npz")
-OUTPUT_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
 #: Differences listed by a failed --expect; the rest are counted.
 MAX_DIFFERENCES_SHOWN = 10
 
@@ -182,7 +181,7 @@ def _result_format(output: str | None, output_format: str | None, expect: str | 
     if plain and (output is None or output == "-" or output.lower().endswith(".json")):
         return "json"
     if output is not None and output != "-":
-        if not output.lower().endswith(OUTPUT_EXTENSIONS):
+        if not output.lower().endswith(VALUE_EXTENSIONS):
             raise click.UsageError(f"cannot tell the result format from {output!r}: use a .pb, "
                                    ".json or .npz name, or --format pb|json|npz")
         from tffexec.formats import loading  # noqa: PLC0415

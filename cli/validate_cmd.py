@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from tffexec import errors
+from tffexec.formats import EXTENSION_FORMATS
 from tffexec.cli import common
 from tffexec.cli import policy_flags
 
@@ -64,7 +65,7 @@ def _is_value_file(path: str) -> bool:
     """Whether the second of two files is an argument rather than another computation."""
     import pathlib  # noqa: PLC0415
 
-    if pathlib.PurePath(path).suffix.lower() in (".json", ".npz"):
+    if EXTENSION_FORMATS.get(pathlib.PurePath(path).suffix.lower()) in ("json", "npz"):
         return True
     if path == "-":
         return True  # a computation on standard input is given first: `cat c.pb | validate - a`

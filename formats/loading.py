@@ -32,6 +32,7 @@ import numpy as np
 from federated_language.proto import computation_pb2
 
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
+from tffexec.formats import EXTENSION_FORMATS, VALUE_FORMATS
 from tffexec.formats import atomic, jsonfmt, npzfmt, protoparse
 from tffexec import policy as policy_lib
 from tffexec.formats import types as tt
@@ -40,8 +41,7 @@ from tffexec.formats.protos import executor_pb2, tf_graph_pb2
 from tffexec.formats.values import value_from_proto, value_to_proto
 
 Source = str | bytes | bytearray | pathlib.Path
-FORMATS = ("pb", "json", "npz")
-_EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz": "npz"}
+FORMATS = VALUE_FORMATS
 _COMPUTATION = computation_pb2.Computation.DESCRIPTOR.full_name
 
 
@@ -180,8 +180,8 @@ def detect_format(data: bytes, label: str = "", fmt: str | None = None) -> str:
                                 f"{', '.join(FORMATS)})", file=label or None)
         return fmt
     ext = pathlib.PurePath(label).suffix.lower() if label and not label.startswith("<") else ""
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
+    if ext in EXTENSION_FORMATS:
+        return EXTENSION_FORMATS[ext]
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "npz"
     if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
@@ -336,10 +336,10 @@ def save_value(value: object, type_spec: fl.Type, dest: str | pathlib.Path,
     try:
         if fmt is None:
             ext = pathlib.PurePath(label).suffix.lower()
-            if label == "-" or ext not in _EXTENSIONS:
+            if label == "-" or ext not in EXTENSION_FORMATS:
                 raise ArgumentError("cannot tell the output format from the file name; choose "
                                     "pb, json or npz explicitly")
-            fmt = _EXTENSIONS[ext]
+            fmt = EXTENSION_FORMATS[ext]
         payload = encode_value(value, type_spec, detect_format(b"", label, fmt))
     except ArgumentError as e:
         raise e.with_file(label) from None
