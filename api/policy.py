@@ -43,7 +43,8 @@ class Policy:
     Attributes:
       trust: run every op (`--trust`); the limits still apply.
       allowed_ops: extra op names allowed on top of the built-in allowlist (`--allow-op`); an op
-        named here is also exempt from the per-op rules of `tffexec.checks.op_check` (e.g. DatasetFromGraph).
+        named here is also exempt from the per-op rules of `tffexec.checks.op_check` (e.g.
+        DatasetFromGraph).
       max_computation_bytes: largest serialized computation accepted.
       max_value_bytes: largest argument file, and largest decoded argument value.
       max_clients: largest number of clients.
