@@ -41,21 +41,9 @@ NODE_KINDS = (
     "literal",
     "xla",
 )
-SUPPORTED_NODE_KINDS = frozenset(
-    {
-        "tensorflow",
-        "intrinsic",
-        "lambda",
-        "block",
-        "reference",
-        "call",
-        "struct",
-        "selection",
-        "placement",
-        "literal",
-    }
-)
-UNSUPPORTED_NODE_KINDS = frozenset(NODE_KINDS) - SUPPORTED_NODE_KINDS
+#: The kinds tffexec cannot run (`data` needs a data backend, `xla` a compiler it does not have).
+UNSUPPORTED_NODE_KINDS = frozenset({"data", "xla"})
+SUPPORTED_NODE_KINDS = frozenset(NODE_KINDS) - UNSUPPORTED_NODE_KINDS
 
 #: The intrinsic URIs tffexec implements, from the one registry (`tffexec.intrinsics`).
 SUPPORTED_INTRINSICS = intrinsics.SUPPORTED

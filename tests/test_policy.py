@@ -206,15 +206,20 @@ def test_variant_constants_are_refused():
         _graph(_node("c", "Const", dtype=tf_graph_pb2.AttrValue(type=3))), STRICT) == []
 
 
-def test_graph_function_checks_before_tensorflow_imports_the_graph(tmp_path):
+def _writing_computation(target: pathlib.Path) -> pb.Computation:
+    """A computation that writes `target` (WriteFile: refused unless allowed) and returns 1."""
     tf = _tf()
-    target = tmp_path / "x.txt"
 
     def write():
         with tf.control_dependencies([tf.io.write_file(str(target), "x")]):
             return tf.constant(1)
 
-    comp = tc.tensorflow_computation(write)
+    return tc.tensorflow_computation(write)
+
+
+def test_graph_function_checks_before_tensorflow_imports_the_graph(tmp_path):
+    target = tmp_path / "x.txt"
+    comp = _writing_computation(target)
     with pytest.raises(errors.PolicyError, match="WriteFile"):
         from tffexec.executors import tf_function
 
@@ -280,14 +285,7 @@ def test_policy_defaults_are_documented_in_the_readme():
 def test_two_runners_with_different_policies_interleaved_each_apply_their_own(tmp_path):
     """No process-global policy: each Runner applies the one in its StackConfig, whatever the
     other did last, for ops and for limits alike."""
-    tf = _tf()
-    target = tmp_path / "x.txt"
-
-    def write():
-        with tf.control_dependencies([tf.io.write_file(str(target), "x")]):
-            return tf.constant(1)
-
-    writes = tc.tensorflow_computation(write)
+    writes = _writing_computation(tmp_path / "x.txt")
     sums = loading.load_computation(CORPUS / "fed_sum_int32" / "comp.pb")
     strict = config_lib.StackConfig(policy=policy_lib.Policy(max_clients=2))
     lenient = config_lib.StackConfig(policy=policy_lib.Policy(allowed_ops={"WriteFile"}))
