@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from tffexec import errors
+from tffexec import policy as policy_lib
 from tffexec.formats import VALUE_FORMATS
 
 #: Computation files of a case directory, by form.
@@ -370,7 +371,7 @@ def _manifest_case(base: pathlib.Path, where: str, fields: list[str], *, duplica
 # ------------------------------------------------------------------------------- one case
 
 def load_expected(source, result_type, *, name: str, label: str = "--expect",
-                  policy=None) -> Any:
+                  policy: policy_lib.Policy | None = None) -> Any:
     """The expected value, read with the computation's result type, under `policy` (default:
     `tffexec.policy.DEFAULT`): its limits, and its op check for any dataset graph in the value,
     run if the comparison reads the graph.
@@ -378,7 +379,6 @@ def load_expected(source, result_type, *, name: str, label: str = "--expect",
     A readable value of another type is a failed check (`CheckFailed`, exit 1: the result
     cannot match it); an unreadable file is an argument problem (exit 4).
     """
-    from tffexec import policy as policy_lib  # noqa: PLC0415
     from tffexec.checks import op_check  # noqa: PLC0415
     from tffexec.formats import loading  # noqa: PLC0415
 
