@@ -27,12 +27,14 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from tffexec import errors
+from tffexec import policy as policy_lib
+from tffexec.formats import VALUE_FORMATS
 
 #: Computation files of a case directory, by form.
 COMP_FILES = {"comp": "comp.pb", "native": "native_comp.pb"}
 FORMS = ("both", "comp", "native")
-ARG_FILES = ("arg.pb", "arg.json", "arg.npz")
-EXPECTED_FILES = ("expected.pb", "expected.json", "expected.npz")
+ARG_FILES = tuple(f"arg.{fmt}" for fmt in VALUE_FORMATS)
+EXPECTED_FILES = tuple(f"expected.{fmt}" for fmt in VALUE_FORMATS)
 #: Keys `case.json` may hold (meta.json holds many more; only these are read from it).
 CASE_KEYS = ("num_clients", "clients", "rtol", "atol", "flags", "arg", "expected", "description")
 DEFAULT_RTOL, DEFAULT_ATOL = 1e-5, 1e-6
@@ -368,16 +370,24 @@ def _manifest_case(base: pathlib.Path, where: str, fields: list[str], *, duplica
 
 # ------------------------------------------------------------------------------- one case
 
-def load_expected(source, result_type, *, name: str, label: str = "--expect") -> Any:
-    """The expected value, read with the computation's result type.
+def load_expected(source, result_type, *, name: str, label: str = "--expect",
+                  policy: policy_lib.Policy | None = None) -> Any:
+    """The expected value, read with the computation's result type, under `policy` (default:
+    `tffexec.policy.DEFAULT`): its limits, and its op check for any dataset graph in the value,
+    run if the comparison reads the graph.
 
     A readable value of another type is a failed check (`CheckFailed`, exit 1: the result
     cannot match it); an unreadable file is an argument problem (exit 4).
     """
+    from tffexec.checks import op_check  # noqa: PLC0415
     from tffexec.formats import loading  # noqa: PLC0415
 
+    policy = policy or policy_lib.DEFAULT
     try:
-        return loading.load_value(source, result_type, name=name, path="expected")
+        expected = loading.load_value(source, result_type, name=name, path="expected",
+                                      policy=policy)
+        op_check.guard_value(expected, result_type, policy, path="expected")
+        return expected
     except errors.ArgumentError as typed_error:
         try:
             _, found_type = loading.load_typed_value(source, None, name=name, path="expected")
@@ -397,15 +407,12 @@ class CaseRunner:
 
     def check(self, case: Case, settings: CaseSettings | None = None) -> Verdict:
         """Runs `case` and compares its result; never raises for a problem of the case."""
-        from tffexec.formats import policy as policy_lib  # noqa: PLC0415
-
         settings = settings or default_settings(case)
         if case.problem is not None:
             message, code = case.problem
             return Verdict(case.name, FAIL if code == 1 else ERROR, code, message,
                            comp=str(case.comp))
         config = self._config(settings)
-        previous = policy_lib.use(config.policy, check_ops=True)
         start = time.perf_counter()
         try:
             differences = self._run(case, settings, config)
@@ -415,8 +422,6 @@ class CaseRunner:
             return Verdict(case.name, ERROR, errors.InternalError.exit_code,
                            f"internal error: {type(e).__name__}: {' '.join(str(e).split())}",
                            time.perf_counter() - start, comp=str(case.comp))
-        finally:
-            policy_lib.restore(previous)
         seconds = time.perf_counter() - start
         if differences:
             return Verdict(case.name, FAIL, errors.CheckFailed.exit_code,
@@ -443,18 +448,20 @@ class CaseRunner:
         from tffexec.formats import loading  # noqa: PLC0415
 
         comp_name = display_path(case.comp)
-        computation = loading.load_computation(case.comp, name=comp_name)
+        computation = loading.load_computation(case.comp, name=comp_name, policy=config.policy)
         sig = preflight.signature(computation, file=comp_name)
         argument = None
         if case.arg is not None:
-            argument = loading.load_value(case.arg, sig.parameter_type,
-                                          name=display_path(case.arg))
+            argument = preflight.load_checked_value(case.arg, sig.parameter_type,
+                                                    policy=config.policy,
+                                                    name=display_path(case.arg), path="arg")
         elif sig.parameter_type is not None:
             raise errors.ArgumentError(
                 f"the computation needs an argument of type {sig.parameter_type}, and the case "
                 f"has none ({', '.join(ARG_FILES)})", file=case.source or None)
         expected = load_expected(case.expected, sig.result_type,
-                                 name=display_path(case.expected), label="expected value")
+                                 name=display_path(case.expected), label="expected value",
+                                 policy=config.policy)
         try:
             result = self._runner(config).run(computation, argument, clients=settings.clients)
         except errors.ComputationError as e:

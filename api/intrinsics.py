@@ -6,7 +6,7 @@ TensorFlow nor federated-language (only `tffexec.errors`), so `tffexec inspect` 
 (which only need the URIs) stay fast. Each executor's table is derived from it, and
 `tests/test_intrinsic_registry.py` checks that every table covers exactly the URIs of its kinds:
 
-- the static allow list (`formats/analysis.py` `SUPPORTED_INTRINSICS`): every URI;
+- the static allow list (`checks/analysis.py` `SUPPORTED_INTRINSICS`): every URI;
 - the federating executor's handlers and, registered beside each one, its composing rule
   (`executors/federated_intrinsics.py` `INTRINSICS`, `COMPOSE`): every placed kind and the
   generic operators;

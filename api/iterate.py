@@ -46,13 +46,14 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec import policy as policy_lib
+from tffexec import preflight
 from tffexec import runner as runner_lib
 from tffexec.checkpoints import CHECKPOINT_FILE, Checkpoint, Checkpoints  # noqa: F401 - API
 from tffexec.factories import config as config_lib
-from tffexec.formats import loading
+from tffexec.formats import VALUE_EXTENSIONS, loading
 
 #: Extensions of client value files in a DATA directory.
-VALUE_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
 #: How errors call the parameters whose name a caller may replace (see `names` in `resume`).
 PARAMETER_NAMES = {"rounds": "rounds", "seed": "seed", "clients_per_round": "clients_per_round",
                    "checkpoints": "checkpoints directory"}
@@ -175,13 +176,14 @@ class TrainingProcess:
                  runner: Optional[runner_lib.Runner] = None,
                  config: Optional[config_lib.StackConfig] = None,
                  init_name: str = "init", next_name: str = "next"):
-        self.init_comp = None if init is None else _load_comp(init, init_name)
-        self.next_comp = _load_comp(next, next_name)
+        self._owns_runner = runner is None
+        self.runner = runner or runner_lib.Runner(config)
+        policy = self.runner.config.policy
+        self.init_comp = None if init is None else _load_comp(init, init_name, policy)
+        self.next_comp = _load_comp(next, next_name, policy)
         self.init_name, self.next_name = init_name, next_name
         self.signature = signature_of(self.init_comp, self.next_comp, init_name=init_name,
                                       next_name=next_name)
-        self._owns_runner = runner is None
-        self.runner = runner or runner_lib.Runner(config)
         digest = hashlib.sha256(self.next_comp.SerializeToString(deterministic=True))
         self.next_digest = digest.hexdigest()
 
@@ -221,12 +223,12 @@ class TrainingProcess:
         self.close()
 
 
-def _load_comp(source: Any, name: str) -> computation_pb2.Computation:
+def _load_comp(source: Any, name: str, policy: policy_lib.Policy) -> computation_pb2.Computation:
     if isinstance(source, computation_pb2.Computation):
         return source
     if isinstance(source, (str, os.PathLike)):
-        return loading.load_computation(pathlib.Path(source), name=name)
-    return runner_lib.to_proto(source)
+        return loading.load_computation(pathlib.Path(source), name=name, policy=policy)
+    return runner_lib.to_proto(source, policy)
 
 
 # ------------------------------------------------------------------------------- client data
@@ -245,16 +247,22 @@ class ClientData:
 
 
 def load_clients(source: str | os.PathLike, client_type: fl.Type, *,
-                 fmt: Optional[str] = None) -> ClientData:
+                 fmt: Optional[str] = None,
+                 policy: policy_lib.Policy = policy_lib.DEFAULT) -> ClientData:
     """The clients in DATA: a directory with one value file per client, or one value file.
 
     A directory's files (.pb/.json/.npz, any mix; names starting with '.' are ignored) are read in
     name order, each as a value of `client_type`, and the client is named after its file. A
     single file holds a `{T}@CLIENTS` value; its clients are named `client_0`, `client_1`, ...
 
+    Each file is read under `policy`'s limits and its dataset graphs are checked against it
+    here, so that an error names the file (each round's `prepare` finds them checked already).
+
     Raises:
       tffexec.errors.ArgumentError: unreadable or mistyped values, other files in the
         directory, or no clients at all (exit 4).
+      tffexec.errors.PolicyError: a file over the limits, or a dataset graph holding an op the
+        policy refuses (exit 5).
     """
     path = pathlib.Path(source)
     if path.is_dir():
@@ -266,16 +274,16 @@ def load_clients(source: str | os.PathLike, client_type: fl.Type, *,
                     "not a client value file (expected one .pb, .json or .npz file per client)",
                     file=str(p))
             names.append(p.stem)
-            values.append(loading.load_value(p, client_type, fmt=fmt, name=str(p),
-                                             path=f"client[{p.stem}]"))
+            values.append(preflight.load_checked_value(p, client_type, policy=policy, fmt=fmt,
+                                                       name=str(p), path=f"client[{p.stem}]"))
         if not values:
             raise errors.ArgumentError("no client value files in the directory", file=str(path))
         return ClientData(names, values, str(path))
     if not path.exists():
         raise errors.ArgumentError("no such file or directory", file=str(path))
     all_clients = fl.FederatedType(client_type, fl.CLIENTS)
-    values = loading.load_value(path, all_clients, fmt=fmt, name=str(path), path="clients")
-    values = list(values)
+    values = list(preflight.load_checked_value(path, all_clients, policy=policy, fmt=fmt,
+                                               name=str(path), path="clients"))
     if not values:
         raise errors.ArgumentError("the value holds no clients", file=str(path))
     return ClientData([f"client_{i}" for i in range(len(values))], values, str(path))
@@ -555,7 +563,8 @@ def load_state(source: str | os.PathLike, process: TrainingProcess, *,
                fmt: Optional[str] = None) -> Any:
     """A saved state (pb, JSON or npz), checked against the state type."""
     return loading.load_value(pathlib.Path(source), process.signature.state_type, fmt=fmt,
-                              name=str(source), path="state")
+                              name=str(source), path="state",
+                              policy=process.runner.config.policy)
 
 
 def save_state(state: Any, process: TrainingProcess, dest: str | os.PathLike) -> None:

@@ -32,11 +32,11 @@ import federated_language
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
-from tffexec.formats import analysis
+from tffexec.checks import analysis
 from tffexec.formats import loading
 from tffexec.formats import normalize
-from tffexec.formats import op_check
-from tffexec.formats import policy as policy_lib
+from tffexec.checks import op_check
+from tffexec import policy as policy_lib
 from tffexec.formats import values as values_lib
 from tffexec.formats.protos import executor_pb2
 
@@ -145,7 +145,8 @@ def prepare_argument(arg: Any, parameter_type) -> Any:
     return _convert_argument(arg, parameter_type)[0]
 
 
-def _convert_argument(arg: Any, parameter_type) -> tuple[Any, Optional[int]]:
+def _convert_argument(arg: Any, parameter_type,
+                      policy: policy_lib.Policy = policy_lib.DEFAULT) -> tuple[Any, Optional[int]]:
     """(the argument converted and checked, the client count it implies)."""
     if parameter_type is None:
         if arg is not None:
@@ -154,7 +155,7 @@ def _convert_argument(arg: Any, parameter_type) -> tuple[Any, Optional[int]]:
     if arg is None:
         raise errors.ArgumentError(f"the computation needs an argument of type {parameter_type}")
     if isinstance(arg, os.PathLike):  # a str stays a value: the parameter may be a string
-        arg = loading.load_value(pathlib.Path(arg), parameter_type)
+        arg = loading.load_value(pathlib.Path(arg), parameter_type, policy=policy)
     elif isinstance(arg, executor_pb2.Value):
         arg, _ = values_lib.value_from_proto(arg, parameter_type)
     return normalize.normalize_counting(arg, parameter_type, path="arg")
@@ -171,6 +172,19 @@ def check_argument(value: Any, parameter_type, policy: policy_lib.Policy,
         return
     for path, finding in op_check.value_findings(value, parameter_type, policy, path="arg"):
         problems.argument.append(analysis.Problem(path, finding.describe(), refused=True))
+
+
+def load_checked_value(source: Any, type_spec, *, policy: policy_lib.Policy, name: str,
+                       path: str, fmt: str | None = None) -> Any:
+    """A value file read under `policy`'s limits, its dataset graphs checked against `policy`
+    now, so that a refused op names the file (the loaders themselves check no ops). A later
+    `prepare` of the value finds its sequences checked and does not parse them again."""
+    value = loading.load_value(source, type_spec, fmt=fmt, name=name, path=path, policy=policy)
+    try:
+        op_check.check_value(value, type_spec, policy, path=path)
+    except errors.PolicyError as e:
+        raise e.with_file(name) from None
+    return value
 
 
 def client_count(uses_clients: bool, *, clients: Optional[int], argument_clients: Optional[int],
@@ -213,7 +227,7 @@ def prepare(computation: computation_pb2.Computation, arg: Any, clients: Optiona
     if arg is None and problems.collect:
         value, argument_clients = None, None
     else:
-        value, argument_clients = _convert_argument(arg, sig.parameter_type)
+        value, argument_clients = _convert_argument(arg, sig.parameter_type, policy)
     if value is not None:
         check_argument(value, sig.parameter_type, policy, problems)
     count = client_count(checked.uses_clients, clients=clients,

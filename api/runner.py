@@ -23,10 +23,11 @@ from federated_language.proto import computation_pb2
 
 from tffexec import preflight
 from tffexec import errors
+from tffexec import policy as policy_lib
 from tffexec import stages
 from tffexec.factories import config as config_lib
 from tffexec.factories import executor_factory
-from tffexec.formats import analysis
+from tffexec.checks import analysis
 from tffexec.formats import loading
 
 # The pieces of a prepared run, importable from here as well (`Runner.prepare` returns them).
@@ -41,14 +42,16 @@ CHECKED_COMPUTATIONS = 16
 ComputationLike = Union[str, os.PathLike, bytes, computation_pb2.Computation, Any]
 
 
-def to_proto(computation: ComputationLike) -> computation_pb2.Computation:
-    """A `Computation` proto from a path, bytes, a proto or a federated-language computation."""
+def to_proto(computation: ComputationLike,
+             policy: policy_lib.Policy = policy_lib.DEFAULT) -> computation_pb2.Computation:
+    """A `Computation` proto from a path, bytes, a proto or a federated-language computation
+    (a file or bytes read under `policy`'s size limit)."""
     if isinstance(computation, computation_pb2.Computation):
         return computation
     if isinstance(computation, (str, os.PathLike, bytes)):
         source = pathlib.Path(computation) if isinstance(computation, (str, os.PathLike)) and str(
             computation) != "-" else computation
-        return loading.load_computation(source)
+        return loading.load_computation(source, policy=policy)
     to_proto_fn = getattr(computation, "to_proto", None)
     if callable(to_proto_fn):
         return to_proto_fn()
@@ -81,7 +84,7 @@ class Runner:
         Done once per computation object; raises `ComputationError` (exit 3) or `PolicyError`
         (exit 5) naming the AST path.
         """
-        comp = to_proto(computation)
+        comp = to_proto(computation, self.config.policy)
         hit = self._checked.get(id(comp))
         if hit is not None and hit[0] is comp:
             self._checked.move_to_end(id(comp))
@@ -106,7 +109,7 @@ class Runner:
         """
         with stages.stage(stages.PREPARE):
             self.prepares += 1
-            comp = to_proto(computation)
+            comp = to_proto(computation, self.config.policy)
             return preflight.prepare(
                 comp, arg, clients if clients is not None else self.config.clients,
                 policy=self.config.policy, problems=preflight.Problems(),

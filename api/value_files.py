@@ -18,6 +18,8 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec import policy as policy_lib
+from tffexec.checks import op_check
 from tffexec.formats import loading
 from tffexec.formats import types as types_lib
 from tffexec.formats.sequences import SequenceValue
@@ -37,7 +39,7 @@ def as_type(type_spec: TypeLike) -> Optional[fl.Type]:
 
 
 def load_value(source: PathOrBytes, type: TypeLike = None, *,  # noqa: A002 - the API's word
-               fmt: Optional[str] = None) -> Any:
+               fmt: Optional[str] = None, policy: Optional[policy_lib.Policy] = None) -> Any:
     """Reads a value file, or the bytes of one, into tffexec's Python representation.
 
     Args:
@@ -46,16 +48,22 @@ def load_value(source: PathOrBytes, type: TypeLike = None, *,  # noqa: A002 - th
         against it. Optional for `.pb` and tagged JSON, which say their type; needed for npz and
         plain JSON.
       fmt: "pb", "json" or "npz"; default: by the file's extension, else sniffed.
+      policy: the limits to read it under, and the op policy a dataset graph in it must pass
+        before its elements are read (default: `tffexec.policy.DEFAULT`).
 
     Raises:
       tffexec.errors.ArgumentError: unreadable, or not a value of `type`.
-      tffexec.errors.PolicyError: larger than the current policy's value limit.
+      tffexec.errors.PolicyError: larger than the policy's value limit.
     """
     if isinstance(source, os.PathLike):
         source = pathlib.Path(source)
     elif isinstance(source, str):
         source = pathlib.Path(source)  # `-` is a file name here; standard input is the CLI's
-    return loading.load_value(source, as_type(type), fmt=fmt, path="value")
+    policy = policy or policy_lib.DEFAULT
+    value, found_type = loading.load_typed_value(source, as_type(type), fmt=fmt, path="value",
+                                                 policy=policy)
+    op_check.guard_value(value, found_type, policy, path="value")
+    return value
 
 
 def save_value(value: Any, path: Union[str, os.PathLike], type: TypeLike = None, *,  # noqa: A002

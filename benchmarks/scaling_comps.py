@@ -2,7 +2,7 @@
 
 Each workload has
 - `computation()`: a serialized federated computation (federated-language tracing around
-  `tensorflow` computations traced by `tffexec.formats.tensorflow_computation`, the same proto
+  `tensorflow` computations traced by `tffexec.tensorflow`, the same proto
   shapes TFF writes);
 - `argument(n)`: its argument for n clients (small per-client values: client data is generated
   inside the client's TensorFlow function from a per-client seed, so 10 000 clients fit in memory);
@@ -24,7 +24,7 @@ import federated_language as fl
 import numpy as np
 
 from tffexec import tf_runtime
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 WORKLOADS = ("trivial", "trivial_mean", "heavy", "fedavg")
 MATMULS, SIZE = 50, 64

@@ -71,7 +71,7 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
         names = {}
 
         def load_computation():
-            computation, comp_input = loaders.load_computation(comp)
+            computation, comp_input = loaders.load_computation(comp, policy=config.policy)
             names["comp"] = comp_input.name
             return computation
 
@@ -87,7 +87,7 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
                                            file=common.display_name(arg))
             arg_input = common.read_input(arg, error_class=errors.ArgumentError)
             return loading.load_value(arg_input.data, sig.parameter_type, fmt=arg_format,
-                                      name=arg_input.name)
+                                      name=arg_input.name, policy=config.policy)
 
         def on_prepared(prepared):
             common.check_clients_used(prepared.uses_clients, clients, name=names["comp"],

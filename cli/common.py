@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from tffexec import errors
+from tffexec.formats import VALUE_FORMATS
 
 STDIN_NAME = "<stdin>"
 
@@ -47,7 +48,7 @@ class FormatChoice(click.Choice):
 
 
 #: Value-file formats (`--arg-format`, `--from`, `--to`, ...), case-insensitive.
-VALUE_FORMAT = click.Choice(("pb", "json", "npz"), case_sensitive=False)
+VALUE_FORMAT = click.Choice(VALUE_FORMATS, case_sensitive=False)
 
 
 @dataclasses.dataclass(frozen=True)

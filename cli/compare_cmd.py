@@ -45,6 +45,7 @@ def compare(first: str, second: str, type_of: str | None, use_result: bool, rtol
     common.check_single_stdin(first, second, type_of)
     if use_result and type_of is None:
         raise click.UsageError("--result needs --type-of COMP")
+    from tffexec.cli import loaders  # noqa: PLC0415
     from tffexec.formats import compare as compare_lib  # noqa: PLC0415
     from tffexec.formats import loading  # noqa: PLC0415
 
@@ -56,6 +57,8 @@ def compare(first: str, second: str, type_of: str | None, use_result: bool, rtol
                                                path="value")
     second_input = common.read_input(second, error_class=errors.ArgumentError)
     value_b = _load_second(second_input, type_a, first_name=first_input.name)
+    for value in (value_a, value_b):
+        loaders.guarded(value, type_a, path="value")
     differences = compare_lib.value_differences(value_a, value_b, type_a, rtol=rtol, atol=atol,
                                                 path="value")
     tolerances = f"rtol {rtol:g}, atol {atol:g}"

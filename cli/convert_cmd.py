@@ -9,9 +9,9 @@ from __future__ import annotations
 import click
 
 from tffexec import errors
+from tffexec.formats import EXTENSION_FORMATS
 from tffexec.cli import common
 
-_EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz": "npz"}
 
 
 @click.command("convert", short_help="Convert a value between pb, JSON and npz.")
@@ -63,6 +63,7 @@ def convert(source: str, dest: str, type_of: str | None, use_result: bool,
     path = "value" if type_of is None else ("result" if use_result else "arg")
     value, value_type = loading.load_typed_value(value_input.data, type_hint, fmt=in_format,
                                                  name=value_input.name, path=path)
+    loaders.guarded(value, value_type, path=path)
     if plain:
         from tffexec.formats import plainjson  # noqa: PLC0415
 
@@ -82,7 +83,7 @@ def _format_of(dest: str) -> str:
 
     if dest == "-":
         return "json"
-    fmt = _EXTENSIONS.get(pathlib.PurePath(dest).suffix.lower())
+    fmt = EXTENSION_FORMATS.get(pathlib.PurePath(dest).suffix.lower())
     if fmt is not None:
         return fmt
     raise click.UsageError(f"cannot tell the format of OUT {dest!r}: use a .pb, .json or .npz "

@@ -60,13 +60,13 @@ def _inspect_one(comp: str, *, show_tree: bool, depth: int, as_json: bool,
                  separate: bool = False) -> None:
     # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
     from tffexec.cli import loaders
-    from tffexec.formats import analysis
+    from tffexec.checks import analysis
 
     computation, comp_input = loaders.load_computation(comp)
     result = analysis.analyze(computation, size_bytes=len(comp_input.data))
-    tree = analysis.tree(computation, max_depth=depth) if show_tree else None
-
     from tffexec.cli import render
+
+    tree = render.tree(computation, max_depth=depth) if show_tree else None
 
     if as_json:
         document = {"schema": JSON_SCHEMA, "file": comp_input.name, **result.to_dict()}

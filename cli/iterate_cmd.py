@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import click
 
 from tffexec import errors
+from tffexec.formats import VALUE_EXTENSIONS
 from tffexec.cli import common
 from tffexec.cli import policy_flags
 from tffexec.cli import stack_flags
@@ -22,7 +23,6 @@ from tffexec.cli import stack_flags
 if TYPE_CHECKING:
     from tffexec.cli import iterate_report
 
-STATE_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
 DEFAULT_CHECKPOINT_EVERY = 10
 #: What the library's errors call the parameters this command takes as flags.
 FLAG_NAMES = {"rounds": "--rounds", "seed": "--seed", "clients_per_round": "--clients-per-round",
@@ -118,7 +118,7 @@ def iterate(init: Optional[str], next_: str, rounds: int, data: str, data_format
     if init is None and state is None and not _has_checkpoint(state_dir):
         raise click.UsageError("give --init (or --state FILE, or a --state-dir holding a "
                                "checkpoint) for the initial state")
-    if output is not None and not output.lower().endswith(STATE_EXTENSIONS):
+    if output is not None and not output.lower().endswith(VALUE_EXTENSIONS):
         raise click.UsageError(f"cannot tell the state format from {output!r}: use a .pb, .json "
                                "or .npz name")
     if plot_path is not None:
@@ -215,7 +215,8 @@ def _execute(*, init, next_, rounds, data, data_format, clients_per_round, seed,
         process = it.TrainingProcess(init, next_, runner=runner, init_name=init or "init",
                                      next_name=next_)
         display.stage("loading client data")
-        clients = it.load_clients(data, process.signature.client_type, fmt=data_format)
+        clients = it.load_clients(data, process.signature.client_type, fmt=data_format,
+                                  policy=config.policy)
         display.stage("loading state")
         start = it.resume(process, clients, rounds=rounds, checkpoints=checkpoints,
                           state=None if state is None else pathlib.Path(state), seed=seed,

@@ -3,9 +3,10 @@
 The work is done by `tffexec.formats.loading`; this module adapts the CLI's inputs (paths, `-`)
 to it. The CLI reads the bytes itself so that it knows their size and can name `-` `<stdin>`.
 
-Limits: a file larger than the current policy's limit is refused by its size before it is read.
-The ops of a computation's graphs are not checked here but by `tffexec.preflight`, which `run`
-(through `Runner.prepare`) and `validate` share, before anything runs.
+Limits: a file larger than the command's policy allows (`policy=`, built from its flags; the
+default policy for commands without them) is refused by its size before it is read. The ops of
+a computation's graphs and of an argument's dataset graphs are not checked here but by
+`tffexec.preflight`, which `run` (through `Runner.prepare`) and `validate` share.
 """
 from __future__ import annotations
 
@@ -19,19 +20,23 @@ from tffexec.cli import common
 if TYPE_CHECKING:  # importing federated-language costs ~0.3 s; `--help` must not pay it
     from federated_language.proto import computation_pb2
 
+    from tffexec.policy import Policy
 
-def load_computation(source: str) -> tuple[computation_pb2.Computation, common.Input]:
+
+def load_computation(source: str, *, policy: Policy | None = None
+                     ) -> tuple[computation_pb2.Computation, common.Input]:
     """Loads COMP (a path or `-`); raises `ComputationError` (exit 3) when it is unusable.
 
     Only the size limit applies here; what the computation holds is checked by
     `tffexec.preflight` (`Runner.prepare` for `run`, `validate`), each graph parsed once.
     """
+    from tffexec import policy as policy_lib
     from tffexec.formats import loading
-    from tffexec.formats import policy as policy_lib
 
-    _check_file_size(source, policy_lib.current().check_computation_bytes)
+    policy = policy or policy_lib.DEFAULT
+    _check_file_size(source, policy.check_computation_bytes)
     comp_input = common.read_input(source, error_class=errors.ComputationError)
-    computation = loading.load_computation(comp_input.data, name=comp_input.name)
+    computation = loading.load_computation(comp_input.data, name=comp_input.name, policy=policy)
     return computation, comp_input
 
 
@@ -46,31 +51,46 @@ def _check_file_size(source: str, check) -> None:
     check(size, file=common.display_name(source))
 
 
-def load_argument(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None) -> int | None:
+def load_argument(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None,
+                  policy: Policy | None = None) -> int | None:
     """Loads ARG as a value of `parameter_type`; returns the client count it implies, if any.
 
     Raises:
       tffexec.errors.ArgumentError: ARG is unreadable or not a value of the parameter type (exit 4).
-      tffexec.errors.PolicyError: ARG is larger than the current policy allows (exit 5).
+      tffexec.errors.PolicyError: ARG is larger than `policy` allows (exit 5).
     """
-    return load_argument_value(source, parameter_type, fmt=fmt)[2]
+    return load_argument_value(source, parameter_type, fmt=fmt, policy=policy)[2]
 
 
-def load_argument_value(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None):
+def load_argument_value(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None,
+                        policy: Policy | None = None):
     """(value, its federated-language type, implied client count or None) of ARG."""
+    from tffexec import policy as policy_lib
     from tffexec.formats import loading
     from tffexec.formats import normalize
-    from tffexec.formats import policy as policy_lib
     from tffexec.formats import types
 
+    policy = policy or policy_lib.DEFAULT
     type_hint = types.type_from_proto(parameter_type, errors.ComputationError)
-    _check_file_size(source, policy_lib.current().check_value_bytes)
+    _check_file_size(source, policy.check_value_bytes)
     arg_input = common.read_input(source, error_class=errors.ArgumentError)
-    value = loading.load_value(arg_input.data, type_hint, fmt=fmt, name=arg_input.name)
+    value = loading.load_value(arg_input.data, type_hint, fmt=fmt, name=arg_input.name,
+                               policy=policy)
     try:
         return value, type_hint, normalize.infer_clients(value, type_hint)
     except errors.ArgumentError as e:
         raise e.with_file(arg_input.name) from None
+
+
+def guarded(value, type_spec, *, path: str):
+    """`value` with the default policy and the op checker bound to its sequences: commands that
+    only read or re-encode values (`convert`, `compare`) check a dataset graph's ops when, and
+    only if, they turn it into a dataset to read its elements."""
+    from tffexec import policy as policy_lib
+    from tffexec.checks import op_check
+
+    op_check.guard_value(value, type_spec, policy_lib.DEFAULT, path=path)
+    return value
 
 
 def type_of_computation(type_of: str, use_result: bool):

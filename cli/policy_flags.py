@@ -46,7 +46,7 @@ class ByteSize(click.ParamType):
 
 
 def _defaults() -> dict[str, int]:
-    from tffexec.formats import policy as policy_lib  # noqa: PLC0415
+    from tffexec import policy as policy_lib  # noqa: PLC0415
 
     return {
         "max_computation_bytes": policy_lib.DEFAULT_MAX_COMPUTATION_BYTES,
@@ -65,7 +65,7 @@ def _human(n: int) -> str:
 
 def options(command: Callable) -> Callable:
     """Adds --allow-op, --trust and the --max-* limits."""
-    defaults = _defaults()  # tffexec.formats.policy is light: no federated-language, no TF
+    defaults = _defaults()  # tffexec.policy is light: no federated-language, no TF
     decorators = [
         click.option("--allow-op", "allow_op", multiple=True, metavar="NAME",
                      allow_from_autoenv=False,
@@ -95,7 +95,7 @@ def pop_policy_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def build_policy(policy_params: dict[str, Any]):
     """The `Policy` the parsed flags describe (missing limits take their defaults)."""
-    from tffexec.formats import policy as policy_lib  # noqa: PLC0415
+    from tffexec import policy as policy_lib  # noqa: PLC0415
 
     limits = _defaults()
     limits.update({name: policy_params[name] for name in limits
@@ -105,18 +105,7 @@ def build_policy(policy_params: dict[str, Any]):
                              **limits)
 
 
-def policy_from(policy_params: dict[str, Any], *, check_ops: bool = True):
-    """The command's `Policy`, made current until the command ends.
-
-    Current, so that the loaders the command calls apply its limits and (with `check_ops`, for
-    commands that run computations) check the ops of what they load; see
-    `tffexec.formats.policy.use`.
-    """
-    from tffexec.formats import policy as policy_lib  # noqa: PLC0415
-
-    policy = build_policy(policy_params)
-    previous = policy_lib.use(policy, check_ops=check_ops)
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(lambda: policy_lib.restore(previous))
-    return policy
+def policy_from(policy_params: dict[str, Any]):
+    """The command's `Policy`: the command hands it to its loaders and its `StackConfig`
+    (there is no process-wide current policy to set)."""
+    return build_policy(policy_params)

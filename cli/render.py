@@ -1,4 +1,7 @@
-"""Rich renderings of analysis results for standard output."""
+"""What `inspect` prints: the summary lines, and the AST as a tree (nested dicts, Rich, JSON).
+
+The tree is a view for people and belongs to the CLI; the library's analysis
+(`tffexec.checks.analysis`) only counts and checks."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +9,8 @@ from typing import Any
 from rich.text import Text
 from rich.tree import Tree
 
-from tffexec.formats import analysis as analysis_lib
+from tffexec.checks import analysis as analysis_lib
+from tffexec.checks import ast_walk
 
 _MAX_TYPE_CHARS = 160
 _KEY_WIDTH = 12
@@ -69,7 +73,7 @@ def _label(entry: dict[str, Any]) -> Text:
 
 
 def ast_tree(tree: dict[str, Any]) -> Tree:
-    """A rich Tree of `analysis.tree(...)`'s nested dicts (built without recursion)."""
+    """A rich Tree of `tree(...)`'s nested dicts (built without recursion)."""
     root = Tree(_label(tree))
     stack = [(tree, root)]
     while stack:
@@ -81,7 +85,7 @@ def ast_tree(tree: dict[str, Any]) -> Tree:
 
 
 def tree_json(tree: dict[str, Any]) -> str:
-    """`json.dumps(tree)` for `analysis.tree(...)`, without recursion (trees can be deeper than
+    """`json.dumps(tree)` for `tree(...)`, without recursion (trees can be deeper than
     the json module's recursion limit allows)."""
     import json
 
@@ -115,3 +119,97 @@ def json_document(document: dict[str, Any], tree: dict[str, Any] | None) -> str:
     if tree is None:
         return text
     return text[: text.rindex("}")].rstrip() + ',\n  "tree": ' + tree_json(tree) + "\n}"
+
+
+def describe(comp) -> str:
+    """A one-line label for a node, as shown by `inspect --tree`."""
+    kind = comp.WhichOneof("computation")
+    if kind == "lambda":
+        name = getattr(comp, "lambda").parameter_name
+        return f"lambda {name}" if name else "lambda (no parameter)"
+    if kind == "block":
+        return f"block ({_plural(len(comp.block.local), 'local')})"
+    if kind == "reference":
+        return f"reference {comp.reference.name}"
+    if kind == "call":
+        return "call" if comp.call.HasField("argument") else "call (no argument)"
+    if kind == "struct":
+        return f"struct ({_plural(len(comp.struct.element), 'element')})"
+    if kind == "selection":
+        return f"selection [{comp.selection.index}]"
+    if kind == "intrinsic":
+        return f"intrinsic {comp.intrinsic.uri}"
+    if kind == "placement":
+        return f"placement {comp.placement.uri}"
+    if kind == "tensorflow":
+        return _describe_graph(comp)
+    if kind == "data":
+        which = comp.data.WhichOneof("data")
+        detail = comp.data.uri if which == "uri" else comp.data.content.type_url if which else ""
+        return f"data {detail}".rstrip()
+    if kind is None:
+        return "(empty node)"
+    return kind
+
+
+def _describe_graph(comp) -> str:
+    info = analysis_lib.graph_info(comp, ast_walk.ROOT_PATH)
+    if info.error:
+        return f"tensorflow ({info.error})"
+    parts = [_plural(sum(info.ops.values()), "op"), f"{info.size_bytes:,} bytes"]
+    if info.functions:
+        parts.insert(1, _plural(info.functions, "function"))
+    if info.cache_key:
+        parts.append(f"cache key {info.cache_key}")
+    return f"tensorflow ({', '.join(parts)})"
+
+
+def node_type_string(comp) -> str | None:
+    """The node's type in TFF notation, None if it has none, `<invalid type>` if unreadable."""
+    if not comp.HasField("type"):
+        return None
+    try:
+        return analysis_lib.type_string(comp.type)
+    except Exception:  # noqa: BLE001 - shown, not raised: `analyze` reports invalid root types
+        return "<invalid type>"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def tree(comp, *, max_depth: int = 6) -> dict[str, Any]:
+    """The AST as nested dicts, cut below `max_depth` (the root has depth 0).
+
+    Each node is `{"field", "path", "label", "type", "children"}`: `field` is its place in the
+    parent (`result`, `local[0](x)`, ...; `<root>` for the root), `label` is `describe(node)` and
+    `type` its type in TFF notation (or None). A node whose children lie deeper than `max_depth`
+    gets a single child `{"truncated": true, "hidden_nodes": n}` instead of them.
+    """
+    root = _tree_entry(comp, ast_walk.ROOT_PATH, ast_walk.ROOT_PATH)
+    stack = [(comp, root, 0)]
+    while stack:
+        node, entry, depth = stack.pop()
+        kids = ast_walk.children(node)
+        if not kids:
+            continue
+        if depth >= max_depth:
+            hidden = sum(1 for _, child in kids for _ in ast_walk.walk(child))
+            entry["children"].append({"truncated": True, "hidden_nodes": hidden})
+            continue
+        for segment, child in kids:
+            child_entry = _tree_entry(child, segment.split(".", 1)[1],
+                                      ast_walk.join_path(entry["path"], segment))
+            entry["children"].append(child_entry)
+            stack.append((child, child_entry, depth + 1))
+    return root
+
+
+def _tree_entry(comp, field: str, path: str) -> dict[str, Any]:
+    return {
+        "field": field,
+        "path": path,
+        "label": describe(comp),
+        "type": node_type_string(comp),
+        "children": [],
+    }

@@ -15,14 +15,13 @@ from typing import Any
 import click
 
 from tffexec import errors
+from tffexec.formats import VALUE_EXTENSIONS, VALUE_FORMATS
 from tffexec.cli import common
 from tffexec.cli import loaders
 from tffexec.cli import policy_flags
 from tffexec.cli import stack_flags
 
 FORMATS = ("text", "json", "pb", "npz")
-VALUE_FORMATS = ("pb", "json", "npz")
-OUTPUT_EXTENSIONS = (".pb", ".binpb", ".bin", ".json", ".npz")
 #: Differences listed by a failed --expect; the rest are counted.
 MAX_DIFFERENCES_SHOWN = 10
 
@@ -132,7 +131,7 @@ def run(comp: str, arg: str | None, arg_parts: tuple[tuple[str, str], ...], clie
     stack_params = stack_flags.pop_stack_params(flags)
     # Limits apply while loading; ops (in the graphs and in dataset arguments) are checked once,
     # by `Runner.prepare`.
-    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags), check_ops=False)
+    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
     config = stack_flags.config_from(stack_params, clients=clients, seed=seed, policy=policy)
 
     common.check_output_path(output, "--output")
@@ -182,7 +181,7 @@ def _result_format(output: str | None, output_format: str | None, expect: str | 
     if plain and (output is None or output == "-" or output.lower().endswith(".json")):
         return "json"
     if output is not None and output != "-":
-        if not output.lower().endswith(OUTPUT_EXTENSIONS):
+        if not output.lower().endswith(VALUE_EXTENSIONS):
             raise click.UsageError(f"cannot tell the result format from {output!r}: use a .pb, "
                                    ".json or .npz name, or --format pb|json|npz")
         from tffexec.formats import loading  # noqa: PLC0415
@@ -203,11 +202,12 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
     from tffexec.formats import loading  # noqa: PLC0415
 
     with stages.stage(stages.LOAD_COMPUTATION):
-        computation, comp_input = loaders.load_computation(comp)
+        computation, comp_input = loaders.load_computation(comp, policy=config.policy)
     sig = runner_lib.signature(computation, file=comp_input.name)
     with stages.stage(stages.LOAD_ARGUMENT):
         value, arg_files = _load_argument(arg, arg_parts, sig.parameter_type,
-                                          arg_format=arg_format, comp_name=comp_input.name)
+                                          arg_format=arg_format, comp_name=comp_input.name,
+                                          policy=config.policy)
 
     with runner_lib.Runner(config) as runner:
         try:
@@ -243,22 +243,23 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
 
         expected_input = common.read_input(expect, error_class=errors.ArgumentError)
         expect_name = expected_input.name
-        expected = _load_expected(expected_input, sig.result_type)
+        expected = _load_expected(expected_input, sig.result_type, config.policy)
         differences = compare.value_differences(result, expected, sig.result_type, rtol=rtol,
                                                 atol=atol, path="result")
     return _Outcome(result, sig.result_type, payload, fmt, differences, expect_name)
 
 
-def _load_expected(expected_input: common.Input, result_type) -> Any:
+def _load_expected(expected_input: common.Input, result_type, policy) -> Any:
     """The --expect value, read with the result type (rules: `tffexec.checking.load_expected`:
     another type is a failed check, exit 1; an unreadable file exit 4)."""
     from tffexec import checking  # noqa: PLC0415
 
-    return checking.load_expected(expected_input.data, result_type, name=expected_input.name)
+    return checking.load_expected(expected_input.data, result_type, name=expected_input.name,
+                                  policy=policy)
 
 
 def _load_argument(arg: str | None, arg_parts, parameter_type, *, arg_format: str | None,
-                   comp_name: str) -> tuple[Any, dict[str, str]]:
+                   comp_name: str, policy) -> tuple[Any, dict[str, str]]:
     """(the argument, the file of each part of it: `{"arg": ARG}` or `{"arg.<name>": FILE}` for
     `--arg name=FILE`), so that a problem `prepare` finds later names the file it is in."""
     from tffexec.formats import loading  # noqa: PLC0415
@@ -283,10 +284,10 @@ def _load_argument(arg: str | None, arg_parts, parameter_type, *, arg_format: st
             parts.append(arguments.ArgPart(name, data.data, data.name))
         files = {(f"arg[{p.name}]" if p.name.isdigit() else f"arg.{p.name}"): p.label
                  for p in parts}
-        return arguments.assemble(parameter_type, parts, fmt=arg_format), files
+        return arguments.assemble(parameter_type, parts, fmt=arg_format, policy=policy), files
     arg_input = common.read_input(arg, error_class=errors.ArgumentError)
     value = loading.load_value(arg_input.data, parameter_type, fmt=arg_format,
-                               name=arg_input.name)
+                               name=arg_input.name, policy=policy)
     return value, {"arg": arg_input.name}
 
 

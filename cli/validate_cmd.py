@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from tffexec import errors
+from tffexec.formats import EXTENSION_FORMATS
 from tffexec.cli import common
 from tffexec.cli import policy_flags
 
@@ -52,7 +53,7 @@ def validate(files: tuple[str, ...], clients: int | None, arg_format: str | None
     """
     common.check_single_stdin(*files)
     # Limits apply while loading; ops are reported below rather than refused.
-    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags), check_ops=False)
+    policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
     if len(files) == 2 and _is_value_file(files[1]):
         _validate_one(files[0], files[1], clients, arg_format, policy)
         return
@@ -64,7 +65,7 @@ def _is_value_file(path: str) -> bool:
     """Whether the second of two files is an argument rather than another computation."""
     import pathlib  # noqa: PLC0415
 
-    if pathlib.PurePath(path).suffix.lower() in (".json", ".npz"):
+    if EXTENSION_FORMATS.get(pathlib.PurePath(path).suffix.lower()) in ("json", "npz"):
         return True
     if path == "-":
         return True  # a computation on standard input is given first: `cat c.pb | validate - a`
@@ -84,9 +85,9 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
     # Imported here, not at the top: `tffexec --help` must not pay for federated-language.
     from tffexec import preflight
     from tffexec.cli import loaders
-    from tffexec.formats import analysis
+    from tffexec.checks import analysis
 
-    computation, comp_input = loaders.load_computation(comp)
+    computation, comp_input = loaders.load_computation(comp, policy=policy)
     problems = preflight.Problems(collect=True)
     try:
         # The checks `run` makes (`Runner.prepare`), collecting every problem instead of raising.
@@ -103,7 +104,7 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
                 f"{common.display_name(arg)} was given"))
         else:
             value, _, argument_clients = loaders.load_argument_value(
-                arg, computation.type.function.parameter, fmt=arg_format)
+                arg, computation.type.function.parameter, fmt=arg_format, policy=policy)
     try:
         preflight.prepare(computation, value, clients, policy=policy, problems=problems,
                          checked=result)

@@ -41,18 +41,20 @@ def _reduce_struct(value):
     return _make_struct, (structure.to_elements(value),)
 
 
-def _make_sequence(element_type, graph_def, elements):
-    return sequences.SequenceValue(element_type, graph_def=graph_def, elements=elements)
+def _make_sequence(element_type, graph_def, elements, policy=None, check=None):
+    seq = sequences.SequenceValue(element_type, graph_def=graph_def, elements=elements)
+    return seq if policy is None else seq.bind_policy(policy, check)
 
 
 def _reduce_sequence(value):
     """A sequence travels as its element type and graph or elements, never as a live dataset;
-    the receiving stack checks its graph under its own policy again."""
+    the receiving side checks its graph again (under its stack's policy, or the one bound)."""
     graph_def = getattr(value, "_graph_def", None)
     elements = getattr(value, "_elements", None)
     if graph_def is None and elements is None:
         elements = value.elements()
-    return _make_sequence, (value.element_type, graph_def, elements)
+    # The policy and checker bound to it travel too (not the mark: the copy is checked again).
+    return _make_sequence, (value.element_type, graph_def, elements, *value.binding)
 
 
 def register_pickling() -> None:

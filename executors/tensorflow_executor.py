@@ -22,8 +22,8 @@ from tffexec.executors import tf_function
 from tffexec import tf_runtime
 from tffexec.formats import arrays
 from tffexec.formats import normalize
-from tffexec.formats import op_check
-from tffexec.formats import policy as policy_lib
+from tffexec.checks import op_check
+from tffexec import policy as policy_lib
 from tffexec.formats import sequences
 
 
@@ -162,17 +162,20 @@ class TensorFlowExecutor(base.SyncExecutor):
     def _to_tf(self, value):
         if isinstance(value, sequences.SequenceValue):
             # Bounded: an infinite or over-long dataset never reaches a graph.
-            return value.bind_policy(self._policy).bounded_dataset()
+            return self._bound(value).bounded_dataset()
         return value
+
+    def _bound(self, sequence: sequences.SequenceValue) -> sequences.SequenceValue:
+        """The sequence, read under this stack's policy; its graph is checked before first use."""
+        return sequence.bind_policy(self._policy, op_check.check_dataset_graph)
 
     def _from_tf(self, tensor, type_spec, kind: str):
         if kind == "variant":
             tf = tf_runtime.tensorflow()
             graph = tf.raw_ops.DatasetToGraphV2(input_dataset=tensor)
-            return sequences.SequenceValue(type_spec.element, graph_def=graph.numpy()
-                                           ).bind_policy(self._policy)
+            return self._bound(sequences.SequenceValue(type_spec.element, graph_def=graph.numpy()))
         if kind == "graph_def":
             # Bytes a graph computed: checked like any dataset graph before they are read.
-            return sequences.SequenceValue(type_spec.element, graph_def=tensor.numpy()
-                                           ).bind_policy(self._policy)
+            return self._bound(sequences.SequenceValue(type_spec.element,
+                                                       graph_def=tensor.numpy()))
         return tf_function.to_numpy(tensor, type_spec.dtype)

@@ -35,8 +35,8 @@ from federated_language.proto import computation_pb2
 from tffexec import errors
 from tffexec import tf_runtime
 from tffexec.executors import tf_library
-from tffexec.formats import op_check
-from tffexec.formats import policy as policy_lib
+from tffexec.checks import op_check
+from tffexec import policy as policy_lib
 from tffexec.formats import sequences
 
 # Ops whose `shared_name` attribute names a resource in TensorFlow's resource manager.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from tffexec.formats import policy as policy_lib
+from tffexec import policy as policy_lib
 
 STACK_KINDS = ("local", "threaded", "ray")
 # Fields that only the Ray stack reads (see factories/ray_pool.py).

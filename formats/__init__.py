@@ -36,8 +36,23 @@ Modules
 * `loading`    — files/stdin/bytes -> computations and values (format by flag, extension or
                  content), atomic writing.
 * `protoparse`, `diagnostics` — error diagnosis helpers (why bytes do not parse; value paths).
-* `analysis`, `graphs`, `tensorflow_computation` — static analysis of computations, reading the
-                 GraphDefs inside them, building TensorFlow computations (see their docstrings).
+* `compare`    — where two values of one type differ (paths and short explanations).
+* `arguments`, `plainjson`, `atomic` — `--arg NAME=FILE` pieces, plain JSON output, atomic
+                 writes.
 
-Importing any module of this package never imports TensorFlow (a test checks it).
+What is *not* here: whether a computation may run (static analysis, the GraphDefs inside it,
+the op allowlist and checker) is `tffexec.checks`; the policy is `tffexec.policy`; building
+TensorFlow computations is `tffexec.tensorflow`. No module of this package imports
+`tffexec.checks`: a value never checks itself (tests/test_layers.py).
+
+Importing any module of this package never imports TensorFlow (a test checks it); importing the
+package itself imports nothing but these constants (the CLI's option definitions use them).
 """
+from __future__ import annotations
+
+#: The value file formats, in the order messages and `--help` list them.
+VALUE_FORMATS = ("pb", "json", "npz")
+#: File extension (lower case) -> the value format it means.
+EXTENSION_FORMATS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz": "npz"}
+#: Every extension a value file may have.
+VALUE_EXTENSIONS = tuple(EXTENSION_FORMATS)

@@ -15,6 +15,7 @@ import federated_language as fl
 from federated_language.common_libs import structure
 
 from tffexec import errors
+from tffexec import policy as policy_lib
 from tffexec.formats import loading
 from tffexec.formats import types as tt
 
@@ -66,8 +67,8 @@ def check_names(parameter_type: fl.Type, names: list[str]) -> None:
             f"{', '.join(missing)} of the parameter {tt.type_str(parameter_type)}")
 
 
-def assemble(parameter_type: fl.Type, parts: list[ArgPart], fmt: str | None = None
-             ) -> structure.Struct:
+def assemble(parameter_type: fl.Type, parts: list[ArgPart], fmt: str | None = None, *,
+             policy: policy_lib.Policy = policy_lib.DEFAULT) -> structure.Struct:
     """The struct argument built from `parts`, each checked against its element's type.
 
     Raises:
@@ -81,6 +82,7 @@ def assemble(parameter_type: fl.Type, parts: list[ArgPart], fmt: str | None = No
     for i, (name, element_type) in enumerate(parameter_type.items()):
         part = by_name[name or str(i)]
         path = f"arg.{name}" if name else f"arg[{i}]"
-        value = loading.load_value(part.data, element_type, fmt=fmt, name=part.label, path=path)
+        value = loading.load_value(part.data, element_type, fmt=fmt, name=part.label, path=path,
+                                   policy=policy)
         members.append((name or None, value))
     return structure.Struct(members)

@@ -11,6 +11,7 @@ import numpy as np
 
 from tffexec.formats import types as tt
 from tffexec.formats.diagnostics import child, describe, item
+from tffexec.formats.sequences import SequenceValue
 
 
 def values_equal(a: object, b: object, type_spec: fl.Type, rtol: float = 0.0,
@@ -73,8 +74,6 @@ def _sized(v, n: int) -> bool:
 
 
 def _elements(v):
-    from tffexec.formats.sequences import SequenceValue
-
     if isinstance(v, SequenceValue):
         return v.elements()
     return list(v) if isinstance(v, (list, tuple)) else None

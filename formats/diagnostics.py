@@ -7,8 +7,10 @@ of a `{T}@CLIENTS` value or an element of a sequence. npz keys use `/` instead (
 from __future__ import annotations
 
 import numpy as np
+from federated_language.common_libs import structure
 
 from tffexec.formats import types as tt
+from tffexec.formats.sequences import SequenceValue
 
 
 def child(path: str, name: str | None, index: int) -> str:
@@ -27,9 +29,6 @@ def _short(text: str, limit: int = 40) -> str:
 
 def describe(value: object) -> str:
     """What a value is, in a few words, for "expected X, found Y" messages."""
-    from tffexec.formats.sequences import SequenceValue  # local: sequences imports this module
-    from federated_language.common_libs import structure
-
     if value is None:
         return "nothing (null/None)"
     if isinstance(value, np.ndarray):

@@ -7,13 +7,13 @@ tffexec error naming the file — `ComputationError` (exit 3) for computations, 
 protobuf allows, or an unknown computation node kind. `data` and `xla` nodes load; whether they
 can run is decided later, by the executors.
 
-Limits (`tffexec.formats.policy`): a computation or value file over the size limit is refused
-with `PolicyError` (exit 5) before it is read or parsed, and so is a decoded value whose arrays,
+Limits (`tffexec.policy`): a computation or value file over the size limit is refused with
+`PolicyError` (exit 5) before it is read or parsed, and so is a decoded value whose arrays,
 strings and sequence graphs (or an npz archive whose declared uncompressed size) exceed the value
-limit. The limits are explicit arguments, defaulting to the current policy's. When a command that
-runs computations has made its policy current (`policy.active()`), dataset graphs inside a
-loaded value are also checked against it here, so the error names the file and the place in the
-value.
+limit. The policy is an explicit argument (`policy=`, default `tffexec.policy.DEFAULT`), bound to
+the sequences of a loaded value so that they are materialised under its limits. What a
+computation's graphs or a value's dataset graphs hold is not checked here but by the caller
+(`tffexec.preflight` through `Runner.prepare`, or the command), with `tffexec.checks`.
 """
 from __future__ import annotations
 
@@ -32,16 +32,16 @@ import numpy as np
 from federated_language.proto import computation_pb2
 
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
+from tffexec.formats import EXTENSION_FORMATS, VALUE_FORMATS
 from tffexec.formats import atomic, jsonfmt, npzfmt, protoparse
-from tffexec.formats import policy as policy_lib
+from tffexec import policy as policy_lib
 from tffexec.formats import types as tt
 from tffexec.formats.normalize import infer_clients
 from tffexec.formats.protos import executor_pb2, tf_graph_pb2
 from tffexec.formats.values import value_from_proto, value_to_proto
 
 Source = str | bytes | bytearray | pathlib.Path
-FORMATS = ("pb", "json", "npz")
-_EXTENSIONS = {".pb": "pb", ".binpb": "pb", ".bin": "pb", ".json": "json", ".npz": "npz"}
+FORMATS = VALUE_FORMATS
 _COMPUTATION = computation_pb2.Computation.DESCRIPTOR.full_name
 
 
@@ -76,14 +76,14 @@ def _read(source: Source, name: str | None, error: type[TffexecError],
 # ---------------------------------------------------------------------------------- computations
 
 def load_computation(source: Source, name: str | None = None, *,
+                     policy: policy_lib.Policy = policy_lib.DEFAULT,
                      max_bytes: int | None = None) -> computation_pb2.Computation:
     """Parse a serialized `Computation`; any problem raises `ComputationError` naming the file.
 
     Raises:
-      tffexec.errors.PolicyError: the file is larger than `max_bytes` (default: the current
-        policy's `max_computation_bytes`).
+      tffexec.errors.PolicyError: the file is larger than `max_bytes` (default: the policy's
+        `max_computation_bytes`).
     """
-    policy = policy_lib.current()
     if max_bytes is not None:
         policy = dataclasses.replace(policy, max_computation_bytes=max_bytes)
     data, label = _read(source, name, ComputationError, policy.max_computation_bytes,
@@ -180,8 +180,8 @@ def detect_format(data: bytes, label: str = "", fmt: str | None = None) -> str:
                                 f"{', '.join(FORMATS)})", file=label or None)
         return fmt
     ext = pathlib.PurePath(label).suffix.lower() if label and not label.startswith("<") else ""
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
+    if ext in EXTENSION_FORMATS:
+        return EXTENSION_FORMATS[ext]
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "npz"
     if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
@@ -191,16 +191,16 @@ def detect_format(data: bytes, label: str = "", fmt: str | None = None) -> str:
 
 def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None,
                      name: str | None = None, path: str = "arg", *,
+                     policy: policy_lib.Policy = policy_lib.DEFAULT,
                      max_bytes: int | None = None) -> tuple[object, fl.Type]:
     """(value, type) from a value file; the type is inferred when no hint is given (pb, tagged
     JSON). All problems raise `ArgumentError` naming the file and the path inside the value.
 
     Raises:
       tffexec.errors.PolicyError: the file, or the decoded value, is larger than `max_bytes`
-        (default: the current policy's `max_value_bytes`), a sequence in it is longer than the
-        policy allows, or (when a policy is active) a dataset graph in it holds a forbidden op.
+        (default: the policy's `max_value_bytes`), or a sequence in it is longer than the policy
+        allows.
     """
-    policy = policy_lib.current()
     if max_bytes is not None:
         policy = dataclasses.replace(policy, max_value_bytes=max_bytes)
     data, label = _read(source, name, ArgumentError, policy.max_value_bytes,
@@ -208,11 +208,6 @@ def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None 
     try:
         value, t = _decode_value(data, label, type_hint, fmt, path, policy)
         _check_materialized(value, t, policy, path)
-        active = policy_lib.active()
-        if active is not None:
-            from tffexec.formats import op_check  # noqa: PLC0415
-
-            op_check.check_value(value, t, active, path=path)
         return value, t
     except (ArgumentError, PolicyError) as e:
         raise e.with_file(label) from None
@@ -245,7 +240,8 @@ def _check_npz_size(data: bytes, policy: policy_lib.Policy) -> None:
 
 def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Policy,
                         path: str) -> None:
-    """Refuses decoded values over the size limit and element lists over the sequence limit."""
+    """Refuses decoded values over the size limit and element lists over the sequence limit;
+    binds `policy` to the sequences (their limits when they are read later)."""
     from federated_language.common_libs import structure  # noqa: PLC0415
 
     from tffexec.formats.sequences import SequenceValue  # noqa: PLC0415
@@ -264,6 +260,7 @@ def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Po
         elif isinstance(v, (list, tuple)):
             stack.extend(v)
         elif isinstance(v, SequenceValue):
+            v.bind_policy(policy)
             if v.has_graph_def:
                 total += len(v.graph_def())
             if v.is_materialized:
@@ -280,9 +277,11 @@ def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Po
 
 def load_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None,
                name: str | None = None, path: str = "arg", *,
+               policy: policy_lib.Policy = policy_lib.DEFAULT,
                max_bytes: int | None = None) -> object:
     """The value in a pb/json/npz file, '-' (stdin) or bytes, checked against `type_hint`."""
-    return load_typed_value(source, type_hint, fmt, name, path, max_bytes=max_bytes)[0]
+    return load_typed_value(source, type_hint, fmt, name, path, policy=policy,
+                            max_bytes=max_bytes)[0]
 
 
 def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
@@ -337,10 +336,10 @@ def save_value(value: object, type_spec: fl.Type, dest: str | pathlib.Path,
     try:
         if fmt is None:
             ext = pathlib.PurePath(label).suffix.lower()
-            if label == "-" or ext not in _EXTENSIONS:
+            if label == "-" or ext not in EXTENSION_FORMATS:
                 raise ArgumentError("cannot tell the output format from the file name; choose "
                                     "pb, json or npz explicitly")
-            fmt = _EXTENSIONS[ext]
+            fmt = EXTENSION_FORMATS[ext]
         payload = encode_value(value, type_spec, detect_format(b"", label, fmt))
     except ArgumentError as e:
         raise e.with_file(label) from None

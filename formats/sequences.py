@@ -9,11 +9,14 @@ TensorFlow is imported ONLY inside the functions below that need it; importing t
 never imports it.
 
 Untrusted dataset graphs. A dataset graph can hold any TensorFlow op, and `DatasetFromGraph` runs
-part of it just to build the dataset, so its ops are checked against a `Policy` (see `op_check`)
-before it is ever turned into a dataset, and a sequence is never read or fed to a graph beyond the
-policy's `max_sequence_elements` (infinite datasets are refused up front; datasets of unknown
-length are cut with an error at the limit). The policy is the one bound with `bind_policy` (the
-leaf executor binds its stack's policy), else the current one (`policy.current()`).
+part of it just to build the dataset, so its ops must pass a `Policy` before it is ever turned
+into a dataset, and a sequence is never read or fed to a graph beyond the policy's
+`max_sequence_elements` (infinite datasets are refused up front; datasets of unknown length are
+cut with an error at the limit). Values do not police themselves: the checker
+(`tffexec.checks.op_check`) marks each sequence whose graph it checked, or binds itself to be run
+on first use, and `to_dataset()` refuses a graph that is neither (unless the policy trusts every
+op). The policy is the one bound with `bind_policy` (the pre-flight, the leaf executor and the
+loaders bind theirs), else `tffexec.policy.DEFAULT`; this module never imports the checker.
 
 Element values use the formats representation (see `tffexec.formats`). A struct element type maps
 to TensorFlow structures as TFF did: all-named -> dict (tf.nest orders it by sorted key, which is
@@ -21,14 +24,14 @@ why TFF insists on sorted names), all-unnamed -> tuple.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import federated_language as fl
 import numpy as np
 from federated_language.common_libs import structure
 
-from tffexec.errors import ArgumentError
-from tffexec.formats import policy as policy_lib
+from tffexec import policy as policy_lib
+from tffexec.errors import ArgumentError, PolicyError
 from tffexec.formats import types as tt
 
 #: Text in the TensorFlow error raised when a fed dataset of unknown length passes the limit;
@@ -39,10 +42,12 @@ LIMIT_MARKER = "tffexec: sequence longer than --max-sequence-elements"
 class SequenceValue:
     """A TFF sequence: `element_type` plus serialized dataset graph bytes and/or elements.
 
-    Equality compares elements (the bytes of a re-serialized dataset graph differ run to run).
+    No `==`: comparing two sequences means reading their elements, which can start TensorFlow
+    (use `tffexec.formats.compare.value_differences`).
     """
 
-    __slots__ = ("_element_type", "_graph_def", "_elements", "_dataset", "_policy", "_checked")
+    __slots__ = ("_element_type", "_graph_def", "_elements", "_dataset", "_policy", "_checked",
+                 "_check")
 
     def __init__(self, element_type: fl.Type, graph_def: bytes | None = None,
                  elements: list | None = None):
@@ -52,8 +57,9 @@ class SequenceValue:
         self._graph_def = bytes(graph_def) if graph_def is not None else None
         self._elements = list(elements) if elements is not None else None
         self._dataset = None
-        self._policy = None  # bound by bind_policy; None: the current policy
+        self._policy = None  # bound by bind_policy; None: tffexec.policy.DEFAULT
         self._checked = None  # the policy under which the graph's ops passed the check
+        self._check = None  # bound by bind_policy: the checker to run on first use
 
     @classmethod
     def from_dataset(cls, dataset: Any, element_type: fl.Type | None = None) -> "SequenceValue":
@@ -65,35 +71,54 @@ class SequenceValue:
             element_type, None, None, dataset)
         # A tf.data.Dataset object comes from the caller's own Python code, not from a file:
         # there is no untrusted graph to check.
-        seq._policy, seq._checked = None, True
+        seq._policy, seq._checked, seq._check = None, True, None
         return seq
 
     # -- policy --------------------------------------------------------------------------------
     @property
     def policy(self) -> policy_lib.Policy:
         """The policy this sequence is read under."""
-        return self._policy or policy_lib.current()
+        return self._policy or policy_lib.DEFAULT
 
-    def bind_policy(self, policy: policy_lib.Policy) -> "SequenceValue":
-        """Reads this sequence under `policy` from now on (the stack's policy)."""
-        if self._policy is not policy:
-            self._policy = policy
-            if self._checked is not True:
-                self._checked = None
+    def bind_policy(self, policy: policy_lib.Policy,
+                    check: Callable[[bytes, policy_lib.Policy], None] | None = None
+                    ) -> "SequenceValue":
+        """Reads this sequence under `policy` from now on; `check(graph_bytes, policy)` (the op
+        checker, raising when it refuses the graph) is run before the graph first becomes a
+        dataset, unless the graph is marked as checked under `policy` already."""
+        self._policy = policy
+        if check is not None:
+            self._check = check
         return self
 
-    def check_ops(self, path: str | None = None) -> None:
-        """Refuses a dataset graph holding ops the policy does not allow (`PolicyError`).
+    def mark_checked(self) -> None:
+        """Records that the dataset graph's ops passed the check under the bound policy (called
+        by the checker, `tffexec.checks.op_check`)."""
+        self._checked = self.policy
 
-        Done once per policy; a sequence without a graph, or made from a Python dataset, passes.
-        """
-        policy = self.policy
-        if self._graph_def is None or self._checked is True or self._checked is policy:
+    @property
+    def is_checked(self) -> bool:
+        """Whether the sequence may become a dataset under its policy without a further check:
+        it has no graph, came from a Python dataset, or its graph passed under this policy."""
+        return self._graph_def is None or self._checked is True or self._checked == self.policy
+
+    @property
+    def binding(self) -> tuple[policy_lib.Policy | None, Callable | None]:
+        """(the bound policy, the bound checker), each None if none was bound: what a copy of
+        this sequence in another process needs in order to be read the same way."""
+        return self._policy, self._check
+
+    def _admit_graph(self) -> None:
+        """The guard before the graph becomes a dataset: checked, checkable, or trusted."""
+        if self.is_checked:
             return
-        from tffexec.formats import op_check  # noqa: PLC0415 - op_check imports this module
-
-        op_check.check_dataset_graph(self._graph_def, policy, path=path)
-        self._checked = policy
+        if self._check is not None:
+            self._check(self._graph_def, self.policy)
+            self.mark_checked()
+        elif not self.policy.trust:
+            raise PolicyError("sequence dataset graph was not checked against a policy; check "
+                              "it first (tffexec.checks.op_check.check_value) or pass it through "
+                              "a Runner")
 
     @property
     def element_type(self) -> fl.Type:
@@ -132,12 +157,15 @@ class SequenceValue:
     def to_dataset(self) -> Any:
         """A `tf.data.Dataset` of this sequence (from the graph when there is one).
 
-        The graph's ops are checked first (`check_ops`); the dataset itself is not bounded (see
-        `bounded_dataset`).
+        The graph's ops must have passed the check first (see `bind_policy`, `mark_checked`); the
+        dataset itself is not bounded (see `bounded_dataset`).
+
+        Raises:
+          tffexec.errors.PolicyError: the graph holds a refused op, or was never checked.
         """
         if self._dataset is None:
             if self._graph_def is not None:
-                self.check_ops()
+                self._admit_graph()
                 self._dataset = _dataset_from_graph(self._graph_def, self._element_type)
             else:
                 self._dataset = _dataset_from_elements(self._elements, self._element_type)
@@ -165,15 +193,6 @@ class SequenceValue:
         if count >= 0:
             return dataset
         return _guarded(dataset, limit)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SequenceValue):
-            return NotImplemented
-        from tffexec.formats.compare import values_equal  # local: compare imports this module
-
-        return not values_equal(self, other, fl.SequenceType(self._element_type))
-
-    __hash__ = None  # mutable cache, equality by content
 
     def __repr__(self) -> str:
         parts = [tt.type_str(self._element_type)]

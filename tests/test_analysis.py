@@ -1,4 +1,5 @@
-"""tffexec.formats.analysis and tffexec.formats.graphs: AST walking, summaries, problems."""
+"""tffexec.checks.analysis and .graphs, and `inspect --tree`'s rendering: AST walks, summaries,
+problems."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ from federated_language.proto import data_type_pb2
 
 from tffexec import errors
 from tffexec import intrinsics
-from tffexec.formats import analysis
-from tffexec.formats import graphs
+from tffexec.checks import analysis
+from tffexec.checks import graphs
+from tffexec.cli import render
 from tffexec.formats.protos import tf_graph_pb2
 
 from tffexec_test_support import CORPUS
@@ -279,23 +281,23 @@ def test_with_very_deep_ast_no_recursion_error():
     assert result.max_depth == 3000
     assert result.total_nodes == 3001
     assert len(result.problems) == 1 and "unbound name 'free'" in result.problems[0].message
-    tree = analysis.tree(comp, max_depth=2)
+    tree = render.tree(comp, max_depth=2)
     assert tree["children"][0]["children"][0]["children"] == [{"truncated": True, "hidden_nodes": 2998}]
 
 
 def test_tree_depth_zero_hides_everything_below_root():
-    tree = analysis.tree(struct(ref("a"), ref("b")), max_depth=0)
+    tree = render.tree(struct(ref("a"), ref("b")), max_depth=0)
     assert tree["field"] == "<root>" and tree["label"] == "struct (2 elements)"
     assert tree["children"] == [{"truncated": True, "hidden_nodes": 2}]
 
 
 def test_describe_labels():
-    assert analysis.describe(lam("x", ref("x"))) == "lambda x"
-    assert analysis.describe(ref("x")) == "reference x"
-    assert analysis.describe(intrinsic("federated_sum", int32())) == "intrinsic federated_sum"
-    assert analysis.describe(block([("a", ref("b"))], ref("a"))) == "block (1 local)"
+    assert render.describe(lam("x", ref("x"))) == "lambda x"
+    assert render.describe(ref("x")) == "reference x"
+    assert render.describe(intrinsic("federated_sum", int32())) == "intrinsic federated_sum"
+    assert render.describe(block([("a", ref("b"))], ref("a"))) == "block (1 local)"
     tf_node = pb.Computation(type=int32(), tensorflow=graph_any("Const", "Identity"))
-    assert analysis.describe(tf_node).startswith("tensorflow (2 ops, ")
+    assert render.describe(tf_node).startswith("tensorflow (2 ops, ")
 
 
 # --- graphs ----------------------------------------------------------------------------------------

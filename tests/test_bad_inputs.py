@@ -27,7 +27,7 @@ from federated_language.proto import computation_pb2 as pb
 from tffexec.cli.main import cli
 from tffexec.formats import loading
 from tffexec.formats import sequences
-from tffexec.formats import tensorflow_computation as tc
+from tffexec import tensorflow as tc
 
 from tffexec_test_support import CASES, CORPUS, REPO, case_roots  # noqa: E402
 I32 = fl.TensorType(np.int32)

@@ -24,7 +24,7 @@ from tffexec.executors import numeric
 from tffexec.executors import client_work
 from tffexec.executors import tensorflow_executor
 from tffexec.factories import config as config_lib
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 C, S = fl.CLIENTS, fl.SERVER
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -47,7 +47,7 @@ def _copy_case(source: pathlib.Path, target: pathlib.Path, **files: str) -> path
 def _abort_computation() -> bytes:
     """`int32 -> int32` that runs TensorFlow's Abort op first (the process dies by SIGABRT)."""
     from tffexec import tf_runtime
-    from tffexec.formats import tensorflow_computation as tc
+    from tffexec import tensorflow as tc
 
     tf = tf_runtime.tensorflow()
 

@@ -256,17 +256,16 @@ def test_tree_json_handles_trees_deeper_than_json_recursion_limit():
     from federated_language.proto import computation_pb2 as pb
 
     from tffexec.cli import render
-    from tffexec.formats import analysis
 
     root = pb.Computation()
     node = root
     for _ in range(3000):
         node = node.struct.element.add().value
     node.literal.SetInParent()
-    tree = analysis.tree(root, max_depth=5000)
+    tree = render.tree(root, max_depth=5000)
     text = render.tree_json(tree)
     assert text.count('{"field": ') == 3001
     assert text.endswith('"children": []}' + "]}" * 3000)
-    small = analysis.tree(_deep_computation(3), max_depth=2)
+    small = render.tree(_deep_computation(3), max_depth=2)
     assert json.loads(render.tree_json(small)) == small
     assert json.loads(render.json_document({"a": 1}, small)) == {"a": 1, "tree": small}

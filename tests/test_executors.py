@@ -2,7 +2,7 @@
 federated-language execution-context path.
 
 Most computations are written as protos with the small typed builder below, so each test says
-exactly which AST it runs; `tensorflow` leaves come from `tffexec.formats.tensorflow_computation`.
+exactly which AST it runs; `tensorflow` leaves come from `tffexec.tensorflow`.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from tffexec.factories import config as config_lib
 from tffexec.factories import executor_factory
 from tffexec.factories import stacks
 from tffexec.formats import sequences
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 C, S = fl.CLIENTS, fl.SERVER
 I32 = fl.TensorType(np.int32)

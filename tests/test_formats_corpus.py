@@ -12,7 +12,9 @@ import federated_language as fl
 import numpy as np
 import pytest
 
-from tffexec.formats import jsonfmt, loading, npzfmt, values
+from tffexec import policy as policy_lib
+from tffexec.checks import op_check
+from tffexec.formats import compare, jsonfmt, loading, npzfmt, values
 from tffexec.formats import types as tt
 from tffexec.formats.protos import executor_pb2
 from tffexec.formats.sequences import SequenceValue
@@ -60,6 +62,13 @@ def test_computations_load_and_signature_matches_meta(case):
     assert native.WhichOneof("computation") is not None
 
 
+def _checked(value, type_spec):
+    """The value, its dataset graphs checked: loaders check no ops, and an unchecked graph never
+    becomes a dataset (which reading its elements needs)."""
+    op_check.check_value(value, type_spec, policy_lib.DEFAULT, path="value")
+    return value
+
+
 VALUE_FILES = [(c, n) for c in CASES for n in ("arg.pb", "expected.pb")
                if (_dir(c) / n).exists()]
 
@@ -74,6 +83,7 @@ def test_value_roundtrip_is_byte_identical(case, name):
     pb = _parse(path)
     # Without a hint the type comes from the proto itself; it must be the signature's.
     py, inferred = values.value_from_proto(pb)
+    _checked(py, inferred)
     assert inferred == hint
     out = values.value_to_proto(py, inferred)
     assert out == pb
@@ -81,14 +91,14 @@ def test_value_roundtrip_is_byte_identical(case, name):
     # strings as typed lists, other tensors as little-endian content.
     assert out.SerializeToString() == data
     # The load_value path (with the type hint) gives the same value.
-    loaded = loading.load_value(path, hint)
+    loaded = _checked(loading.load_value(path, hint), hint)
     assert values.values_equal(loaded, py, hint) == []
 
 
 @pytest.mark.parametrize("case", _params(CASES))
 def test_expected_json_matches_expected_pb(case):
     sig = _signature(case)
-    expected = loading.load_value(_dir(case) / "expected.pb", sig.result)
+    expected = _checked(loading.load_value(_dir(case) / "expected.pb", sig.result), sig.result)
     doc = json.loads((_dir(case) / "expected.json").read_text())
     from_json = jsonfmt.value_from_json(doc, sig.result)
     assert values.values_equal(from_json, expected, sig.result) == []
@@ -120,7 +130,7 @@ def _without_floats(tagged: object) -> object:
 @pytest.mark.parametrize("case", _params(ARG_CASES))
 def test_args_roundtrip_through_json_and_npz(case):
     sig = _signature(case)
-    arg = loading.load_value(_dir(case) / "arg.pb", sig.parameter)
+    arg = _checked(loading.load_value(_dir(case) / "arg.pb", sig.parameter), sig.parameter)
     text = json.dumps(jsonfmt.value_to_json(arg, sig.parameter), allow_nan=False)
     back = jsonfmt.value_from_json(json.loads(text), sig.parameter)
     assert values.values_equal(back, arg, sig.parameter) == []
@@ -149,6 +159,7 @@ SEQUENCE_CASES = [c for c in ARG_CASES if c.split("/")[0] in ("conformance", "co
 def test_sequences_materialize_with_tensorflow(case):
     sig = _signature(case)
     arg = loading.load_value(_dir(case) / "arg.pb", sig.parameter)
+    _checked(arg, sig.parameter)
     clients = arg if isinstance(arg, list) else arg.client_data
     seqs = [s for s in clients if isinstance(s, SequenceValue)]
     assert seqs and all(s.has_graph_def and not s.is_materialized for s in seqs)
@@ -166,5 +177,6 @@ def test_sequences_materialize_with_tensorflow(case):
     for s in seqs:
         rebuilt = SequenceValue(s.element_type, elements=s.elements())
         again = SequenceValue(s.element_type, graph_def=rebuilt.graph_def())
-        assert again == s
+        op_check.check_sequence(again, policy_lib.DEFAULT)
+        assert compare.value_differences(again, s, fl.SequenceType(s.element_type)) == []
         assert again.to_dataset() is not None

@@ -10,7 +10,9 @@ import pathlib
 
 import pytest
 
+from tffexec.checks import op_check
 from tffexec.formats import loading, values
+from tffexec.policy import DEFAULT
 from tffexec.formats import types as tt
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -29,5 +31,6 @@ if EXAMPLES.is_dir():
         assert (CORPUS / case / "arg.pb").exists(), f"no corpus case {case} at {CORPUS}"
         sig = tt.type_from_proto(loading.load_computation(CORPUS / case / "comp.pb").type)
         expected = loading.load_value(CORPUS / case / "arg.pb", sig.parameter)
+        op_check.check_value(expected, sig.parameter, DEFAULT)  # the loader checks no ops
         got = loading.load_value(EXAMPLES / case / name, sig.parameter)
         assert values.values_equal(got, expected, sig.parameter) == []

@@ -1,17 +1,20 @@
-"""Importing tffexec.formats must not import TensorFlow (it costs seconds per CLI start)."""
+"""Importing tffexec.formats or tffexec.checks must not import TensorFlow (it costs seconds per
+CLI start), nor must importing the authoring helper `tffexec.tensorflow` (TF loads on use)."""
 from __future__ import annotations
 
 import pkgutil
 import subprocess
 import sys
 
+import tffexec.checks
 import tffexec.formats
 
 
-def test_importing_every_formats_module_does_not_import_tensorflow():
-    modules = sorted(m.name for m in pkgutil.walk_packages(tffexec.formats.__path__,
-                                                           "tffexec.formats."))
-    assert "tffexec.formats.sequences" in modules and "tffexec.formats.loading" in modules
+def test_importing_every_formats_and_checks_module_does_not_import_tensorflow():
+    modules = sorted(m.name for package in (tffexec.formats, tffexec.checks)
+                     for m in pkgutil.walk_packages(package.__path__, package.__name__ + "."))
+    assert "tffexec.formats.sequences" in modules and "tffexec.checks.op_check" in modules
+    modules += ["tffexec.policy", "tffexec.tensorflow"]
     script = "\n".join([f"import {m}" for m in modules] + [
         "import sys",
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))",

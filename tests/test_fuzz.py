@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from tffexec import errors
 from tffexec import runner as runner_lib
 from tffexec.factories import config as config_lib
-from tffexec.formats import analysis
+from tffexec.checks import analysis
 from tffexec.formats import loading
-from tffexec.formats import op_check
-from tffexec.formats import policy as policy_lib
+from tffexec.checks import op_check
+from tffexec import policy as policy_lib
 
 from tffexec_test_support import CASES, CORPUS, REPO, case_roots  # noqa: E402
 

@@ -16,7 +16,7 @@ from tffexec import errors
 from tffexec import intrinsics
 from tffexec.executors import federated_intrinsics
 from tffexec.executors import sequence_executor
-from tffexec.formats import analysis
+from tffexec.checks import analysis
 
 K = intrinsics.Kind
 FEDERATED_KINDS = {K.PLACEMENT, K.CLIENT_MAP, K.SERVER, K.AGGREGATION, K.SECURE_AGGREGATION,

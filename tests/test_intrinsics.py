@@ -1,7 +1,7 @@
 """One test per behaviour of every federated, generic and sequence intrinsic tffexec implements.
 
 Computations are traced with federated-language around small `tensorflow` computations built by
-`tffexec.formats.tensorflow_computation`; intrinsics that federated-language's Python API does not
+`tffexec.tensorflow`; intrinsics that federated-language's Python API does not
 expose (generic_*, secure_modular_sum, mixed all-equal arguments) are written as protos directly.
 Expected values follow TFF's runtimes (tff-runtime-facts.md §4) and the TFF-made example cases.
 """
@@ -21,7 +21,7 @@ from tffexec import intrinsics
 from tffexec import runner as runner_lib
 from tffexec.factories import config as config_lib
 from tffexec.executors import tensorflow_executor
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*federated_value.*:DeprecationWarning")
 

@@ -18,22 +18,10 @@ import pytest
 from tffexec_test_support import REPO
 
 #: Source folder -> the package it installs as (setup.cfg's package_dir).
-PACKAGES = {"api": "tffexec", "cli": "tffexec.cli", "executors": "tffexec.executors",
+PACKAGES = {"api": "tffexec", "checks": "tffexec.checks", "cli": "tffexec.cli", "executors": "tffexec.executors",
             "factories": "tffexec.factories", "formats": "tffexec.formats"}
 #: `python -m tffexec` is the CLI's entry point, not library code.
 ENTRY_POINTS = {"tffexec.__main__"}
-
-#: The back edges of the one cycle left, which a later move of issue 14 opens (move 4, the
-#: `checks/` wing: static analysis and the op checker leave `formats/`, and values stop policing
-#: themselves). Each is a function-level import whose comment says it breaks the cycle. Each edge
-#: listed must still exist (a test says when one is gone, so this list only shrinks).
-PENDING_MOVE_4 = {
-    ("tffexec.formats.analysis", "tffexec.formats.op_check"),
-    ("tffexec.formats.sequences", "tffexec.formats.op_check"),
-    ("tffexec.formats.sequences", "tffexec.formats.compare"),
-    ("tffexec.formats.diagnostics", "tffexec.formats.sequences"),
-}
-
 
 def _is_library(module: str) -> bool:
     """api (the `tffexec` package itself), executors, factories and formats: all but the CLI."""
@@ -133,19 +121,28 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_package_has_no_import_cycles():
-    graph = import_graph()
-    for source, target in PENDING_MOVE_4:
-        graph[source].discard(target)
-    cycles = find_cycles(graph)
+    cycles = find_cycles(import_graph())
     assert not cycles, "import cycles among tffexec modules:\n" + "\n".join(
         " <-> ".join(c) for c in cycles)
 
 
-def test_the_cycles_left_to_move_4_still_exist():
-    """Once move 4 removes one of these edges, it must leave PENDING_MOVE_4 as well."""
+def test_values_do_not_import_the_checker():
+    """`tffexec.formats` is bytes <-> values: no module of it imports `tffexec.checks` (the
+    checker marks or binds sequences; they never call it themselves), and a sequence does not
+    import `compare` (no `==` that reads elements)."""
     graph = import_graph()
-    gone = sorted(edge for edge in PENDING_MOVE_4 if edge[1] not in graph.get(edge[0], ()))
-    assert not gone, f"no longer imported, remove from PENDING_MOVE_4: {gone}"
+    offenders = sorted(f"{module} imports {target}" for module, targets in graph.items()
+                       if module.startswith("tffexec.formats")
+                       for target in targets if target.startswith("tffexec.checks"))
+    assert not offenders, "\n".join(offenders)
+    assert "tffexec.formats.compare" not in graph["tffexec.formats.sequences"]
+    assert "__eq__" not in vars(_sequence_class())
+
+
+def _sequence_class():
+    from tffexec.formats import sequences  # noqa: PLC0415 - a test of the imported class
+
+    return sequences.SequenceValue
 
 
 def test_no_library_module_imports_the_cli():

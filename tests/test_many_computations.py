@@ -37,10 +37,10 @@ import pytest
 from tffexec import runner as runner_lib
 from tffexec.executors import tf_function
 from tffexec.executors import tf_library
-from tffexec.formats import analysis
-from tffexec.formats import graphs
+from tffexec.checks import analysis
+from tffexec.checks import graphs
 from tffexec.formats import loading
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 from tffexec_test_support import all_case_dirs, clean_env, stack_configs
 

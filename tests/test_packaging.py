@@ -20,7 +20,7 @@ from tffexec_test_support import REPO, clean_env
 
 # What setup.cfg maps into the `tffexec` package, plus what its metadata reads.
 SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE",
-           "api", "cli", "executors", "factories", "formats")
+           "api", "checks", "cli", "executors", "factories", "formats")
 TENSORFLOW_NAMES = {"tensorflow", "tensorflow-cpu"}
 
 

@@ -26,15 +26,15 @@ from tffexec import runner as runner_lib
 from tffexec.cli import policy_flags
 from tffexec.cli.main import cli
 from tffexec.factories import config as config_lib
-from tffexec.formats import analysis
-from tffexec.formats import graphs
+from tffexec.checks import analysis
+from tffexec.checks import graphs
 from tffexec.formats import loading
-from tffexec.formats import op_allowlist
-from tffexec.formats import op_check
-from tffexec.formats import policy as policy_lib
+from tffexec.checks import allowlist
+from tffexec.checks import op_check
+from tffexec import policy as policy_lib
 from tffexec.formats import protoparse
 from tffexec.formats import sequences
-from tffexec.formats import tensorflow_computation as tc
+from tffexec import tensorflow as tc
 from tffexec.formats.protos import executor_pb2
 from tffexec.formats.protos import tf_graph_pb2
 
@@ -99,7 +99,7 @@ def test_allowlist_names_only_ops_registered_in_tensorflow():
     buffer = pywrap_tf_session.TF_GetAllOpList()
     ops = op_def_pb2.OpList.FromString(pywrap_tf_session.TF_GetBuffer(buffer))
     registered = {op.name for op in ops.op}
-    assert not (op_allowlist.ALLOWED_OPS - registered)
+    assert not (allowlist.ALLOWED_OPS - registered)
 
 
 @pytest.mark.parametrize("op", [
@@ -114,7 +114,7 @@ def test_allowlist_names_only_ops_registered_in_tensorflow():
     "IteratorFromStringHandleV2", "FIFOQueueV2", "DatasetFromGraph", "Batch",
 ])
 def test_allowlist_refuses_file_network_and_process_ops(op):
-    assert not STRICT.allows(op)
+    assert not op_check.allows(STRICT, op)
 
 
 def _graph(*nodes, functions=()) -> tf_graph_pb2.GraphDef:
@@ -206,15 +206,20 @@ def test_variant_constants_are_refused():
         _graph(_node("c", "Const", dtype=tf_graph_pb2.AttrValue(type=3))), STRICT) == []
 
 
-def test_graph_function_checks_before_tensorflow_imports_the_graph(tmp_path):
+def _writing_computation(target: pathlib.Path) -> pb.Computation:
+    """A computation that writes `target` (WriteFile: refused unless allowed) and returns 1."""
     tf = _tf()
-    target = tmp_path / "x.txt"
 
     def write():
         with tf.control_dependencies([tf.io.write_file(str(target), "x")]):
             return tf.constant(1)
 
-    comp = tc.tensorflow_computation(write)
+    return tc.tensorflow_computation(write)
+
+
+def test_graph_function_checks_before_tensorflow_imports_the_graph(tmp_path):
+    target = tmp_path / "x.txt"
+    comp = _writing_computation(target)
     with pytest.raises(errors.PolicyError, match="WriteFile"):
         from tffexec.executors import tf_function
 
@@ -277,12 +282,29 @@ def test_policy_defaults_are_documented_in_the_readme():
         assert flag in readme
 
 
-def test_policy_is_current_only_during_the_command():
+def test_two_runners_with_different_policies_interleaved_each_apply_their_own(tmp_path):
+    """No process-global policy: each Runner applies the one in its StackConfig, whatever the
+    other did last, for ops and for limits alike."""
+    writes = _writing_computation(tmp_path / "x.txt")
+    sums = loading.load_computation(CORPUS / "fed_sum_int32" / "comp.pb")
+    strict = config_lib.StackConfig(policy=policy_lib.Policy(max_clients=2))
+    lenient = config_lib.StackConfig(policy=policy_lib.Policy(allowed_ops={"WriteFile"}))
+    with runner_lib.Runner(strict) as a, runner_lib.Runner(lenient) as b:
+        for _ in range(2):
+            with pytest.raises(errors.PolicyError, match="WriteFile"):
+                a.run(writes)
+            assert int(b.run(writes)) == 1
+            with pytest.raises(errors.PolicyError, match="3 clients"):
+                a.run(sums, [1, 2, 3])
+            assert int(b.run(sums, [1, 2, 3])) == 6
+
+
+def test_a_commands_limits_end_with_the_command():
     sum_comp = CORPUS / "fed_sum_int32" / "comp.pb"
-    CliRunner().invoke(cli, ["run", str(sum_comp), str(sum_comp.parent / "arg.pb"),
-                             "--max-clients", "9"])
-    assert policy_lib.active() is None
-    assert policy_lib.current() is policy_lib.DEFAULT
+    args = ["run", str(sum_comp), str(sum_comp.parent / "arg.pb")]
+    assert CliRunner().invoke(cli, args + ["--max-clients", "1"]).exit_code == 5
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert CliRunner().invoke(cli, args + ["--max-clients", "1"]).exit_code == 5
 
 
 def test_client_limit_applies_to_the_python_api():
@@ -298,7 +320,36 @@ def _sequence(make_dataset, element_type=I64) -> sequences.SequenceValue:
     tf = _tf()
     graph = tf.raw_ops.DatasetToGraphV2(
         input_dataset=tf.data.experimental.to_variant(make_dataset())).numpy()
-    return sequences.SequenceValue(element_type, graph_def=graph)
+    # Values do not check themselves: bound to the checker, the graph is checked on first use.
+    return sequences.SequenceValue(element_type, graph_def=graph).bind_policy(
+        STRICT, op_check.check_dataset_graph)
+
+
+def test_an_unchecked_dataset_graph_never_becomes_a_dataset():
+    tf = _tf()
+    graph = tf.raw_ops.DatasetToGraphV2(
+        input_dataset=tf.data.experimental.to_variant(tf.data.Dataset.range(3))).numpy()
+    with pytest.raises(errors.PolicyError, match="not checked"):
+        sequences.SequenceValue(I64, graph_def=graph).elements()
+    trusted = sequences.SequenceValue(I64, graph_def=graph).bind_policy(
+        policy_lib.Policy(trust=True))
+    assert [int(x) for x in trusted.elements()] == [0, 1, 2]
+    checked = sequences.SequenceValue(I64, graph_def=graph)
+    op_check.check_sequence(checked, STRICT)
+    assert checked.is_checked and [int(x) for x in checked.elements()] == [0, 1, 2]
+
+
+def test_a_sequence_bound_to_the_checker_is_checked_when_first_read(tmp_path):
+    tf = _tf()
+    path = tmp_path / "lines.txt"
+    path.write_text("a\n")
+    graph = tf.raw_ops.DatasetToGraphV2(input_dataset=tf.data.experimental.to_variant(
+        tf.data.TextLineDataset([str(path)]))).numpy()
+    seq = sequences.SequenceValue(fl.TensorType(np.str_), graph_def=graph)
+    op_check.guard_value(seq, fl.SequenceType(fl.TensorType(np.str_)), STRICT)
+    assert not seq.is_checked  # nothing parsed yet
+    with pytest.raises(errors.PolicyError, match="TextLineDataset"):
+        seq.elements()
 
 
 def test_infinite_dataset_is_refused_without_reading_it():

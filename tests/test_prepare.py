@@ -22,9 +22,9 @@ from tffexec import runner as runner_lib
 from tffexec import stages
 from tffexec.cli import main
 from tffexec.executors import activity
-from tffexec.formats import analysis
+from tffexec.checks import analysis
 from tffexec.formats import compare
-from tffexec.formats import graphs
+from tffexec.checks import graphs
 from tffexec.formats import loading
 
 from tffexec_test_support import CORPUS

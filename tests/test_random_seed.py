@@ -6,7 +6,7 @@ import federated_language as fl
 import pytest
 
 import tffexec
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from tffexec import runner as runner_lib
 from tffexec.cli import main as cli_main
 from tffexec.factories import config as config_lib
 from tffexec.factories import ray_stack
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 ray = pytest.importorskip("ray")
 

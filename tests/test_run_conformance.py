@@ -17,7 +17,9 @@ import json
 import federated_language
 import pytest
 
+from tffexec import policy as policy_lib
 from tffexec import runner as runner_lib
+from tffexec.checks import op_check
 from tffexec.factories import config as config_lib
 from tffexec.formats import loading
 from tffexec.formats import values
@@ -49,6 +51,8 @@ def _load_case(case_dir, form):
         arg = executor_pb2.Value.FromString((case_dir / "arg.pb").read_bytes())
     expected_pb = executor_pb2.Value.FromString((case_dir / "expected.pb").read_bytes())
     expected, _ = values.value_from_proto(expected_pb, function_type.result)
+    # Loaders check no ops; comparing reads the expected sequences' dataset graphs.
+    op_check.check_value(expected, function_type.result, policy_lib.DEFAULT, path="expected")
     meta = json.loads((case_dir / "meta.json").read_text())
     return comp, function_type, arg, expected, meta
 

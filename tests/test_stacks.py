@@ -30,7 +30,7 @@ from tffexec.executors import composing_executor
 from tffexec.executors import federating_executor
 from tffexec.factories import config as config_lib
 from tffexec.factories import stacks
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 C, S = fl.CLIENTS, fl.SERVER
 I32, F32 = fl.TensorType(np.int32), fl.TensorType(np.float32)
@@ -116,7 +116,7 @@ def test_tf_threads_flag_sets_tensorflows_intra_op_pool_for_the_process():
         "from tffexec import runner, tf_runtime\n"
         "from tffexec.factories import config\n"
         "import numpy as np\n"
-        "from tffexec.formats import tensorflow_computation as tfc\n"
+        "from tffexec import tensorflow as tfc\n"
         "comp = tfc.tensorflow_computation(lambda x: x + 1, np.int32)\n"
         "with runner.Runner(config.StackConfig(tf_threads=1)) as r:\n"
         "    assert r.run(comp, 1) == 2\n"

@@ -1,6 +1,6 @@
 """One test per behaviour of the leaf `TensorFlowExecutor` (and the `GraphFunction`s it runs).
 
-Graphs are made with `tffexec.formats.tensorflow_computation` (real TensorFlow tracing, no TFF);
+Graphs are made with `tffexec.tensorflow` (real TensorFlow tracing, no TFF);
 string-valued results are traced by a small local helper.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_function
 from tffexec.formats import arrays
 from tffexec.formats import sequences
-from tffexec.formats import tensorflow_computation as tfc
+from tffexec import tensorflow as tfc
 
 tf = pytest.importorskip("tensorflow")
 

@@ -127,6 +127,7 @@ def check_case_form(runner, case: pathlib.Path, form: str) -> list[str]:
     """
     import federated_language  # noqa: PLC0415
 
+    from tffexec.checks import op_check  # noqa: PLC0415
     from tffexec.formats import compare, loading, values  # noqa: PLC0415
     from tffexec.formats.protos import executor_pb2  # noqa: PLC0415
 
@@ -143,6 +144,8 @@ def check_case_form(runner, case: pathlib.Path, form: str) -> list[str]:
         values.normalize(result, result_type, path="result")
         return []
     expected = loading.load_value(case / "expected.pb", result_type, path="expected")
+    # Loaders check no ops; comparing reads the expected sequences' dataset graphs.
+    op_check.check_value(expected, result_type, runner.config.policy, path="expected")
     rtol, atol = expect_tolerances()
     return [f"{path}: {text}" for path, text in compare.value_differences(
         result, expected, result_type, rtol=rtol, atol=atol, path="result")]

@@ -18,7 +18,7 @@ staging areas, session handles, iterator string handles, Batch/BatchFunction), p
 may load descriptors from files (DecodeProtoV2, EncodeProto), and ops that turn runtime strings
 into graphs (DatasetFromGraph; see `op_check` for when it is admitted).
 
-This module only holds names; `tffexec.formats.op_check` applies them (and the few per-op rules).
+This module only holds names; `tffexec.checks.op_check` applies them (and the few per-op rules).
 """
 from __future__ import annotations
 

@@ -3,25 +3,28 @@
 Everything here reads the proto only; nothing is executed and TensorFlow is not imported, so
 `tffexec inspect` and `tffexec validate` stay fast.
 
-The AST is walked with an explicit stack (computations nest deeply; Python's recursion limit is
-not a budget to spend on them). Nodes are named by *AST paths*: the root is `<root>`; a child's
-path appends `<kind of the parent>.<field>` to the parent's path, with the index and the name of
-repeated elements, e.g. `lambda.result.block.local[2](x).call.argument`.
+`analyze` is an interpreter over the AST in the style of the reference-resolving executor: one
+walk (`ast_walk`, an explicit stack), and per node kind one rule function from a table
+(`_RULES`) that records what the node contributes to the summary and the problems it has. Nodes
+are named by AST paths (see `ast_walk`).
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, Callable
 
 from federated_language.proto import computation_pb2
 from google.protobuf import unknown_fields
 
 from tffexec import errors
 from tffexec import intrinsics
-from tffexec.formats import graphs
+from tffexec.checks import graphs
+from tffexec.checks import op_check
+from tffexec.checks.ast_walk import ROOT_PATH, Node, children, join_path, walk
 
-ROOT_PATH = "<root>"
+__all__ = ["ROOT_PATH", "Node", "children", "join_path", "walk", "Problem", "GraphInfo",
+           "Analysis", "analyze", "graph_info", "type_string", "SUPPORTED_INTRINSICS"]
 
 #: Every `Computation.computation` oneof case of computation.proto, in field order.
 NODE_KINDS = (
@@ -38,21 +41,9 @@ NODE_KINDS = (
     "literal",
     "xla",
 )
-SUPPORTED_NODE_KINDS = frozenset(
-    {
-        "tensorflow",
-        "intrinsic",
-        "lambda",
-        "block",
-        "reference",
-        "call",
-        "struct",
-        "selection",
-        "placement",
-        "literal",
-    }
-)
-UNSUPPORTED_NODE_KINDS = frozenset(NODE_KINDS) - SUPPORTED_NODE_KINDS
+#: The kinds tffexec cannot run (`data` needs a data backend, `xla` a compiler it does not have).
+UNSUPPORTED_NODE_KINDS = frozenset({"data", "xla"})
+SUPPORTED_NODE_KINDS = frozenset(NODE_KINDS) - UNSUPPORTED_NODE_KINDS
 
 #: The intrinsic URIs tffexec implements, from the one registry (`tffexec.intrinsics`).
 SUPPORTED_INTRINSICS = intrinsics.SUPPORTED
@@ -60,70 +51,6 @@ SUPPORTED_INTRINSICS = intrinsics.SUPPORTED
 CLIENTS = "clients"
 SERVER = "server"
 PLACEMENT_URIS = (CLIENTS, SERVER)
-
-
-def join_path(parent: str, segment: str) -> str:
-    """The AST path of a child: `segment` appended to `parent` (`<root>` is left out)."""
-    return segment if parent == ROOT_PATH else f"{parent}.{segment}"
-
-
-def children(comp: computation_pb2.Computation) -> list[tuple[str, computation_pb2.Computation]]:
-    """The direct sub-computations of `comp` with their path segments, in field order.
-
-    Absent optional children (a no-argument call's `argument`) are left out; required ones that
-    are missing are reported by `analyze`, not here.
-    """
-    kind = comp.WhichOneof("computation")
-    if kind == "lambda":
-        node = getattr(comp, "lambda")
-        return [("lambda.result", node.result)] if node.HasField("result") else []
-    if kind == "block":
-        out = [
-            (f"block.local[{i}]({local.name})", local.value)
-            for i, local in enumerate(comp.block.local)
-        ]
-        if comp.block.HasField("result"):
-            out.append(("block.result", comp.block.result))
-        return out
-    if kind == "call":
-        out = []
-        if comp.call.HasField("function"):
-            out.append(("call.function", comp.call.function))
-        if comp.call.HasField("argument"):
-            out.append(("call.argument", comp.call.argument))
-        return out
-    if kind == "struct":
-        return [
-            (f"struct.element[{i}]({el.name})" if el.name else f"struct.element[{i}]", el.value)
-            for i, el in enumerate(comp.struct.element)
-        ]
-    if kind == "selection":
-        return [("selection.source", comp.selection.source)] if comp.selection.HasField("source") else []
-    return []
-
-
-@dataclasses.dataclass(frozen=True)
-class Node:
-    """One AST node met by `walk`: the node, its path and its depth (the root has depth 0)."""
-
-    comp: computation_pb2.Computation
-    path: str
-    depth: int
-
-    @property
-    def kind(self) -> str | None:
-        return self.comp.WhichOneof("computation")
-
-
-def walk(comp: computation_pb2.Computation) -> Iterator[Node]:
-    """Yields every node of the AST in pre-order (parents first, children in field order)."""
-    stack = [Node(comp, ROOT_PATH, 0)]
-    while stack:
-        node = stack.pop()
-        yield node
-        kids = children(node.comp)
-        for segment, child in reversed(kids):
-            stack.append(Node(child, join_path(node.path, segment), node.depth + 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,8 +230,8 @@ def _placements_in_type(type_proto: computation_pb2.Type, found: set[str]) -> No
             stack.append(t.sequence.element)
 
 
-def _graph_info(comp: computation_pb2.Computation, path: str, policy=None,
-                problems: list[Problem] | None = None) -> GraphInfo:
+def graph_info(comp: computation_pb2.Computation, path: str, policy=None,
+               problems: list[Problem] | None = None) -> GraphInfo:
     """Summary of one `tensorflow` node; with a `policy`, ops it refuses go to `problems`."""
     tf = comp.tensorflow
     info = GraphInfo(
@@ -321,11 +248,132 @@ def _graph_info(comp: computation_pb2.Computation, path: str, policy=None,
     info.functions = len(graph_def.library.function)
     info.ops = dict(_most_common(graphs.op_counts(graph_def)))
     if policy is not None and problems is not None:
-        from tffexec.formats import op_check  # noqa: PLC0415 - op_check imports this module
-
         for finding in op_check.tensorflow_verdict(tf, graph_def, policy):
             problems.append(Problem(path, finding.describe(), refused=True))
     return info
+
+
+@dataclasses.dataclass
+class _Findings:
+    """What one `analyze` pass collects, node by node (the rules write into it)."""
+
+    policy: Any
+    node_counts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    intrinsics: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    placements: set[str] = dataclasses.field(default_factory=set)
+    graphs: list[GraphInfo] = dataclasses.field(default_factory=list)
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+    max_depth: int = 0
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+
+#: A rule: what one node of its kind adds to the findings (the node, its path, its scope).
+Rule = Callable[[computation_pb2.Computation, str, "_Scope | None", _Findings], None]
+
+
+def _unsupported(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    out.problem(path, f"unsupported node kind {node.WhichOneof('computation')!r} (supported: "
+                      f"{', '.join(sorted(SUPPORTED_NODE_KINDS))})")
+
+
+def _intrinsic(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    uri = node.intrinsic.uri
+    out.intrinsics[uri] += 1
+    if uri not in SUPPORTED_INTRINSICS:
+        out.problem(path, f"unsupported intrinsic {uri!r}")
+
+
+def _reference(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    name = node.reference.name
+    if scope is None or not scope.binds(name):
+        out.problem(path, f"reference to unbound name {name!r}")
+
+
+def _placement(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    out.placements.add(node.placement.uri)
+
+
+def _tensorflow(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    info = graph_info(node, path, out.policy, out.problems)
+    out.graphs.append(info)
+    if info.error:
+        out.problem(path, info.error)
+
+
+def _lambda(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    if not getattr(node, "lambda").HasField("result"):
+        out.problem(path, "lambda has no result")
+    out.problems.extend(Problem(path, m) for m in _result_type_problems(node, "lambda"))
+
+
+def _block(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    if not node.block.HasField("result"):
+        out.problem(path, "block has no result")
+    out.problems.extend(Problem(path, m) for m in _result_type_problems(node, "block"))
+
+
+def _call(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    if not node.call.HasField("function"):
+        out.problem(path, "call has no function")
+    else:
+        out.problems.extend(Problem(path, m) for m in _call_type_problems(node))
+
+
+def _selection(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
+    _check_selection(node, path, out.problems)
+
+
+#: Node kind -> its rule; kinds without one (struct, literal) have nothing of their own to check.
+_RULES: dict[str, Rule] = {
+    "data": _unsupported,
+    "xla": _unsupported,
+    "intrinsic": _intrinsic,
+    "reference": _reference,
+    "placement": _placement,
+    "tensorflow": _tensorflow,
+    "lambda": _lambda,
+    "block": _block,
+    "call": _call,
+    "selection": _selection,
+}
+
+
+def _child_scopes(node: computation_pb2.Computation, kind: str, scope: _Scope | None,
+                  count: int) -> list[_Scope | None]:
+    """The scope each of the node's `count` children sees: a lambda binds its parameter for its
+    result; block local i sees locals 0..i-1 and the result sees them all."""
+    if kind == "lambda":
+        name = getattr(node, "lambda").parameter_name
+        return [_Scope(scope, {name: 0}, 1) if name else scope] * count
+    if kind == "block":
+        names: dict[str, int] = {}
+        for i, local in enumerate(node.block.local):
+            names.setdefault(local.name, i)
+        n = len(node.block.local)
+        return [_Scope(scope, names, min(i, n)) for i in range(count)]
+    return [scope] * count
+
+
+def _visit(node: computation_pb2.Computation, path: str, scope: _Scope | None,
+           out: _Findings) -> str | None:
+    """The checks every node gets, then its kind's rule; returns the kind (None: no kind)."""
+    kind = node.WhichOneof("computation")
+    out.node_counts[kind or "(empty)"] += 1
+    if node.HasField("type"):
+        _placements_in_type(node.type, out.placements)
+    if kind is None:
+        out.problem(path, "node has no computation kind set")
+        return None
+    unknown = unknown_fields.UnknownFieldSet(node)
+    if len(unknown):
+        numbers = sorted({f.field_number for f in unknown})
+        out.problem(path, f"node has fields unknown to computation.proto {numbers}")
+    rule = _RULES.get(kind)
+    if rule is not None:
+        rule(node, path, scope, out)
+    return kind
 
 
 def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None,
@@ -340,7 +388,7 @@ def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None,
     Args:
       comp: the parsed computation.
       size_bytes: the serialized size, if known (else computed with `ByteSize()`).
-      policy: a `tffexec.formats.policy.Policy` to check every graph's ops against.
+      policy: a `tffexec.policy.Policy` to check every graph's ops against.
 
     Raises:
       tffexec.errors.ComputationError: the root has no type or an invalid one, so this is not a
@@ -358,84 +406,21 @@ def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None,
             parameter_type = type_string(function_type.parameter, path=ROOT_PATH)
         result_type = type_string(function_type.result, path=ROOT_PATH)
 
-    node_counts: collections.Counter[str] = collections.Counter()
-    intrinsics: collections.Counter[str] = collections.Counter()
-    placements: set[str] = set()
-    graph_infos: list[GraphInfo] = []
-    problems: list[Problem] = []
-    max_depth = 0
-
+    out = _Findings(policy)
     stack: list[tuple[computation_pb2.Computation, str, int, _Scope | None]] = [
         (comp, ROOT_PATH, 0, None)
     ]
     while stack:
         node, path, depth, scope = stack.pop()
-        max_depth = max(max_depth, depth)
-        kind = node.WhichOneof("computation")
-        node_counts[kind or "(empty)"] += 1
-        if node.HasField("type"):
-            _placements_in_type(node.type, placements)
+        out.max_depth = max(out.max_depth, depth)
+        kind = _visit(node, path, scope, out)
         if kind is None:
-            problems.append(Problem(path, "node has no computation kind set"))
             continue
-        unknown = unknown_fields.UnknownFieldSet(node)
-        if len(unknown):
-            numbers = sorted({f.field_number for f in unknown})
-            problems.append(Problem(path, f"node has fields unknown to computation.proto {numbers}"))
-
-        child_scope = scope
-        if kind in UNSUPPORTED_NODE_KINDS:
-            problems.append(
-                Problem(path, f"unsupported node kind {kind!r} (supported: "
-                        f"{', '.join(sorted(SUPPORTED_NODE_KINDS))})")
-            )
-        elif kind == "intrinsic":
-            uri = node.intrinsic.uri
-            intrinsics[uri] += 1
-            if uri not in SUPPORTED_INTRINSICS:
-                problems.append(Problem(path, f"unsupported intrinsic {uri!r}"))
-        elif kind == "reference":
-            name = node.reference.name
-            if scope is None or not scope.binds(name):
-                problems.append(Problem(path, f"reference to unbound name {name!r}"))
-        elif kind == "placement":
-            placements.add(node.placement.uri)
-        elif kind == "tensorflow":
-            info = _graph_info(node, path, policy, problems)
-            graph_infos.append(info)
-            if info.error:
-                problems.append(Problem(path, info.error))
-        elif kind == "lambda":
-            lam = getattr(node, "lambda")
-            if not lam.HasField("result"):
-                problems.append(Problem(path, "lambda has no result"))
-            if lam.parameter_name:
-                child_scope = _Scope(scope, {lam.parameter_name: 0}, 1)
-        elif kind == "block":
-            if not node.block.HasField("result"):
-                problems.append(Problem(path, "block has no result"))
-        elif kind == "call":
-            if not node.call.HasField("function"):
-                problems.append(Problem(path, "call has no function"))
-            else:
-                problems.extend(Problem(path, m) for m in _call_type_problems(node))
-        elif kind == "selection":
-            _check_selection(node, path, problems)
-        if kind in ("lambda", "block"):
-            problems.extend(Problem(path, m) for m in _result_type_problems(node, kind))
-
         kids = children(node)
-        if kind == "block":
-            names: dict[str, int] = {}
-            for i, local in enumerate(node.block.local):
-                names.setdefault(local.name, i)
-            n = len(node.block.local)
-            for i in reversed(range(len(kids))):
-                segment, child = kids[i]
-                stack.append((child, join_path(path, segment), depth + 1, _Scope(scope, names, min(i, n))))
-        else:
-            for segment, child in reversed(kids):
-                stack.append((child, join_path(path, segment), depth + 1, child_scope))
+        scopes = _child_scopes(node, kind, scope, len(kids))
+        for i in reversed(range(len(kids))):
+            segment, child = kids[i]
+            stack.append((child, join_path(path, segment), depth + 1, scopes[i]))
 
     return Analysis(
         type_signature=signature,
@@ -443,12 +428,12 @@ def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None,
         result_type=result_type,
         root_kind=comp.WhichOneof("computation"),
         size_bytes=comp.ByteSize() if size_bytes is None else size_bytes,
-        node_counts=dict(_most_common(node_counts)),
-        max_depth=max_depth,
-        intrinsics=dict(_most_common(intrinsics)),
-        placements=sorted(placements),
-        graphs=graph_infos,
-        problems=_unknown_placement_problems(placements) + problems,
+        node_counts=dict(_most_common(out.node_counts)),
+        max_depth=out.max_depth,
+        intrinsics=dict(_most_common(out.intrinsics)),
+        placements=sorted(out.placements),
+        graphs=out.graphs,
+        problems=_unknown_placement_problems(out.placements) + out.problems,
     )
 
 
@@ -536,92 +521,3 @@ def _unknown_placement_problems(placements: set[str]) -> list[Problem]:
         for uri in sorted(placements)
         if uri not in PLACEMENT_URIS
     ]
-
-
-def describe(comp: computation_pb2.Computation) -> str:
-    """A one-line label for a node, as shown by `inspect --tree`."""
-    kind = comp.WhichOneof("computation")
-    if kind == "lambda":
-        name = getattr(comp, "lambda").parameter_name
-        return f"lambda {name}" if name else "lambda (no parameter)"
-    if kind == "block":
-        return f"block ({_plural(len(comp.block.local), 'local')})"
-    if kind == "reference":
-        return f"reference {comp.reference.name}"
-    if kind == "call":
-        return "call" if comp.call.HasField("argument") else "call (no argument)"
-    if kind == "struct":
-        return f"struct ({_plural(len(comp.struct.element), 'element')})"
-    if kind == "selection":
-        return f"selection [{comp.selection.index}]"
-    if kind == "intrinsic":
-        return f"intrinsic {comp.intrinsic.uri}"
-    if kind == "placement":
-        return f"placement {comp.placement.uri}"
-    if kind == "tensorflow":
-        info = _graph_info(comp, ROOT_PATH)
-        if info.error:
-            return f"tensorflow ({info.error})"
-        parts = [_plural(sum(info.ops.values()), "op"), f"{info.size_bytes:,} bytes"]
-        if info.functions:
-            parts.insert(1, _plural(info.functions, "function"))
-        if info.cache_key:
-            parts.append(f"cache key {info.cache_key}")
-        return f"tensorflow ({', '.join(parts)})"
-    if kind == "data":
-        which = comp.data.WhichOneof("data")
-        detail = comp.data.uri if which == "uri" else comp.data.content.type_url if which else ""
-        return f"data {detail}".rstrip()
-    if kind is None:
-        return "(empty node)"
-    return kind
-
-
-def node_type_string(comp: computation_pb2.Computation) -> str | None:
-    """The node's type in TFF notation, None if it has none, `<invalid type>` if unreadable."""
-    if not comp.HasField("type"):
-        return None
-    try:
-        return _type_string(comp.type)
-    except Exception:  # shown, not raised: `analyze` reports invalid types of the root
-        return "<invalid type>"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def tree(comp: computation_pb2.Computation, *, max_depth: int = 6) -> dict[str, Any]:
-    """The AST as nested dicts, cut below `max_depth` (the root has depth 0).
-
-    Each node is `{"field", "path", "label", "type", "children"}`: `field` is its place in the
-    parent (`result`, `local[0](x)`, ...; `<root>` for the root), `label` is `describe(node)` and
-    `type` its type in TFF notation (or None). A node whose children lie deeper than `max_depth`
-    gets a single child `{"truncated": true, "hidden_nodes": n}` instead of them.
-    """
-    root = _tree_entry(comp, ROOT_PATH, ROOT_PATH)
-    stack = [(comp, root, 0)]
-    while stack:
-        node, entry, depth = stack.pop()
-        kids = children(node)
-        if not kids:
-            continue
-        if depth >= max_depth:
-            hidden = sum(1 for _, child in kids for _ in walk(child))
-            entry["children"].append({"truncated": True, "hidden_nodes": hidden})
-            continue
-        for segment, child in kids:
-            child_entry = _tree_entry(child, segment.split(".", 1)[1], join_path(entry["path"], segment))
-            entry["children"].append(child_entry)
-            stack.append((child, child_entry, depth + 1))
-    return root
-
-
-def _tree_entry(comp: computation_pb2.Computation, field: str, path: str) -> dict[str, Any]:
-    return {
-        "field": field,
-        "path": path,
-        "label": describe(comp),
-        "type": node_type_string(comp),
-        "children": [],
-    }

@@ -1,4 +1,7 @@
-"""Builds a `tensorflow` Computation proto from a Python function, without TFF.
+"""`tffexec.tensorflow`: builds a `tensorflow` Computation proto from a Python function, no TFF.
+
+An authoring helper, not a wire format: it lives in the API package (the seed of the authoring
+API), and `tffexec.formats` stays bytes <-> values.
 
 TFF serializes TensorFlow functions as a GraphDef plus parameter/result bindings. This module
 does the same with plain TensorFlow graph-mode tracing, so tests and users can make small

@@ -4,7 +4,7 @@ Works on the minimal GraphDef messages of `tf_graph_pb2`, so it never imports Te
 `validate` reports the same findings as `run` refuses, in milliseconds.
 
 What a graph may hold (unless `Policy.trust`):
-  * nodes whose op is on the allowlist (`op_allowlist.ALLOWED_OPS` plus `Policy.allowed_ops`) or
+  * nodes whose op is on the allowlist (`allowlist.ALLOWED_OPS` plus `Policy.allowed_ops`) or
     is a function of the graph's own library (whose body is checked in turn);
   * function attributes (`f` of a `PartitionedCall`, the branches of `If`, a dataset's map
     function, ...) naming a library function or an allowed op: TensorFlow instantiates a
@@ -36,9 +36,10 @@ from federated_language.proto import computation_pb2
 from google.protobuf import message as message_lib
 
 from tffexec import errors
-from tffexec.formats import graphs
-from tffexec.formats import op_allowlist
-from tffexec.formats import policy as policy_lib
+from tffexec.checks import graphs
+from tffexec.checks import allowlist
+from tffexec.checks import ast_walk
+from tffexec import policy as policy_lib
 from tffexec.formats.protos import tf_graph_pb2
 
 DT_VARIANT = 21
@@ -67,6 +68,11 @@ class Finding:
             where += f" of function {self.function!r}"
         return (f"forbidden TensorFlow op {self.op!r} ({where} in the {self.graph}): "
                 f"{self.reason}")
+
+
+def allows(policy: policy_lib.Policy, op: str) -> bool:
+    """Whether `op` may run under `policy`: trusted, explicitly allowed, or on the allowlist."""
+    return policy.trust or op in policy.allowed_ops or op in allowlist.ALLOWED_OPS
 
 
 def _not_allowed(op: str) -> str:
@@ -118,7 +124,7 @@ def _scope_findings(nodes: Iterable[tf_graph_pb2.NodeDef], function: str | None,
         explicit = op in policy.allowed_ops
         if op in library:
             pass
-        elif op in op_allowlist.GRAPH_FROM_STRING_OPS and not explicit:
+        elif op in allowlist.GRAPH_FROM_STRING_OPS and not explicit:
             source = by_name.get(_producer(node.input[0])) if node.input else None
             fed_by_parameter = (function is None and graph == COMPUTATION_GRAPH
                                 and source is not None and source.op == "Placeholder"
@@ -127,13 +133,13 @@ def _scope_findings(nodes: Iterable[tf_graph_pb2.NodeDef], function: str | None,
                 yield finding("builds a graph from a runtime string that does not come directly "
                               "from a parameter of the computation, so it cannot be checked; "
                               f"pass --allow-op {op} or --trust to run it anyway")
-        elif not policy.allows(op):
+        elif not allows(policy, op):
             yield finding(_not_allowed(op))
         elif not explicit:
             yield from (finding(reason) for reason in _rule_violations(node, by_name))
         for attr_name, attr in node.attr.items():
             for name in _func_names(attr):
-                if name not in library and not policy.allows(name):
+                if name not in library and not allows(policy, name):
                     yield finding(f"called as a function through attribute {attr_name!r}; "
                                   + _not_allowed(name), op=name)
 
@@ -210,7 +216,7 @@ def graph_string_parameters(tensorflow: computation_pb2.TensorFlow,
     bound = parameter_nodes(tensorflow)
     fed = set()
     for node in graph_def.node:
-        if node.op in op_allowlist.GRAPH_FROM_STRING_OPS and node.input:
+        if node.op in allowlist.GRAPH_FROM_STRING_OPS and node.input:
             index = bound.get(_producer(node.input[0]))
             if index is not None:
                 fed.add(index)
@@ -303,12 +309,10 @@ def computation_findings(comp: computation_pb2.Computation, policy: policy_lib.P
 
     Graphs that do not parse are skipped here; `analysis.analyze` reports them.
     """
-    from tffexec.formats import analysis  # noqa: PLC0415 - analysis is the larger module
-
     out = []
     if policy.trust:
         return out
-    for node in analysis.walk(comp):
+    for node in ast_walk.walk(comp):
         if node.kind == "tensorflow":
             try:
                 found = tensorflow_findings(node.comp.tensorflow, policy, path=node.path)
@@ -371,15 +375,31 @@ def value_findings(value, type_spec, policy: policy_lib.Policy, *, path: str = "
 
 
 def check_value(value, type_spec, policy: policy_lib.Policy, *, path: str = "arg") -> None:
-    """Checks every dataset graph in an argument value and binds `policy` to its sequences.
+    """Checks every dataset graph in an argument value now, and binds `policy` to its sequences.
 
     Raises:
       tffexec.errors.PolicyError: a dataset graph holds a refused op (names its place in the
         value, the op and the node).
     """
     for seq_path, seq in iter_sequences(value, type_spec, path):
-        seq.bind_policy(policy)
-        seq.check_ops(path=seq_path)
+        check_sequence(seq, policy, path=seq_path)
+
+
+def check_sequence(seq, policy: policy_lib.Policy, *, path: str | None = None) -> None:
+    """Binds `policy` to one sequence and checks its dataset graph now, once per policy (a
+    sequence checked under an equal policy before is not parsed again), marking it checked."""
+    seq.bind_policy(policy, check_dataset_graph)
+    if not seq.is_checked:
+        check_dataset_graph(seq.graph_def(), policy, path=path)
+        seq.mark_checked()
+
+
+def guard_value(value, type_spec, policy: policy_lib.Policy, *, path: str = "value") -> None:
+    """Binds `policy` and this checker to every sequence in a value, without parsing anything:
+    a dataset graph is checked when (if ever) it becomes a dataset. For values that may only be
+    passed along (`convert` pb -> pb) or read (`compare`, expected results)."""
+    for _, seq in iter_sequences(value, type_spec, path):
+        seq.bind_policy(policy, check_dataset_graph)
 
 
 def iter_sequences(value, type_spec, path: str = "arg"):

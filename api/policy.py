@@ -1,14 +1,17 @@
-"""What tffexec lets an untrusted computation do: allowed TensorFlow ops and size limits.
+"""`tffexec.policy`: what tffexec lets an untrusted computation do, as plain data.
 
-A `Policy` travels inside `StackConfig`, so the CLI's `--allow-op`/`--trust`/`--max-*` flags and
-the Python API say the same thing. The op allowlist itself is in `op_allowlist`, the checks that
-apply it in `op_check`; the limits are enforced where inputs are read (`loading`), where client
-counts are resolved (`tffexec.runner`) and where sequences are materialised (`sequences`).
+A `Policy` says which extra TensorFlow ops may run and how large inputs may be. It is a value,
+passed explicitly: it travels inside `StackConfig` (to `Runner.prepare`, the executors and the
+graphs they admit), and the CLI builds one from a command's `--allow-op`/`--trust`/`--max-*`
+flags and hands it to the loaders and the runner. There is no process-wide "current" policy, so
+two runners with different policies in one process each apply their own.
 
-The *current* policy: loaders deep inside the CLI (and `loading.load_*` called without explicit
-limits) need the limits of the command being run, without every caller threading a `Policy`
-through. `use(policy)` makes a policy current; the CLI does so once per command and restores the
-previous one when the command ends.
+Enforcement lives elsewhere: the op allowlist and the checks that apply a policy to graphs are
+in `tffexec.checks` (`allowlist`, `op_check`); the limits are applied where inputs are read
+(`tffexec.formats.loading`), where client counts are settled (`tffexec.preflight`) and where
+sequences are materialised (`tffexec.formats.sequences`), each with the policy it is given.
+Importing this module is cheap (no federated-language, no TensorFlow): `--help` builds its
+defaults from it.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ class Policy:
     Attributes:
       trust: run every op (`--trust`); the limits still apply.
       allowed_ops: extra op names allowed on top of the built-in allowlist (`--allow-op`); an op
-        named here is also exempt from the per-op rules of `op_check` (e.g. DatasetFromGraph).
+        named here is also exempt from the per-op rules of `tffexec.checks.op_check` (e.g.
+        DatasetFromGraph).
       max_computation_bytes: largest serialized computation accepted.
       max_value_bytes: largest argument file, and largest decoded argument value.
       max_clients: largest number of clients.
@@ -61,14 +65,6 @@ class Policy:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-
-    def allows(self, op: str) -> bool:
-        """Whether `op` may run: trusted, explicitly allowed, or on the built-in allowlist."""
-        if self.trust or op in self.allowed_ops:
-            return True
-        from tffexec.formats import op_allowlist  # noqa: PLC0415 - a large table, load on use
-
-        return op in op_allowlist.ALLOWED_OPS
 
     # -- limit checks (one message style for all of them) ------------------------------------
     def check_computation_bytes(self, size: int, *, file: str | None = None) -> None:
@@ -112,40 +108,5 @@ def check_clients(clients: int, limit: int) -> None:
             f"{clients:,} clients is more than the limit of {limit:,} (--max-clients)")
 
 
+#: The policy of a caller that gives none: the built-in allowlist and the default limits.
 DEFAULT = Policy()
-
-_current: Policy | None = None
-_check_ops = False
-
-
-def current() -> Policy:
-    """The policy made current by `use`, else the default one."""
-    return _current or DEFAULT
-
-
-def active() -> Policy | None:
-    """The current policy if it was made current with `check_ops=True`, else None.
-
-    Commands that run computations make their policy current that way, and loaders then also
-    check the ops of what they load; `validate` reports ops instead of refusing them, and
-    inspect/convert only read, so they get the limits but no op check.
-    """
-    return _current if _check_ops else None
-
-
-def use(policy: Policy | None, *, check_ops: bool = True) -> tuple[Policy | None, bool]:
-    """Makes `policy` current for the process (None: the default); returns what to pass to
-    `restore` to undo it.
-
-    Process-wide rather than per thread on purpose: the CLI loads inputs on a worker thread (for
-    its watchdog) while the flags are parsed on the main thread.
-    """
-    global _current, _check_ops
-    previous = (_current, _check_ops)
-    _current, _check_ops = policy, check_ops and policy is not None
-    return previous
-
-
-def restore(previous: tuple[Policy | None, bool]) -> None:
-    global _current, _check_ops
-    _current, _check_ops = previous
