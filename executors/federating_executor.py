@@ -51,7 +51,7 @@ def _member_type(type_spec):
     return federated_language.StructType([(n, _member_type(t)) for n, t in type_spec.items()])
 
 
-class FederatingExecutor(base.SyncExecutor):
+class FederatingExecutor(base.StructLayer):
     """Implements placement and every federated intrinsic natively."""
 
     def __init__(self, child: base.SyncExecutor, num_clients: int, *,
@@ -272,36 +272,28 @@ class FederatingExecutor(base.SyncExecutor):
             return self.struct(elements)
         return self.unplaced(self.embed(value, type_spec))
 
-    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
-        rep = function.rep
-        if isinstance(rep, IntrinsicRep):
+    def call_own(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        if isinstance(function.rep, IntrinsicRep):
             return base.call_intrinsic(federated_intrinsics.INTRINSICS, self, function, argument)
-        if isinstance(rep, base.ExecValue):
-            child_arg = self.to_child(argument) if argument is not None else None
-            return self.unplaced(self.child.call(rep, child_arg))
-        raise errors.ComputationError(
-            f"cannot call a value of type {function.type_signature}: it is not a function")
+        return super().call_own(function, argument)
+
+    def child_call(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        child_arg = self.to_child(argument) if argument is not None else None
+        return self.unplaced(self.child.call(function.rep, child_arg))
 
     def struct(self, elements):
         if all(isinstance(v.rep, base.ExecValue) for _, v in elements):
             return self.unplaced(self.child.struct([(n, v.rep) for n, v in elements]))
-        return base.ExecValue(StructRep(list(elements)), base.struct_type(elements), self)
+        return super().struct(elements)
 
-    def selection(self, source: base.ExecValue, index: int):
-        rep = source.rep
-        if isinstance(rep, StructRep):
-            return rep.element(index, source.type_signature)
-        if isinstance(rep, base.ExecValue):
-            return self.unplaced(self.child.selection(rep, index))
-        raise errors.ComputationError(
-            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
+    def child_selection(self, source: base.ExecValue, index: int):
+        return self.unplaced(self.child.selection(source.rep, index))
 
-    def materialize(self, value: base.ExecValue):
+    def child_materialize(self, value: base.ExecValue):
+        return self.child.materialize(value.rep)
+
+    def materialize_own(self, value: base.ExecValue):
         rep = value.rep
-        if isinstance(rep, base.ExecValue):
-            return self.child.materialize(rep)
-        if isinstance(rep, StructRep):
-            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
         if isinstance(rep, Placed):
             if rep.members is None:
                 return rep.batch.members()

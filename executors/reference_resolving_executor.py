@@ -93,7 +93,7 @@ def free_names(comp: computation_pb2.Computation) -> list[str]:
     return list(free)
 
 
-class ReferenceResolvingExecutor(base.SyncExecutor):
+class ReferenceResolvingExecutor(base.StructLayer):
     """Resolves lambdas, blocks, references, calls, structs and selections; delegates the rest."""
 
     def __init__(self, child: base.SyncExecutor):
@@ -243,34 +243,23 @@ class ReferenceResolvingExecutor(base.SyncExecutor):
             return self.evaluate(to_proto(), None)  # a federated-language computation object
         return self._wrap(self._child.value(value, type_spec))
 
-    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
-        rep = function.rep
-        if isinstance(rep, Closure):
-            return self._apply(rep, argument)
-        if isinstance(rep, base.ExecValue):
-            child_arg = self.delegate(argument) if argument is not None else None
-            return self._wrap(self._child.call(rep, child_arg))
-        raise errors.ComputationError(
-            f"cannot call a value of type {function.type_signature}: it is not a function")
+    def call_own(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        if isinstance(function.rep, Closure):
+            return self._apply(function.rep, argument)
+        return super().call_own(function, argument)
 
-    def struct(self, elements):
-        return base.ExecValue(StructRep(list(elements)), base.struct_type(elements), self)
+    def child_call(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        child_arg = self.delegate(argument) if argument is not None else None
+        return self._wrap(self._child.call(function.rep, child_arg))
 
-    def selection(self, source: base.ExecValue, index: int):
-        rep = source.rep
-        if isinstance(rep, StructRep):
-            return rep.element(index, source.type_signature)
-        if isinstance(rep, base.ExecValue):
-            return self._wrap(self._child.selection(rep, index))
-        raise errors.ComputationError(
-            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
+    def child_selection(self, source: base.ExecValue, index: int):
+        return self._wrap(self._child.selection(source.rep, index))
 
-    def materialize(self, value: base.ExecValue):
+    def child_materialize(self, value: base.ExecValue):
+        return self._child.materialize(value.rep)
+
+    def materialize_own(self, value: base.ExecValue):
         rep = value.rep
-        if isinstance(rep, base.ExecValue):
-            return self._child.materialize(rep)
-        if isinstance(rep, StructRep):
-            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
         if isinstance(rep, Closure):
             return rep.comp
         raise errors.InternalError(f"unexpected representation {type(rep).__name__}")
