@@ -109,9 +109,9 @@ class FederatingExecutor(base.StructLayer):
                                     first_client=self.first_client)
 
     def fold_clients(self, zero: base.ExecValue, accumulate: base.ExecValue,
-                     merge: base.ExecValue, data: base.ExecValue, intrinsic: str) -> base.ExecValue:
+                     data: base.ExecValue, intrinsic: str) -> base.ExecValue:
         """The accumulator (a child value): `accumulate` folded over the members of `data` from
-        `zero`, in client order (`merge` joins partial folds where the client work splits)."""
+        `zero`, in client order, as TFF folds (no partial folds to merge)."""
         zero, accumulate = self.to_child(zero), self.to_child(accumulate)
         batch = self.batch_of(data)
         if batch is not None:
@@ -122,9 +122,8 @@ class FederatingExecutor(base.StructLayer):
                                                        intrinsic=intrinsic)
                 if folded is not None:
                     return self.embed(batch_lib.pack(folded, zero_type), zero_type)
-        return self.client_work.fold(self.child, zero, accumulate, self.to_child(merge),
-                                     self.members(data), intrinsic=intrinsic,
-                                     first_client=self.first_client)
+        return self.client_work.fold(self.child, zero, accumulate, self.members(data),
+                                     intrinsic=intrinsic, first_client=self.first_client)
 
     def reduce_clients(self, reduction: "numeric.Reduction", data: list, *args) -> Any:
         """`reduction` of the CLIENTS values `data` (a plain value): its columnar twin over

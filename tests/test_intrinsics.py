@@ -114,8 +114,8 @@ def struct_items(value):
 
 
 # The intrinsics behave the same on every stack: flat with clients batched into columns, flat and
-# one client at a time, threaded (aggregates folded in chunks and merged), and composed from flat
-# stacks of at most two clients.
+# one client at a time, threaded (maps on several threads, aggregates folded in client order), and
+# composed from flat stacks of at most two clients (partial aggregates merged).
 STACKS = {
     "local": config_lib.StackConfig(),
     "local-nobatch": config_lib.StackConfig(batch=False),
@@ -764,8 +764,6 @@ def test_aggregate_folds_clients_in_order_and_applies_report(runner):
 
 
 def test_aggregate_does_not_call_merge_on_a_flat_stack(runner):
-    if runner.config.kind == "threaded":
-        pytest.skip("the threaded stack folds chunks of clients in parallel and merges them")
     shift_add = tf_fn(lambda a: a[0] * 10 + a[1], fl.StructType([np.int32, np.int32]))
     poison = tf_fn(lambda a: a[0] * 0 - 1, fl.StructType([np.int32, np.int32]))
     identity = tf_fn(lambda a: a, np.int32)

@@ -24,6 +24,12 @@ CONFORMANCE = REPO / "examples" / "conformance"
 #: More TFF-made cases (one per intrinsic and feature), committed in the repository.
 CASES = REPO / "examples" / "cases"
 
+#: Cases whose answer shows where partial aggregates are merged (a `merge` that is not associative
+#: with `accumulate`, e.g. a string join). TFF folds in client order and never merges, so the flat
+#: stacks give TFF's answer; a composed stack merges its children's partials by design
+#: (tests/test_aggregate_order.py checks how).
+MERGE_SHOWS = frozenset({"fed_aggregate_string_join"})
+
 #: The named cases tests refer to (`CORPUS / "fed_select"`): always the committed ones.
 CORPUS = CONFORMANCE
 
