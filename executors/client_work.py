@@ -68,20 +68,14 @@ class ClientWork(abc.ABC):
         is in the maps that compute the members. Only the layers that must merge (the composing
         stack's children, Ray's shards) call `merge`, on the partial results of whole children.
         """
-        total = len(members)
-        key = next(_task_keys)
-        activity.report(intrinsic, 0, total, key)
-        accumulator = zero
-        for i, member in enumerate(members):
-            try:
-                accumulator = executor.call(
-                    accumulate, executor.struct([(None, accumulator), (None, member)]))
-            except errors.TffexecError as e:
-                raise client_error(e, first_client + i, intrinsic) from None
-            if activity.listening() and (i + 1) % 64 == 0:
-                activity.report(intrinsic, i + 1, total, key)
-        activity.report(intrinsic, total, total, key)
-        return accumulator
+        accumulator = [zero]
+
+        def step(member: base.ExecValue) -> None:
+            accumulator[0] = executor.call(
+                accumulate, executor.struct([(None, accumulator[0]), (None, member)]))
+
+        in_client_order(step, members, intrinsic=intrinsic, first_client=first_client)
+        return accumulator[0]
 
     def map_batched(self, function: base.ExecValue, batch: batch_lib.Batch, result_type, *,
                     intrinsic: str) -> Optional[batch_lib.Batch]:
@@ -112,22 +106,30 @@ def client_error(error: errors.TffexecError, client: int, intrinsic: str) -> err
     return error
 
 
+def in_client_order(step: Callable[[object], None], items: Sequence, *, intrinsic: str,
+                    first_client: int = 0) -> None:
+    """Calls `step` on each client's item, one after another on the calling thread, reporting
+    progress; a failing client's error names it (see `client_error`)."""
+    total = len(items)
+    key = next(_task_keys)
+    activity.report(intrinsic, 0, total, key)
+    for i, item in enumerate(items):
+        try:
+            step(item)
+        except errors.TffexecError as e:
+            raise client_error(e, first_client + i, intrinsic) from None
+        if activity.listening() and (i + 1) % 64 == 0:
+            activity.report(intrinsic, i + 1, total, key)
+    activity.report(intrinsic, total, total, key)
+
+
 class SequentialClientWork(ClientWork):
     """One client after another on the calling thread (the local stack)."""
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
-        total = len(arguments)
-        key = next(_task_keys)
-        activity.report(intrinsic, 0, total, key)
-        results = []
-        for i, argument in enumerate(arguments):
-            try:
-                results.append(executor.call(function, argument))
-            except errors.TffexecError as e:
-                raise client_error(e, first_client + i, intrinsic) from None
-            if activity.listening() and (i + 1) % 64 == 0:
-                activity.report(intrinsic, i + 1, total, key)
-        activity.report(intrinsic, total, total, key)
+        results: list[base.ExecValue] = []
+        in_client_order(lambda argument: results.append(executor.call(function, argument)),
+                        arguments, intrinsic=intrinsic, first_client=first_client)
         return results
 
 

@@ -194,13 +194,9 @@ class FederatingExecutor(base.StructLayer):
             return batch_lib.Batch.zip(parts, _member_type(value.type_signature))
         return None
 
-    def to_child(self, value: base.ExecValue) -> base.ExecValue:
-        """An unplaced value of this executor as a child value."""
+    def own_to_child(self, value: base.ExecValue) -> base.ExecValue:
+        """Placed values and intrinsics have no child version: only unplaced values do."""
         rep = value.rep
-        if isinstance(rep, base.ExecValue):
-            return rep
-        if isinstance(rep, StructRep):
-            return self.child.struct([(n, self.to_child(v)) for n, v in rep.elements])
         if isinstance(rep, Placed):
             raise errors.ComputationError(
                 f"a federated value ({value.type_signature}) is used where an unplaced value "
@@ -217,8 +213,7 @@ class FederatingExecutor(base.StructLayer):
     def embed(self, python_value, type_spec) -> base.ExecValue:
         return self.child.value(python_value, type_spec)
 
-    def unplaced(self, child_value: base.ExecValue) -> base.ExecValue:
-        return base.ExecValue(child_value, child_value.type_signature, self)
+    unplaced = base.StructLayer.wrap  # a child's value is an unplaced value of this layer
 
     # -- the executor interface ----------------------------------------------------------
     def value(self, value: Any, type_spec=None) -> base.ExecValue:
@@ -276,20 +271,10 @@ class FederatingExecutor(base.StructLayer):
             return base.call_intrinsic(federated_intrinsics.INTRINSICS, self, function, argument)
         return super().call_own(function, argument)
 
-    def child_call(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
-        child_arg = self.to_child(argument) if argument is not None else None
-        return self.unplaced(self.child.call(function.rep, child_arg))
-
     def struct(self, elements):
         if all(isinstance(v.rep, base.ExecValue) for _, v in elements):
             return self.unplaced(self.child.struct([(n, v.rep) for n, v in elements]))
         return super().struct(elements)
-
-    def child_selection(self, source: base.ExecValue, index: int):
-        return self.unplaced(self.child.selection(source.rep, index))
-
-    def child_materialize(self, value: base.ExecValue):
-        return self.child.materialize(value.rep)
 
     def materialize_own(self, value: base.ExecValue):
         rep = value.rep
