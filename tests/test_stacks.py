@@ -219,11 +219,14 @@ def _fails_for_clients_from(threshold: float):
         with tf.control_dependencies([tf.debugging.assert_less(x, threshold, message="too big")]):
             return tf.identity(x)
 
-    checked = tf_fn(check, np.float32)
+    return _sum_of_mapped(tf_fn(check, np.float32))
 
+
+def _sum_of_mapped(function):
+    """`federated_sum(federated_map(function, x))` over float32 clients."""
     @fl.federated_computation(fl.FederatedType(np.float32, C))
     def comp(x):
-        return fl.federated_sum(fl.federated_map(checked, x))
+        return fl.federated_sum(fl.federated_map(function, x))
 
     return comp
 
@@ -348,13 +351,7 @@ def _heavy_per_client():
             m = tf.matmul(m, w) + 1.0
         return tf.reduce_sum(m)
 
-    heavy = tf_fn(chain, np.float32)
-
-    @fl.federated_computation(fl.FederatedType(np.float32, C))
-    def comp(x):
-        return fl.federated_sum(fl.federated_map(heavy, x))
-
-    return comp
+    return _sum_of_mapped(tf_fn(chain, np.float32))
 
 
 @pytest.mark.parametrize("stack", ["local", "threaded"])
