@@ -7,12 +7,37 @@ the path inside the value or AST, and what was expected.
 from __future__ import annotations
 
 
+#: Every exit status the CLI uses and what it means (`tffexec --help` lists them). Each error class
+#: below names its status in its header; a status missing here is a bug caught at import.
+EXIT_CODES = {
+    0: "success",
+    1: "a check failed (--expect mismatch; validate found problems)",
+    2: "usage error (bad flags)",
+    3: "computation unreadable or unsupported",
+    4: "argument problem (unreadable value, type mismatch, client count)",
+    5: "refused by policy (forbidden op, limit exceeded)",
+    6: "execution failed",
+    7: "engine unavailable",
+    70: "internal error (a bug: please report it)",
+    124: "--timeout reached",
+    130: "interrupted",
+}
+
+
 class TffexecError(Exception):
     """Base class; `exit_code` is the process exit status the CLI uses."""
 
     exit_code = 70
     #: The global index of the client whose work failed, once the client work has named it.
     client: int | None = None
+
+    def __init_subclass__(cls, *, exit_code: int | None = None, **kwargs) -> None:
+        """A kind of error with its own exit status names it in its class header."""
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            if exit_code not in EXIT_CODES:
+                raise TypeError(f"{cls.__name__}: exit code {exit_code} is not in EXIT_CODES")
+            cls.exit_code = exit_code
 
     def __init__(self, message: str, *, file: str | None = None, path: str | None = None):
         self.message = message
@@ -38,76 +63,41 @@ class TffexecError(Exception):
         return self
 
 
-class CheckFailed(TffexecError):
+class CheckFailed(TffexecError, exit_code=1):
     """A check did not pass: an `--expect` mismatch, or `validate` found problems."""
 
-    exit_code = 1
 
-
-class UsageError(TffexecError):
+class UsageError(TffexecError, exit_code=2):
     """Bad flags or flag combinations."""
 
-    exit_code = 2
 
-
-class ComputationError(TffexecError):
+class ComputationError(TffexecError, exit_code=3):
     """The computation is unreadable or uses something unsupported."""
 
-    exit_code = 3
 
-
-class ArgumentError(TffexecError):
+class ArgumentError(TffexecError, exit_code=4):
     """An argument value is unreadable, of the wrong type, or has an inconsistent client count."""
 
-    exit_code = 4
 
-
-class PolicyError(TffexecError):
+class PolicyError(TffexecError, exit_code=5):
     """Refused by policy: a forbidden TensorFlow op or an exceeded limit."""
 
-    exit_code = 5
 
-
-class ExecutionError(TffexecError):
+class ExecutionError(TffexecError, exit_code=6):
     """Execution failed: a TensorFlow error, a violated secure-sum bound, a failed client."""
 
-    exit_code = 6
 
-
-class EngineUnavailable(TffexecError):
+class EngineUnavailable(TffexecError, exit_code=7):
     """The requested engine cannot be used: missing extra, unreachable cluster, lost worker."""
 
-    exit_code = 7
 
-
-class InternalError(TffexecError):
+class InternalError(TffexecError, exit_code=70):
     """A bug in tffexec."""
 
-    exit_code = 70
 
-
-class Timeout(TffexecError):
+class Timeout(TffexecError, exit_code=124):
     """`--timeout` was reached."""
 
-    exit_code = 124
 
-
-class Interrupted(TffexecError):
+class Interrupted(TffexecError, exit_code=130):
     """The user interrupted the run."""
-
-    exit_code = 130
-
-
-EXIT_CODES = {
-    0: "success",
-    1: "a check failed (--expect mismatch; validate found problems)",
-    2: "usage error (bad flags)",
-    3: "computation unreadable or unsupported",
-    4: "argument problem (unreadable value, type mismatch, client count)",
-    5: "refused by policy (forbidden op, limit exceeded)",
-    6: "execution failed",
-    7: "engine unavailable",
-    70: "internal error (a bug: please report it)",
-    124: "--timeout reached",
-    130: "interrupted",
-}

@@ -182,6 +182,9 @@ def check_device(device: str) -> str:
 class _stderr_silenced:
     """Points file descriptor 2 at /dev/null for the duration (C++ code writes there directly)."""
 
+    def __init__(self) -> None:
+        self._saved: int | None = None  # the original descriptor 2 while silenced
+
     def __enter__(self):
         import sys  # noqa: PLC0415
 

@@ -38,9 +38,7 @@ JSON_SCHEMA = "tffexec.benchmark/1"
               help=f"text: a table for people; json: one JSON document (schema {JSON_SCHEMA}; "
                    "the median is steady.median_s).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              envvar="TFFEXEC_TIMEOUT", show_envvar=True, metavar="SECONDS",
-              help="Stop after this many seconds (exit 124).")
+@common.timeout_option()
 @common.verbosity_options(envvars=False)
 @stack_flags.options
 def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int | None,

@@ -184,6 +184,22 @@ def _remember(key: str, *, count: bool = False):
     return callback
 
 
+def env_option(*decls: str, **attrs: Any) -> Callable[[Callable], Callable]:
+    """A click option that TFFEXEC_<NAME> also sets (shown in --help), where NAME is the long flag
+    in capitals (`--max-fanout` -> TFFEXEC_MAX_FANOUT): the one rule for tffexec's variables."""
+    flag = next(d for d in decls if d.startswith("--"))
+    return click.option(*decls, envvar="TFFEXEC_" + flag[2:].upper().replace("-", "_"),
+                        show_envvar=True, **attrs)
+
+
+def timeout_option(consequence: str = "") -> Callable[[Callable], Callable]:
+    """--timeout SECONDS (TFFEXEC_TIMEOUT): exit 124 when reached; `consequence` says what else
+    holds for this command (", even inside a TensorFlow kernel")."""
+    return env_option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                      metavar="SECONDS",
+                      help=f"Stop after this many seconds (exit 124){consequence}.")
+
+
 def verbosity_options(*, envvars: bool) -> Callable[[Callable], Callable]:
     """Adds -q/--quiet, -v/--verbose and --debug.
 

@@ -75,9 +75,7 @@ FLAG_NAMES = {"rounds": "--rounds", "seed": "--seed", "clients_per_round": "--cl
               help="Summary on standard output at the end: text, a table (the default; "
                    "`table` also accepted), or json.")
 @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              envvar="TFFEXEC_TIMEOUT", show_envvar=True, metavar="SECONDS",
-              help="Stop after this many seconds (exit 124); checkpoints written so far stay.")
+@common.timeout_option("; checkpoints written so far stay")
 @common.verbosity_options(envvars=False)
 @stack_flags.options
 @policy_flags.options

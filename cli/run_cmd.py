@@ -101,9 +101,7 @@ class ArgSpec(click.ParamType):
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
               help="--expect: absolute tolerance for floating-point leaves.")
 @click.option("--strict", is_flag=True, help=common.STRICT_HELP)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              envvar="TFFEXEC_TIMEOUT", show_envvar=True, metavar="SECONDS",
-              help="Stop after this many seconds (exit 124), even inside a TensorFlow kernel.")
+@common.timeout_option(", even inside a TensorFlow kernel")
 @common.verbosity_options(envvars=False)
 @stack_flags.options
 @policy_flags.options

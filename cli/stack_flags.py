@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import click
 
+from tffexec.cli import common
+
 STACK_CHOICES = ("local", "threaded", "ray")
 
 
@@ -29,32 +31,28 @@ class DeviceType(click.ParamType):
 def options(command: Callable) -> Callable:
     """Adds --stack, --threads, --clients-per-thread, --max-fanout, --device, --tf-threads."""
     decorators = [
-        click.option("--stack", "stack", type=click.Choice(STACK_CHOICES), default="local",
-                     show_default=True, envvar="TFFEXEC_STACK", show_envvar=True,
-                     help="Execution stack: local runs client work on one thread; threaded runs "
-                          "it on a pool of threads; ray spreads shards of clients over Ray "
-                          "actors (pip install 'tffexec[ray]')."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     envvar="TFFEXEC_THREADS", show_envvar=True,
-                     help="Client threads of the threaded stack (default: number of cores)."),
+        common.env_option("--stack", "stack", type=click.Choice(STACK_CHOICES), default="local",
+                          show_default=True,
+                          help="Execution stack: local runs client work on one thread; "
+                               "threaded runs it on a pool of threads; ray spreads shards of "
+                               "clients over Ray actors (pip install 'tffexec[ray]')."),
+        common.env_option("--threads", type=click.IntRange(min=1), default=None,
+                          help="Client threads of the threaded stack (default: number of cores)."),
         click.option("--clients-per-thread", type=click.IntRange(min=1), default=None,
                      help="Clients handled by one task of the threaded stack (default: clients "
                           "divided evenly over the threads)."),
-        click.option("--max-fanout", type=click.IntRange(min=2), default=None,
-                     envvar="TFFEXEC_MAX_FANOUT", show_envvar=True,
-                     help="Split more clients than this into child stacks composed in levels "
-                          "(partial aggregates merged with the computation's merge)."),
-        click.option("--device", type=DeviceType(), default=None, envvar="TFFEXEC_DEVICE",
-                     show_envvar=True,
-                     help="Where TensorFlow work runs: cpu, gpu or gpu:N (exit 7 without a GPU)."),
-        click.option("--no-batch", "no_batch", is_flag=True, default=False,
-                     envvar="TFFEXEC_NO_BATCH", show_envvar=True,
-                     help="Run client work one client at a time instead of batching clients "
-                          "into one TensorFlow call (for comparison and debugging)."),
-        click.option("--tf-threads", type=click.IntRange(min=1), default=None,
-                     envvar="TFFEXEC_TF_THREADS", show_envvar=True,
-                     help="TensorFlow intra-op threads (process-wide; default: cores divided by "
-                          "client threads)."),
+        common.env_option("--max-fanout", type=click.IntRange(min=2), default=None,
+                          help="Split more clients than this into child stacks composed in levels "
+                               "(partial aggregates merged with the computation's merge)."),
+        common.env_option("--device", type=DeviceType(), default=None,
+                          help="Where TensorFlow work runs: cpu, gpu or gpu:N (exit 7 without "
+                               "a GPU)."),
+        common.env_option("--no-batch", "no_batch", is_flag=True, default=False,
+                          help="Run client work one client at a time instead of batching clients "
+                               "into one TensorFlow call (for comparison and debugging)."),
+        common.env_option("--tf-threads", type=click.IntRange(min=1), default=None,
+                          help="TensorFlow intra-op threads (process-wide; default: cores "
+                               "divided by client threads)."),
         *ray_options(),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), command)
@@ -72,10 +70,9 @@ def ray_options() -> list[Callable]:
                      help="Join the Ray cluster at this address (host:port as printed by `ray "
                           "start --head`, or ray://host:10001) and leave it running; implies "
                           "--stack ray. A cluster with token auth needs RAY_AUTH_TOKEN."),
-        click.option("--workers", type=click.IntRange(min=1), default=None,
-                     envvar="TFFEXEC_WORKERS", show_envvar=True,
-                     help="Ray actors, each holding shards of clients (default: as many as the "
-                          "cluster's free CPUs allow at --worker-cpus each)."),
+        common.env_option("--workers", type=click.IntRange(min=1), default=None,
+                          help="Ray actors, each holding shards of clients (default: as many "
+                               "as the cluster's free CPUs allow at --worker-cpus each)."),
         click.option("--clients-per-shard", type=click.IntRange(min=1), default=None,
                      help="Clients in one Ray shard (default: clients divided evenly over the "
                           "actors)."),

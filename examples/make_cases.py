@@ -1219,6 +1219,38 @@ def _():
   return comp
 
 
+@case('fed_aggregate_string_join',
+      'federated_aggregate whose accumulate and merge join strings with different '
+      'separators (accumulate: acc + "+" + x; merge: a + "|" + b), so the result '
+      'shows where partial aggregates were merged; identity report (8 clients)',
+      arg=lambda: [np.str_(c) for c in 'abcdefgh'],
+      notes='TFF folds accumulate over the clients in client order and never '
+            'calls merge here: the expected string has no "|".')
+def _():
+  text = T(np.str_)
+
+  @tfc
+  def zero_fn():
+    return tf.constant('')
+
+  @tfc(text, text)
+  def accumulate(acc, x):
+    return tf.strings.join([acc, x], separator='+')
+
+  @tfc(text, text)
+  def merge(a, b):
+    return tf.strings.join([a, b], separator='|')
+
+  @tfc(text)
+  def report(a):
+    return tf.identity(a)
+
+  @fedc(F(text, C))
+  def comp(x):
+    return tff.federated_aggregate(x, zero_fn(), accumulate, merge, report)
+  return comp
+
+
 # --- TensorFlow computations ----------------------------------------------------
 
 

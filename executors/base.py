@@ -156,6 +156,89 @@ class StructRep:
         return self.elements[index][1]
 
 
+class StructLayer(SyncExecutor):
+    """A layer that keeps structs of its own values (`StructRep`) and hands the values it does
+    not interpret to one layer below, wrapped in a representation of class `child_rep`.
+
+    The reference-resolving, federating and composing layers differ only in what their own
+    representations mean (closures, placed values, intrinsics); selecting from a struct, calling
+    or materializing a child's value, and the errors for everything else are the same, so they
+    live here once. A layer that keeps its child's values as they are (`child_rep` is ExecValue,
+    the default) inherits `wrap`, `to_child` and the `child_*` hooks and adds only what its own
+    representations do: `own_to_child`, `call_own`, `materialize_own`. The composing layer, whose
+    child values sit on a server stack (`Unplaced`), overrides the `child_*` hooks.
+    """
+
+    child_rep: type = ExecValue
+
+    def struct(self, elements: list[tuple[Optional[str], ExecValue]]) -> ExecValue:
+        return ExecValue(StructRep(list(elements)), struct_type(elements), self)
+
+    def selection(self, source: ExecValue, index: int) -> ExecValue:
+        rep = source.rep
+        if isinstance(rep, StructRep):
+            return rep.element(index, source.type_signature)
+        if isinstance(rep, self.child_rep):
+            return self.child_selection(source, index)
+        raise errors.ComputationError(
+            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
+
+    def call(self, function: ExecValue, argument: Optional[ExecValue] = None) -> ExecValue:
+        if isinstance(function.rep, self.child_rep):
+            return self.child_call(function, argument)
+        return self.call_own(function, argument)
+
+    def materialize(self, value: ExecValue) -> Any:
+        rep = value.rep
+        if isinstance(rep, StructRep):
+            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
+        if isinstance(rep, self.child_rep):
+            return self.child_materialize(value)
+        return self.materialize_own(value)
+
+    # Defaults for a layer whose `child_rep` is ExecValue (its child is `self.child`).
+    child: SyncExecutor
+
+    def wrap(self, child_value: ExecValue) -> ExecValue:
+        """A value of the layer below, as this layer's value."""
+        return ExecValue(child_value, child_value.type_signature, self)
+
+    def to_child(self, value: ExecValue) -> ExecValue:
+        """The layer below's version of one of this layer's values (a struct element-wise)."""
+        rep = value.rep
+        if isinstance(rep, ExecValue):
+            return rep
+        if isinstance(rep, StructRep):
+            return self.child.struct([(n, self.to_child(v)) for n, v in rep.elements])
+        return self.own_to_child(value)
+
+    def own_to_child(self, value: ExecValue) -> ExecValue:
+        """The layer below's version of one of this layer's own representations."""
+        raise errors.InternalError(f"unexpected representation {type(value.rep).__name__}")
+
+    def child_selection(self, source: ExecValue, index: int) -> ExecValue:
+        """Selects from a value that wraps a child's struct."""
+        return self.wrap(self.child.selection(source.rep, index))
+
+    def child_call(self, function: ExecValue, argument: Optional[ExecValue]) -> ExecValue:
+        """Calls a function that wraps a child's function."""
+        child_argument = self.to_child(argument) if argument is not None else None
+        return self.wrap(self.child.call(function.rep, child_argument))
+
+    def child_materialize(self, value: ExecValue) -> Any:
+        """Materializes a value that wraps a child's value."""
+        return self.child.materialize(value.rep)
+
+    def call_own(self, function: ExecValue, argument: Optional[ExecValue]) -> ExecValue:
+        """Calls one of this layer's own function representations (none by default)."""
+        raise errors.ComputationError(
+            f"cannot call a value of type {function.type_signature}: it is not a function")
+
+    def materialize_own(self, value: ExecValue) -> Any:
+        """Materializes one of this layer's own representations (not a struct, not a child's)."""
+        raise errors.InternalError(f"unexpected representation {type(value.rep).__name__}")
+
+
 class ClosureSpec:
     """A lambda plus the values of its free names, handed from one layer to the one below.
 

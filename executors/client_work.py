@@ -2,8 +2,9 @@
 
 The federating executor never loops over clients itself: it asks a `ClientWork` to call one
 function on N arguments (`map`) or to fold N client values into an accumulator (`fold`). The local
-stack's implementation is a plain loop; the threaded one runs contiguous chunks of clients on a
-thread pool; a batched implementation can replace the loop by one vectorised TensorFlow call
+stack's implementation is a plain loop; the threaded one runs a map's contiguous chunks of clients
+on a thread pool (a fold stays in client order on every stack, see `ClientWork.fold`); a batched
+implementation can replace the loop by one vectorised TensorFlow call
 without touching the intrinsics.
 
 Errors. A failure in one client's work names the client (its global index, so composed stacks
@@ -55,13 +56,26 @@ class ClientWork(abc.ABC):
         """`[executor.call(function, a) for a in arguments]`; `arguments[i]` is client
         `first_client + i`'s value (None calls a no-argument function)."""
 
-    @abc.abstractmethod
     def fold(self, executor: base.SyncExecutor, zero: base.ExecValue,
-             accumulate: base.ExecValue, merge: Optional[base.ExecValue],
-             members: Sequence[base.ExecValue], *, intrinsic: str,
+             accumulate: base.ExecValue, members: Sequence[base.ExecValue], *, intrinsic: str,
              first_client: int = 0) -> base.ExecValue:
-        """`accumulate` over the members, starting from `zero`; an implementation may fold
-        contiguous chunks separately and combine them in client order with `merge`."""
+        """`accumulate` folded over the members from `zero`, one client after another in client
+        order, on the calling thread, on every stack.
+
+        TFF's runtime folds `federated_aggregate` in client order and never calls `merge`, and a
+        `merge` need not be associative with `accumulate` (a string join shows where partial
+        folds were merged), so no client work splits the fold: the threaded stack's parallelism
+        is in the maps that compute the members. Only the layers that must merge (the composing
+        stack's children, Ray's shards) call `merge`, on the partial results of whole children.
+        """
+        accumulator = [zero]
+
+        def step(member: base.ExecValue) -> None:
+            accumulator[0] = executor.call(
+                accumulate, executor.struct([(None, accumulator[0]), (None, member)]))
+
+        in_client_order(step, members, intrinsic=intrinsic, first_client=first_client)
+        return accumulator[0]
 
     def map_batched(self, function: base.ExecValue, batch: batch_lib.Batch, result_type, *,
                     intrinsic: str) -> Optional[batch_lib.Batch]:
@@ -92,47 +106,36 @@ def client_error(error: errors.TffexecError, client: int, intrinsic: str) -> err
     return error
 
 
-def _accumulate_pair(executor, accumulate, accumulator, member):
-    return executor.call(accumulate, executor.struct([(None, accumulator), (None, member)]))
+def in_client_order(step: Callable[[object], None], items: Sequence, *, intrinsic: str,
+                    first_client: int = 0) -> None:
+    """Calls `step` on each client's item, one after another on the calling thread, reporting
+    progress; a failing client's error names it (see `client_error`)."""
+    total = len(items)
+    key = next(_task_keys)
+    activity.report(intrinsic, 0, total, key)
+    for i, item in enumerate(items):
+        try:
+            step(item)
+        except errors.TffexecError as e:
+            raise client_error(e, first_client + i, intrinsic) from None
+        if activity.listening() and (i + 1) % 64 == 0:
+            activity.report(intrinsic, i + 1, total, key)
+    activity.report(intrinsic, total, total, key)
 
 
 class SequentialClientWork(ClientWork):
     """One client after another on the calling thread (the local stack)."""
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
-        total = len(arguments)
-        key = next(_task_keys)
-        activity.report(intrinsic, 0, total, key)
-        results = []
-        for i, argument in enumerate(arguments):
-            try:
-                results.append(executor.call(function, argument))
-            except errors.TffexecError as e:
-                raise client_error(e, first_client + i, intrinsic) from None
-            if activity.listening() and (i + 1) % 64 == 0:
-                activity.report(intrinsic, i + 1, total, key)
-        activity.report(intrinsic, total, total, key)
+        results: list[base.ExecValue] = []
+        in_client_order(lambda argument: results.append(executor.call(function, argument)),
+                        arguments, intrinsic=intrinsic, first_client=first_client)
         return results
-
-    def fold(self, executor, zero, accumulate, merge, members, *, intrinsic, first_client=0):
-        del merge  # TFF's flat runtimes fold in client order and never merge
-        total = len(members)
-        key = next(_task_keys)
-        activity.report(intrinsic, 0, total, key)
-        accumulator = zero
-        for i, member in enumerate(members):
-            try:
-                accumulator = _accumulate_pair(executor, accumulate, accumulator, member)
-            except errors.TffexecError as e:
-                raise client_error(e, first_client + i, intrinsic) from None
-            if activity.listening() and (i + 1) % 64 == 0:
-                activity.report(intrinsic, i + 1, total, key)
-        activity.report(intrinsic, total, total, key)
-        return accumulator
 
 
 class ThreadedClientWork(ClientWork):
-    """Contiguous chunks of clients run as tasks on a pool of `threads` threads.
+    """A map's contiguous chunks of clients run as tasks on a pool of `threads` threads (a fold
+    stays the in-order pass of `ClientWork.fold`, as TFF's).
 
     TensorFlow releases the GIL while its kernels run, so chunks of clients overlap for real.
     `clients_per_task` (the CLI's `--clients-per-thread`) defaults to the clients divided evenly
@@ -223,34 +226,6 @@ class ThreadedClientWork(ClientWork):
         activity.report(intrinsic, total, total, key)
         return [value for part in parts for value in part]
 
-    def fold(self, executor, zero, accumulate, merge, members, *, intrinsic, first_client=0):
-        total = len(members)
-        chunks = self._chunks(total)
-        if merge is None or len(chunks) <= 1:
-            return SequentialClientWork().fold(executor, zero, accumulate, None, members,
-                                               intrinsic=intrinsic, first_client=first_client)
-        key = next(_task_keys)
-        activity.report(intrinsic, 0, total, key)
-
-        def task(chunk: range):
-            def run():
-                accumulator = zero
-                for i in chunk:
-                    try:
-                        accumulator = _accumulate_pair(executor, accumulate, accumulator,
-                                                       members[i])
-                    except errors.TffexecError as e:
-                        raise client_error(e, first_client + i, intrinsic) from None
-                return accumulator
-            return run
-
-        partials = self._run([task(chunk) for chunk in chunks])
-        result = partials[0]
-        for partial in partials[1:]:
-            result = _accumulate_pair(executor, merge, result, partial)
-        activity.report(intrinsic, total, total, key)
-        return result
-
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
@@ -292,10 +267,6 @@ class BatchingClientWork(ClientWork):
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
         return self.inner.map(executor, function, arguments, intrinsic=intrinsic,
                               first_client=first_client)
-
-    def fold(self, executor, zero, accumulate, merge, members, *, intrinsic, first_client=0):
-        return self.inner.fold(executor, zero, accumulate, merge, members, intrinsic=intrinsic,
-                               first_client=first_client)
 
     def run_tasks(self, tasks: list[Callable[[], object]]) -> list:
         return self.inner.run_tasks(tasks)

@@ -73,7 +73,7 @@ class ClientsRep:
         self.all_equal = all_equal
 
 
-class ComposingExecutor(base.SyncExecutor):
+class ComposingExecutor(base.StructLayer):
     """Forwards client work to child stacks and merges their partial aggregates.
 
     Attributes:
@@ -273,34 +273,25 @@ class ComposingExecutor(base.SyncExecutor):
         return base.ExecValue(Unplaced(self.server.value(value, type_spec), python=value),
                               type_spec, self)
 
-    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
-        rep = function.rep
-        if isinstance(rep, IntrinsicRep):
+    child_rep = Unplaced
+
+    def call_own(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        if isinstance(function.rep, IntrinsicRep):
             return base.call_intrinsic(federated_intrinsics.COMPOSE, self, function, argument)
-        if isinstance(rep, Unplaced):
-            server_argument = self.in_server(argument) if argument is not None else None
-            return self.unplaced(self.server.call(self.in_server(function), server_argument))
-        raise errors.ComputationError(
-            f"cannot call a value of type {function.type_signature}: it is not a function")
+        return super().call_own(function, argument)
 
-    def struct(self, elements):
-        return base.ExecValue(StructRep(list(elements)), base.struct_type(elements), self)
+    def child_call(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        server_argument = self.in_server(argument) if argument is not None else None
+        return self.unplaced(self.server.call(self.in_server(function), server_argument))
 
-    def selection(self, source: base.ExecValue, index: int):
-        rep = source.rep
-        if isinstance(rep, StructRep):
-            return rep.element(index, source.type_signature)
-        if isinstance(rep, Unplaced):
-            return self.unplaced(self.server.selection(self.in_server(source), index))
-        raise errors.ComputationError(
-            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
+    def child_selection(self, source: base.ExecValue, index: int):
+        return self.unplaced(self.server.selection(self.in_server(source), index))
 
-    def materialize(self, value: base.ExecValue):
+    def child_materialize(self, value: base.ExecValue):
+        return self.server.materialize(self.in_server(value))
+
+    def materialize_own(self, value: base.ExecValue):
         rep = value.rep
-        if isinstance(rep, Unplaced):
-            return self.server.materialize(self.in_server(value))
-        if isinstance(rep, StructRep):
-            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
         if isinstance(rep, ServerRep):
             return self.server.materialize(rep.member)
         if isinstance(rep, ClientsRep):

@@ -294,12 +294,12 @@ def _compose_aggregate(ex: ComposingExecutor, argument: Value, type_spec) -> Val
 def aggregate(ex: FederatingExecutor, uri: str, argument: Value, type_spec) -> Value:
     """zero, accumulate, merge, report: a left fold of accumulate over clients in client order.
 
-    On the local stack `merge` is never called (as in TFF's local runtime); the threaded stack
-    folds contiguous chunks of clients in parallel and merges them in order, and the composing
-    stack merges the partial results of its children.
+    A flat stack (local, threaded, batched) never calls `merge`, as TFF's runtime; only the
+    composing stack (`--max-fanout`, Ray shards) merges the partial results of its children
+    (`_compose_aggregate`).
     """
-    values, zero, accumulate, merge, report = _args(ex, argument, 5)
-    accumulator = ex.fold_clients(zero, accumulate, merge, values, uri)
+    values, zero, accumulate, _merge, report = _args(ex, argument, 5)
+    accumulator = ex.fold_clients(zero, accumulate, values, uri)
     result = ex.child.call(ex.to_child(report), accumulator)
     return ex.placed([result], type_spec.result)
 

@@ -51,7 +51,7 @@ def _member_type(type_spec):
     return federated_language.StructType([(n, _member_type(t)) for n, t in type_spec.items()])
 
 
-class FederatingExecutor(base.SyncExecutor):
+class FederatingExecutor(base.StructLayer):
     """Implements placement and every federated intrinsic natively."""
 
     def __init__(self, child: base.SyncExecutor, num_clients: int, *,
@@ -109,9 +109,9 @@ class FederatingExecutor(base.SyncExecutor):
                                     first_client=self.first_client)
 
     def fold_clients(self, zero: base.ExecValue, accumulate: base.ExecValue,
-                     merge: base.ExecValue, data: base.ExecValue, intrinsic: str) -> base.ExecValue:
+                     data: base.ExecValue, intrinsic: str) -> base.ExecValue:
         """The accumulator (a child value): `accumulate` folded over the members of `data` from
-        `zero`, in client order (`merge` joins partial folds where the client work splits)."""
+        `zero`, in client order, as TFF folds (no partial folds to merge)."""
         zero, accumulate = self.to_child(zero), self.to_child(accumulate)
         batch = self.batch_of(data)
         if batch is not None:
@@ -122,9 +122,8 @@ class FederatingExecutor(base.SyncExecutor):
                                                        intrinsic=intrinsic)
                 if folded is not None:
                     return self.embed(batch_lib.pack(folded, zero_type), zero_type)
-        return self.client_work.fold(self.child, zero, accumulate, self.to_child(merge),
-                                     self.members(data), intrinsic=intrinsic,
-                                     first_client=self.first_client)
+        return self.client_work.fold(self.child, zero, accumulate, self.members(data),
+                                     intrinsic=intrinsic, first_client=self.first_client)
 
     def reduce_clients(self, reduction: "numeric.Reduction", data: list, *args) -> Any:
         """`reduction` of the CLIENTS values `data` (a plain value): its columnar twin over
@@ -195,13 +194,9 @@ class FederatingExecutor(base.SyncExecutor):
             return batch_lib.Batch.zip(parts, _member_type(value.type_signature))
         return None
 
-    def to_child(self, value: base.ExecValue) -> base.ExecValue:
-        """An unplaced value of this executor as a child value."""
+    def own_to_child(self, value: base.ExecValue) -> base.ExecValue:
+        """Placed values and intrinsics have no child version: only unplaced values do."""
         rep = value.rep
-        if isinstance(rep, base.ExecValue):
-            return rep
-        if isinstance(rep, StructRep):
-            return self.child.struct([(n, self.to_child(v)) for n, v in rep.elements])
         if isinstance(rep, Placed):
             raise errors.ComputationError(
                 f"a federated value ({value.type_signature}) is used where an unplaced value "
@@ -218,8 +213,7 @@ class FederatingExecutor(base.SyncExecutor):
     def embed(self, python_value, type_spec) -> base.ExecValue:
         return self.child.value(python_value, type_spec)
 
-    def unplaced(self, child_value: base.ExecValue) -> base.ExecValue:
-        return base.ExecValue(child_value, child_value.type_signature, self)
+    unplaced = base.StructLayer.wrap  # a child's value is an unplaced value of this layer
 
     # -- the executor interface ----------------------------------------------------------
     def value(self, value: Any, type_spec=None) -> base.ExecValue:
@@ -272,36 +266,18 @@ class FederatingExecutor(base.SyncExecutor):
             return self.struct(elements)
         return self.unplaced(self.embed(value, type_spec))
 
-    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
-        rep = function.rep
-        if isinstance(rep, IntrinsicRep):
+    def call_own(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        if isinstance(function.rep, IntrinsicRep):
             return base.call_intrinsic(federated_intrinsics.INTRINSICS, self, function, argument)
-        if isinstance(rep, base.ExecValue):
-            child_arg = self.to_child(argument) if argument is not None else None
-            return self.unplaced(self.child.call(rep, child_arg))
-        raise errors.ComputationError(
-            f"cannot call a value of type {function.type_signature}: it is not a function")
+        return super().call_own(function, argument)
 
     def struct(self, elements):
         if all(isinstance(v.rep, base.ExecValue) for _, v in elements):
             return self.unplaced(self.child.struct([(n, v.rep) for n, v in elements]))
-        return base.ExecValue(StructRep(list(elements)), base.struct_type(elements), self)
+        return super().struct(elements)
 
-    def selection(self, source: base.ExecValue, index: int):
-        rep = source.rep
-        if isinstance(rep, StructRep):
-            return rep.element(index, source.type_signature)
-        if isinstance(rep, base.ExecValue):
-            return self.unplaced(self.child.selection(rep, index))
-        raise errors.ComputationError(
-            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
-
-    def materialize(self, value: base.ExecValue):
+    def materialize_own(self, value: base.ExecValue):
         rep = value.rep
-        if isinstance(rep, base.ExecValue):
-            return self.child.materialize(rep)
-        if isinstance(rep, StructRep):
-            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
         if isinstance(rep, Placed):
             if rep.members is None:
                 return rep.batch.members()

@@ -18,12 +18,10 @@ import threading
 from typing import Any, Optional
 
 import federated_language
-from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec.executors import base
-from tffexec.executors.base import StructRep
 
 _DELEGATED_KINDS = frozenset({"tensorflow", "intrinsic", "placement", "literal", "data", "xla"})
 
@@ -61,39 +59,56 @@ class Closure:
         self.scope = scope
 
 
+def _lambda_children(node, bound: frozenset) -> list:
+    lam = getattr(node, "lambda")
+    return [(lam.result, bound | {lam.parameter_name} if lam.parameter_name else bound)]
+
+
+def _block_children(node, bound: frozenset) -> list:
+    children, inner = [], bound
+    for local in node.block.local:  # each local sees the names bound before it
+        children.append((local.value, inner))
+        inner = inner | {local.name}
+    children.append((node.block.result, inner))
+    return children
+
+
+def _call_children(node, bound: frozenset) -> list:
+    children = [(node.call.function, bound)]
+    if node.call.HasField("argument"):
+        children.append((node.call.argument, bound))
+    return children
+
+
+#: Per node kind: its sub-computations, each with the names bound where it stands. Kinds not
+#: listed (references, and the leaves this layer delegates) have none.
+_SCOPED_CHILDREN = {
+    "lambda": _lambda_children,
+    "block": _block_children,
+    "call": _call_children,
+    "struct": lambda node, bound: [(e.value, bound) for e in node.struct.element],
+    "selection": lambda node, bound: [(node.selection.source, bound)],
+}
+
+
 def free_names(comp: computation_pb2.Computation) -> list[str]:
     """Names referenced in `comp` but not bound inside it (iterative walk, no recursion)."""
     free: dict[str, None] = {}
-    # Each stack entry: (node, frozenset of names bound at that point).
-    stack = [(comp, frozenset())]
+    stack = [(comp, frozenset())]  # (node, the names bound at that point)
     while stack:
         node, bound = stack.pop()
         kind = node.WhichOneof("computation")
         if kind == "reference":
             if node.reference.name not in bound:
                 free[node.reference.name] = None
-        elif kind == "lambda":
-            name = getattr(node, "lambda").parameter_name
-            inner = bound | {name} if name else bound
-            stack.append((getattr(node, "lambda").result, inner))
-        elif kind == "block":
-            inner = bound
-            for local in node.block.local:
-                stack.append((local.value, inner))
-                inner = inner | {local.name}
-            stack.append((node.block.result, inner))
-        elif kind == "call":
-            stack.append((node.call.function, bound))
-            if node.call.HasField("argument"):
-                stack.append((node.call.argument, bound))
-        elif kind == "struct":
-            stack.extend((e.value, bound) for e in node.struct.element)
-        elif kind == "selection":
-            stack.append((node.selection.source, bound))
+            continue
+        children = _SCOPED_CHILDREN.get(kind)
+        if children is not None:
+            stack.extend(children(node, bound))
     return list(free)
 
 
-class ReferenceResolvingExecutor(base.SyncExecutor):
+class ReferenceResolvingExecutor(base.StructLayer):
     """Resolves lambdas, blocks, references, calls, structs and selections; delegates the rest."""
 
     def __init__(self, child: base.SyncExecutor):
@@ -145,7 +160,7 @@ class ReferenceResolvingExecutor(base.SyncExecutor):
         if handler is not None:
             return handler(comp, scope)
         if kind in _DELEGATED_KINDS:
-            return self._wrap(self._child.value(comp, self._type_of(comp)))
+            return self.wrap(self._child.value(comp, self._type_of(comp)))
         raise errors.ComputationError(
             f"unknown computation node kind {kind!r}; expected one of "
             f"{sorted(set(self._dispatch) | _DELEGATED_KINDS)}")
@@ -194,9 +209,6 @@ class ReferenceResolvingExecutor(base.SyncExecutor):
         return self.selection(source, comp.selection.index)
 
     # -- values of this executor ------------------------------------------------------------
-    def _wrap(self, child_value: base.ExecValue) -> base.ExecValue:
-        return base.ExecValue(child_value, child_value.type_signature, self)
-
     def _apply(self, closure: Closure, argument: Optional[base.ExecValue]) -> base.ExecValue:
         lam = getattr(closure.comp, "lambda")
         if lam.parameter_name:
@@ -210,22 +222,18 @@ class ReferenceResolvingExecutor(base.SyncExecutor):
             scope = closure.scope
         return self._sub(lam.result, scope, "lambda.result")
 
-    def delegate(self, value: base.ExecValue) -> base.ExecValue:
-        """The child executor's version of one of this executor's values."""
+    def own_to_child(self, value: base.ExecValue) -> base.ExecValue:
+        """A closure goes down as a `ClosureSpec`: its lambda and its free names' values."""
         rep = value.rep
-        if isinstance(rep, base.ExecValue):
-            return rep
-        if isinstance(rep, StructRep):
-            return self._child.struct([(n, self.delegate(v)) for n, v in rep.elements])
         if isinstance(rep, Closure):
             captured = {}
             for name in self._free_names(rep.comp):
                 if rep.scope is None:
                     raise errors.ComputationError(f"reference to unbound name {name!r}")
-                captured[name] = self.delegate(rep.scope.lookup(name))
+                captured[name] = self.to_child(rep.scope.lookup(name))
             spec = base.ClosureSpec(rep.comp, captured, value.type_signature)
             return self._child.value(spec, value.type_signature)
-        raise errors.InternalError(f"unexpected representation {type(rep).__name__}")
+        return super().own_to_child(value)
 
     # -- the executor interface ----------------------------------------------------------------
     def value(self, value: Any, type_spec=None) -> base.ExecValue:
@@ -241,36 +249,14 @@ class ReferenceResolvingExecutor(base.SyncExecutor):
         to_proto = getattr(value, "to_proto", None)
         if callable(to_proto) and not isinstance(value, base.ExecValue):
             return self.evaluate(to_proto(), None)  # a federated-language computation object
-        return self._wrap(self._child.value(value, type_spec))
+        return self.wrap(self._child.value(value, type_spec))
 
-    def call(self, function: base.ExecValue, argument: Optional[base.ExecValue] = None):
-        rep = function.rep
-        if isinstance(rep, Closure):
-            return self._apply(rep, argument)
-        if isinstance(rep, base.ExecValue):
-            child_arg = self.delegate(argument) if argument is not None else None
-            return self._wrap(self._child.call(rep, child_arg))
-        raise errors.ComputationError(
-            f"cannot call a value of type {function.type_signature}: it is not a function")
+    def call_own(self, function: base.ExecValue, argument: Optional[base.ExecValue]):
+        if isinstance(function.rep, Closure):
+            return self._apply(function.rep, argument)
+        return super().call_own(function, argument)
 
-    def struct(self, elements):
-        return base.ExecValue(StructRep(list(elements)), base.struct_type(elements), self)
-
-    def selection(self, source: base.ExecValue, index: int):
-        rep = source.rep
-        if isinstance(rep, StructRep):
-            return rep.element(index, source.type_signature)
-        if isinstance(rep, base.ExecValue):
-            return self._wrap(self._child.selection(rep, index))
-        raise errors.ComputationError(
-            f"cannot select [{index}] from {source.type_signature}: it is not a struct")
-
-    def materialize(self, value: base.ExecValue):
-        rep = value.rep
-        if isinstance(rep, base.ExecValue):
-            return self._child.materialize(rep)
-        if isinstance(rep, StructRep):
-            return structure.Struct([(n, self.materialize(v)) for n, v in rep.elements])
-        if isinstance(rep, Closure):
-            return rep.comp
-        raise errors.InternalError(f"unexpected representation {type(rep).__name__}")
+    def materialize_own(self, value: base.ExecValue):
+        if isinstance(value.rep, Closure):
+            return value.rep.comp
+        return super().materialize_own(value)

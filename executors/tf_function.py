@@ -126,6 +126,7 @@ class GraphFunction:
         self._idle: list[Callable] = []
         self._shared: Callable | None = None
         self._batchable: bool | None = None  # computed on first use (see `batchable`)
+        self._feeds_token = False  # whether instances feed the session token (`_build_instance`)
         if not self._stateful:
             self._shared = self._build_instance()
 

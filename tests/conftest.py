@@ -31,23 +31,29 @@ def runner(monkeypatch):
     return CliRunner()
 
 
+@pytest.fixture
+def leaf_calls(monkeypatch) -> list:
+    """The function types of the calls the leaf TensorFlow executor makes (one per client, or
+    per server value, when a call is not batched), in order."""
+    from tffexec.executors import tensorflow_executor  # noqa: PLC0415
+
+    calls: list = []
+    original = tensorflow_executor.TensorFlowExecutor.call
+
+    def counting(self, function, argument=None):
+        calls.append(function.type_signature)
+        return original(self, function, argument)
+
+    monkeypatch.setattr(tensorflow_executor.TensorFlowExecutor, "call", counting)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def corpus_dir() -> pathlib.Path:
     """The committed conformance cases (named like the public corpus: `fed_select`, ...)."""
     if not CONFORMANCE.is_dir():
         pytest.fail(f"the committed conformance cases are missing at {CONFORMANCE}")
     return CONFORMANCE
-
-
-@pytest.fixture
-def cli_runner(monkeypatch):
-    """click's CliRunner in an environment without TFFEXEC_* variables (they set flags)."""
-    from click.testing import CliRunner  # noqa: PLC0415
-
-    for key in list(os.environ):
-        if key.startswith("TFFEXEC_"):
-            monkeypatch.delenv(key)
-    return CliRunner()
 
 
 def pytest_generate_tests(metafunc):

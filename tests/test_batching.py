@@ -22,7 +22,6 @@ from tffexec.cli import main as cli_main
 from tffexec.executors import batch as batch_lib
 from tffexec.executors import numeric
 from tffexec.executors import client_work
-from tffexec.executors import tensorflow_executor
 from tffexec.factories import config as config_lib
 from tffexec import tensorflow as tfc
 
@@ -34,20 +33,6 @@ PER_CLIENT = config_lib.StackConfig(batch=False)
 
 def tf_fn(fn, parameter_type=None):
     return tfc.as_computation(tfc.tensorflow_computation(fn, parameter_type))
-
-
-@pytest.fixture
-def per_client_calls(monkeypatch):
-    """Counts calls of `tensorflow` functions made one client (or one server value) at a time."""
-    calls = []
-    original = tensorflow_executor.TensorFlowExecutor.call
-
-    def counting(self, function, argument=None):
-        calls.append(function.type_signature)
-        return original(self, function, argument)
-
-    monkeypatch.setattr(tensorflow_executor.TensorFlowExecutor, "call", counting)
-    return calls
 
 
 def _run_both(comp, arg, clients: int):
@@ -71,14 +56,14 @@ def _tanh_map_mean():
 
 
 def test_map_and_mean_run_as_one_call_and_equal_the_per_client_result_bit_for_bit(
-        per_client_calls):
+        leaf_calls):
     values = list(np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32))
     batched, per_client, calls = _run_both(_tanh_map_mean(), values, 300)
     assert calls == math.ceil(300 / client_work.BatchingClientWork.CHUNK)  # one per chunk
     assert batched.dtype == np.float32
     np.testing.assert_array_equal(batched, per_client)
     # The per-client stack made 300 calls; the batched one none per client.
-    assert len(per_client_calls) == 300
+    assert len(leaf_calls) == 300
 
 
 def test_sum_of_many_float32_scalars_adds_in_client_order():
@@ -270,7 +255,7 @@ def test_random_eval_at_clients_is_independent_per_client_and_reproducible_with_
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
 
 
-def test_a_stateless_eval_at_clients_is_evaluated_once_and_shared(per_client_calls):
+def test_a_stateless_eval_at_clients_is_evaluated_once_and_shared(leaf_calls):
     import tensorflow as tf  # noqa: PLC0415
 
     const = tf_fn(lambda: tf.constant([1.0, 2.0]))
@@ -281,7 +266,7 @@ def test_a_stateless_eval_at_clients_is_evaluated_once_and_shared(per_client_cal
 
     result = runner_lib.run(comp, clients=5)
     assert [list(v) for v in result] == [[1.0, 2.0]] * 5
-    assert not per_client_calls
+    assert not leaf_calls
 
 
 def test_no_batch_flag_gives_the_same_result_on_the_command_line():

@@ -54,6 +54,12 @@ def test_every_documented_exit_code_has_a_class():
     assert codes == set(errors.EXIT_CODES)
 
 
+def test_an_error_class_with_an_undocumented_exit_code_is_refused():
+    with pytest.raises(TypeError, match="exit code 99 is not in EXIT_CODES"):
+        class _Undocumented(errors.TffexecError, exit_code=99):
+            """Never defined: 99 has no meaning in EXIT_CODES."""
+
+
 def test_other_exception_is_internal_error_70(runner, raising_command):
     raising_command.exc = ValueError("boom")
     result = runner.invoke(main.cli, ["boom"])

@@ -6,14 +6,14 @@ import json
 import os
 import pathlib
 import pty
-import select
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from tffexec_test_support import REPO, clean_env, sigint_as_from_a_terminal, tffexec_script
+from tffexec_test_support import (REPO, clean_env, run_with_terminal_stderr,
+                                  sigint_as_from_a_terminal, tffexec_script)
 
 MEAN = REPO / "examples" / "mean_of_clients"
 FEDAVG = REPO / "examples" / "fedavg_round"
@@ -195,28 +195,9 @@ def test_exit_codes_of_real_failures(tmp_path):
 
 def _run_with_tty_stderr(tmp_path: pathlib.Path, *args: str) -> tuple[int, bytes, bytes]:
     """Runs tffexec with standard error on a pseudo-terminal; (exit code, stdout, terminal)."""
-    master, slave = pty.openpty()
     stdout_file = tmp_path / "stdout"
-    with open(stdout_file, "wb") as stdout:  # a file: a full pipe would block the result
-        proc = subprocess.Popen([tffexec_script(), *args], stdout=stdout, stderr=slave,
-                                stdin=subprocess.DEVNULL, env=_path_env(COLUMNS="100", TERM="xterm"),
-                                cwd=REPO)
-    os.close(slave)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk and proc.poll() is not None:
-                break
-            seen += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    code = proc.wait(timeout=60)
+    code, seen = run_with_terminal_stderr([tffexec_script(), *args], stdout_file,
+                                          _path_env(COLUMNS="100", TERM="xterm"))
     return code, stdout_file.read_bytes(), seen
 
 

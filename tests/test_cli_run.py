@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 from tffexec.cli.main import cli
 from tffexec.formats import loading
@@ -15,11 +14,6 @@ from tffexec.formats import values
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MEAN = REPO / "examples" / "mean_of_clients"
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 def test_run_prints_json_result_when_stdout_is_not_a_terminal(runner):

@@ -10,6 +10,14 @@ import tffexec.checks
 import tffexec.formats
 
 
+def _assert_runs_in_a_fresh_interpreter(script: str) -> None:
+    """Runs `script` in a new Python (nothing imported yet) and checks that it reached its end."""
+    out = subprocess.run([sys.executable, "-c", script + "\nprint('ok')"], capture_output=True,
+                         text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
 def test_importing_every_formats_and_checks_module_does_not_import_tensorflow():
     modules = sorted(m.name for package in (tffexec.formats, tffexec.checks)
                      for m in pkgutil.walk_packages(package.__path__, package.__name__ + "."))
@@ -19,11 +27,8 @@ def test_importing_every_formats_and_checks_module_does_not_import_tensorflow():
         "import sys",
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))",
         "assert not heavy, heavy",
-        "print('ok')",
     ])
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    _assert_runs_in_a_fresh_interpreter(script)
 
 
 def test_reading_and_writing_sequence_values_does_not_import_tensorflow():
@@ -42,8 +47,5 @@ def test_reading_and_writing_sequence_values_does_not_import_tensorflow():
         "v, vt = values.value_from_proto(pb, t)",
         "assert values.value_to_proto(v, vt) == pb",
         "assert 'tensorflow' not in sys.modules",
-        "print('ok')",
     ])
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    _assert_runs_in_a_fresh_interpreter(script)

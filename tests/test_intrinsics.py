@@ -20,7 +20,6 @@ from tffexec import errors
 from tffexec import intrinsics
 from tffexec import runner as runner_lib
 from tffexec.factories import config as config_lib
-from tffexec.executors import tensorflow_executor
 from tffexec import tensorflow as tfc
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*federated_value.*:DeprecationWarning")
@@ -114,8 +113,8 @@ def struct_items(value):
 
 
 # The intrinsics behave the same on every stack: flat with clients batched into columns, flat and
-# one client at a time, threaded (aggregates folded in chunks and merged), and composed from flat
-# stacks of at most two clients.
+# one client at a time, threaded (maps on several threads, aggregates folded in client order), and
+# composed from flat stacks of at most two clients (partial aggregates merged).
 STACKS = {
     "local": config_lib.StackConfig(),
     "local-nobatch": config_lib.StackConfig(batch=False),
@@ -129,20 +128,6 @@ STACKS = {
 def runner(request):
     with runner_lib.Runner(STACKS[request.param]) as r:
         yield r
-
-
-@pytest.fixture
-def leaf_calls(monkeypatch):
-    """Counts calls of `tensorflow` functions in the leaf executor, by their function type."""
-    calls = []
-    original = tensorflow_executor.TensorFlowExecutor.call
-
-    def spy(self, function, argument=None):
-        calls.append(function.type_signature)
-        return original(self, function, argument)
-
-    monkeypatch.setattr(tensorflow_executor.TensorFlowExecutor, "call", spy)
-    return calls
 
 
 ADD_I32 = tf_fn(lambda a: a[0] + a[1], fl.StructType([np.int32, np.int32]))
@@ -611,46 +596,35 @@ def test_weighted_mean_over_zero_clients_is_nan(runner):
 
 
 # -- min / max ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", [np.int32, np.float32])
-def test_min_is_elementwise_over_clients(runner, dtype):
-    @fl.federated_computation(clients(fl.TensorType(dtype, [3])))
-    def comp(x):
-        return fl.federated_min(x)
-
-    assert "federated_min" in uris(comp)
-    result = runner.run(comp, [[3, -1, 5], [2, 7, 5], [4, 0, -6]])
-    assert result.dtype == dtype
-    np.testing.assert_array_equal(result, [2, -1, -6])
+#: Per intrinsic: its numpy twin and the dtype extreme it gives over zero clients (its identity).
+MIN_MAX = {"federated_min": (np.min, "max"), "federated_max": (np.max, "min")}
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float32])
-def test_max_is_elementwise_over_clients(runner, dtype):
+@pytest.mark.parametrize("uri", ["federated_min", "federated_max"])
+def test_min_and_max_are_elementwise_over_clients(runner, dtype, uri):
     @fl.federated_computation(clients(fl.TensorType(dtype, [3])))
     def comp(x):
-        return fl.federated_max(x)
+        return getattr(fl, uri)(x)
 
-    assert "federated_max" in uris(comp)
-    result = runner.run(comp, [[3, -1, 5], [2, 7, 5], [4, 0, -6]])
+    assert uri in uris(comp)
+    members = [[3, -1, 5], [2, 7, 5], [4, 0, -6]]
+    result = runner.run(comp, members)
     assert result.dtype == dtype
-    np.testing.assert_array_equal(result, [4, 7, 5])
+    reduce, _ = MIN_MAX[uri]
+    np.testing.assert_array_equal(result, reduce(np.array(members, dtype), axis=0))
 
 
 @pytest.mark.parametrize("dtype,info", [(np.int32, np.iinfo), (np.float32, np.finfo)])
-def test_min_over_zero_clients_is_the_dtype_max(runner, dtype, info):
+@pytest.mark.parametrize("uri", ["federated_min", "federated_max"])
+def test_min_and_max_over_zero_clients_are_the_dtype_extreme(runner, dtype, info, uri):
+    """The min of no clients is the dtype's max (and the max its min): the fold's identity."""
     @fl.federated_computation(clients(fl.TensorType(dtype, [2])))
     def comp(x):
-        return fl.federated_min(x)
+        return getattr(fl, uri)(x)
 
-    np.testing.assert_array_equal(runner.run(comp, []), [info(dtype).max] * 2)
-
-
-@pytest.mark.parametrize("dtype,info", [(np.int32, np.iinfo), (np.float32, np.finfo)])
-def test_max_over_zero_clients_is_the_dtype_min(runner, dtype, info):
-    @fl.federated_computation(clients(fl.TensorType(dtype, [2])))
-    def comp(x):
-        return fl.federated_max(x)
-
-    np.testing.assert_array_equal(runner.run(comp, []), [info(dtype).min] * 2)
+    _, extreme = MIN_MAX[uri]
+    np.testing.assert_array_equal(runner.run(comp, []), [getattr(info(dtype), extreme)] * 2)
 
 
 def test_min_and_max_of_a_struct(runner):
@@ -764,8 +738,6 @@ def test_aggregate_folds_clients_in_order_and_applies_report(runner):
 
 
 def test_aggregate_does_not_call_merge_on_a_flat_stack(runner):
-    if runner.config.kind == "threaded":
-        pytest.skip("the threaded stack folds chunks of clients in parallel and merges them")
     shift_add = tf_fn(lambda a: a[0] * 10 + a[1], fl.StructType([np.int32, np.int32]))
     poison = tf_fn(lambda a: a[0] * 0 - 1, fl.StructType([np.int32, np.int32]))
     identity = tf_fn(lambda a: a, np.int32)

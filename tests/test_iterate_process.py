@@ -3,10 +3,7 @@ last one; standard output carries only the summary; progress is drawn on a termi
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import pty
-import select
 import re
 import shlex
 import signal
@@ -20,7 +17,8 @@ from tffexec import iterate as it
 from tffexec.formats import compare
 from tffexec.formats import loading
 
-from tffexec_test_support import REPO, clean_env, sigint_as_from_a_terminal, tffexec_script
+from tffexec_test_support import (REPO, clean_env, run_with_terminal_stderr,
+                                  sigint_as_from_a_terminal, tffexec_script)
 
 
 @pytest.fixture(scope="module")
@@ -108,27 +106,9 @@ def test_ctrl_c_keeps_checkpoints_and_a_rerun_resumes_where_it_stopped(corpus_se
 
 
 def test_progress_with_round_and_metrics_is_drawn_on_a_terminal(corpus_setup, tmp_path):
-    master, slave = pty.openpty()
     stdout_file = tmp_path / "stdout"
-    with open(stdout_file, "wb") as stdout:
-        proc = subprocess.Popen(_command(corpus_setup, "--rounds", 40), stdout=stdout,
-                                stderr=slave, stdin=subprocess.DEVNULL,
-                                env=clean_env(COLUMNS="120", TERM="xterm"), cwd=REPO)
-    os.close(slave)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk and proc.poll() is not None:
-                break
-            seen += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=60) == 0, seen
+    code, seen = run_with_terminal_stderr(_command(corpus_setup, "--rounds", 40), stdout_file,
+                                          clean_env(COLUMNS="120", TERM="xterm"))
+    assert code == 0, seen
     assert b"round" in seen and b"ETA" in seen and b"metrics 48" in seen
     assert stdout_file.read_text().splitlines()[-1].startswith("40 rounds run (")

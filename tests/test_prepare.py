@@ -36,11 +36,6 @@ FEDAVG = CORPUS / "learn_fedavg_logreg_round"  # a graph with datasets in the ar
 SEQ = CORPUS / "seq_sequence_reduce_intrinsic"  # {int32*}@CLIENTS: dataset graphs
 
 
-@pytest.fixture
-def runner(cli_runner):
-    return cli_runner
-
-
 def invoke(runner, *args):
     return runner.invoke(main.cli, [str(a) for a in args])
 

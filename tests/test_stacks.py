@@ -190,19 +190,18 @@ def test_broadcast_reaches_each_child_once_not_each_client():
 
 
 def test_composed_aggregate_merges_partials_in_client_order_with_the_computations_merge():
-    # accumulate adds, merge multiplies: the flat stack never merges (1+2+3+4 = 10); two blocks
-    # of two clients merge their partial sums: (1+2) * (3+4) = 21.
+    # accumulate adds, merge multiplies: a flat stack never merges (1+2+3+4 = 10), as TFF; two
+    # blocks of two clients merge their partial sums: (1+2) * (3+4) = 21.
     @fl.federated_computation(fl.FederatedType(np.int32, C))
     def comp(x):
         return fl.federated_aggregate(x, np.int32(0), ADD_I32, MULTIPLY_I32, IDENTITY_I32)
 
     assert runner_lib.run(comp, [1, 2, 3, 4]) == 10
     assert runner_lib.run(comp, [1, 2, 3, 4], stack=config_lib.StackConfig(max_fanout=2)) == 21
-    threaded = config_lib.StackConfig(kind="threaded", threads=2, batch=False)
-    assert runner_lib.run(comp, [1, 2, 3, 4], stack=threaded) == 21
-    # Batched, the fold is one in-order pass over the client axis, as on the local stack.
-    batched = config_lib.StackConfig(kind="threaded", threads=2)
-    assert runner_lib.run(comp, [1, 2, 3, 4], stack=batched) == 10
+    # Threaded, per client or batched, the fold stays one in-order pass (only maps run on threads).
+    for batch in (False, True):
+        threaded = config_lib.StackConfig(kind="threaded", threads=2, batch=batch)
+        assert runner_lib.run(comp, [1, 2, 3, 4], stack=threaded) == 10
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
@@ -220,11 +219,14 @@ def _fails_for_clients_from(threshold: float):
         with tf.control_dependencies([tf.debugging.assert_less(x, threshold, message="too big")]):
             return tf.identity(x)
 
-    checked = tf_fn(check, np.float32)
+    return _sum_of_mapped(tf_fn(check, np.float32))
 
+
+def _sum_of_mapped(function):
+    """`federated_sum(federated_map(function, x))` over float32 clients."""
     @fl.federated_computation(fl.FederatedType(np.float32, C))
     def comp(x):
-        return fl.federated_sum(fl.federated_map(checked, x))
+        return fl.federated_sum(fl.federated_map(function, x))
 
     return comp
 
@@ -349,13 +351,7 @@ def _heavy_per_client():
             m = tf.matmul(m, w) + 1.0
         return tf.reduce_sum(m)
 
-    heavy = tf_fn(chain, np.float32)
-
-    @fl.federated_computation(fl.FederatedType(np.float32, C))
-    def comp(x):
-        return fl.federated_sum(fl.federated_map(heavy, x))
-
-    return comp
+    return _sum_of_mapped(tf_fn(chain, np.float32))
 
 
 @pytest.mark.parametrize("stack", ["local", "threaded"])

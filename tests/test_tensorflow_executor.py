@@ -291,15 +291,21 @@ def test_hash_table_graph_called_from_many_threads(ex):
     assert _hammer(target) == [] and wrong == []
 
 
-def test_stateless_graph_is_imported_once_for_all_calls(ex, monkeypatch):
-    built = []
+@pytest.fixture
+def built(monkeypatch) -> list:
+    """The GraphFunctions that imported their graph into TensorFlow, one entry per import."""
+    imports: list = []
     original = tf_function.GraphFunction._build_instance
 
     def counting(self):
-        built.append(self)
+        imports.append(self)
         return original(self)
 
     monkeypatch.setattr(tf_function.GraphFunction, "_build_instance", counting)
+    return imports
+
+
+def test_stateless_graph_is_imported_once_for_all_calls(ex, built):
     comp = tfc.tensorflow_computation(lambda a: a + 1, np.int32)
     fn = ex.value(comp)
     for i in range(10):
@@ -310,15 +316,7 @@ def test_stateless_graph_is_imported_once_for_all_calls(ex, monkeypatch):
     assert len(built) == 1
 
 
-def test_stateful_graph_reuses_idle_instances(ex, monkeypatch):
-    built = []
-    original = tf_function.GraphFunction._build_instance
-
-    def counting(self):
-        built.append(self)
-        return original(self)
-
-    monkeypatch.setattr(tf_function.GraphFunction, "_build_instance", counting)
+def test_stateful_graph_reuses_idle_instances(ex, built):
     fn = ex.value(variable_graph())
     for x in range(5):
         ex.call(fn, ex.value(np.float32(x), F32))

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import pty
+import select
 import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -23,6 +26,12 @@ CONFORMANCE = REPO / "examples" / "conformance"
 
 #: More TFF-made cases (one per intrinsic and feature), committed in the repository.
 CASES = REPO / "examples" / "cases"
+
+#: Cases whose answer shows where partial aggregates are merged (a `merge` that is not associative
+#: with `accumulate`, e.g. a string join). TFF folds in client order and never merges, so the flat
+#: stacks give TFF's answer; a composed stack merges its children's partials by design
+#: (tests/test_aggregate_order.py checks how).
+MERGE_SHOWS = frozenset({"fed_aggregate_string_join"})
 
 #: The named cases tests refer to (`CORPUS / "fed_select"`): always the committed ones.
 CORPUS = CONFORMANCE
@@ -90,6 +99,33 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFFEXEC_")}
     env.update(extra)
     return env
+
+
+def run_with_terminal_stderr(command: list[str], stdout_path: pathlib.Path,
+                             env: dict[str, str]) -> tuple[int, bytes]:
+    """Runs `command` (in the repository) with standard error on a pseudo-terminal and standard
+    output into `stdout_path` (a file: a full pipe would block the run); returns its exit code
+    and everything the terminal received."""
+    master, slave = pty.openpty()
+    with open(stdout_path, "wb") as stdout:
+        proc = subprocess.Popen(command, stdout=stdout, stderr=slave, stdin=subprocess.DEVNULL,
+                                env=env, cwd=REPO)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal closed once the process ended
+                chunk = b""
+            if not chunk and proc.poll() is not None:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=60), seen
 
 
 def sigint_as_from_a_terminal() -> None:
