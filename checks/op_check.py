@@ -32,14 +32,18 @@ import hashlib
 import threading
 from typing import Iterable, Iterator
 
+import federated_language as fl
+from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 from google.protobuf import message as message_lib
 
 from tffexec import errors
-from tffexec.checks import graphs
+from tffexec import policy as policy_lib
 from tffexec.checks import allowlist
 from tffexec.checks import ast_walk
-from tffexec import policy as policy_lib
+from tffexec.checks import graphs
+from tffexec.formats import sequences
+from tffexec.formats.diagnostics import child, item
 from tffexec.formats.protos import tf_graph_pb2
 
 DT_VARIANT = 21
@@ -408,12 +412,6 @@ def iter_sequences(value, type_spec, path: str = "arg"):
     Values are in tffexec's representation: `Struct`s for structs, a list per client for
     `{T}@CLIENTS`, the member itself for all-equal and SERVER values.
     """
-    import federated_language as fl  # noqa: PLC0415
-    from federated_language.common_libs import structure  # noqa: PLC0415
-
-    from tffexec.formats import sequences  # noqa: PLC0415
-    from tffexec.formats.diagnostics import child, item  # noqa: PLC0415
-
     if not _has_sequence(type_spec):
         return
     stack = [(value, type_spec, path)]
@@ -434,8 +432,6 @@ def iter_sequences(value, type_spec, path: str = "arg"):
 
 
 def _has_sequence(type_spec) -> bool:
-    import federated_language as fl  # noqa: PLC0415
-
     stack = [type_spec]
     while stack:
         t = stack.pop()

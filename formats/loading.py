@@ -29,15 +29,17 @@ from typing import Callable
 
 import federated_language as fl
 import numpy as np
+from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
+from tffexec import policy as policy_lib
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
 from tffexec.formats import EXTENSION_FORMATS, VALUE_FORMATS
 from tffexec.formats import atomic, jsonfmt, npzfmt, protoparse
-from tffexec import policy as policy_lib
 from tffexec.formats import types as tt
 from tffexec.formats.normalize import infer_clients
 from tffexec.formats.protos import executor_pb2, tf_graph_pb2
+from tffexec.formats.sequences import SequenceValue
 from tffexec.formats.values import value_from_proto, value_to_proto
 
 Source = str | bytes | bytearray | pathlib.Path
@@ -242,10 +244,6 @@ def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Po
                         path: str) -> None:
     """Refuses decoded values over the size limit and element lists over the sequence limit;
     binds `policy` to the sequences (their limits when they are read later)."""
-    from federated_language.common_libs import structure  # noqa: PLC0415
-
-    from tffexec.formats.sequences import SequenceValue  # noqa: PLC0415
-
     total = 0
     stack = [value]
     while stack:
