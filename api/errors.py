@@ -98,6 +98,13 @@ class Interrupted(TffexecError):
     exit_code = 130
 
 
+class Terminated(Interrupted):
+    """SIGTERM arrived (a service manager, `kill`, a CI job cancelled): handled like Ctrl-C,
+    with the shell's exit status for it (128 + 15)."""
+
+    exit_code = 143
+
+
 EXIT_CODES = {
     0: "success",
     1: "a check failed (--expect mismatch; validate found problems)",
@@ -110,4 +117,5 @@ EXIT_CODES = {
     70: "internal error (a bug: please report it)",
     124: "--timeout reached",
     130: "interrupted",
+    143: "terminated (SIGTERM)",
 }
