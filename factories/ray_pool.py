@@ -199,6 +199,7 @@ class RayPool:
                           "it stops when tffexec exits); --address joins an existing one",
                           cpus, len(self.cluster_procs))
         except Exception as e:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
+            self.owns_cluster = False
             where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
             hint = (" (give host:port as printed by `ray start --head`, or ray://host:10001; a "
                     "cluster with token authentication needs RAY_AUTH_TOKEN or "
