@@ -105,6 +105,19 @@ class Terminated(Interrupted):
     exit_code = 143
 
 
+class TerminateSignal(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises KeyboardInterrupt (the CLI installs
+    the handler: `tffexec.cli.watchdog.install_sigterm`), so code that stops work on Ctrl-C
+    stops it on SIGTERM too."""
+
+
+def interruption(error: KeyboardInterrupt, message: str) -> Interrupted:
+    """The error for Ctrl-C (`Interrupted`, exit 130) or SIGTERM (`Terminated`, exit 143)."""
+    if isinstance(error, TerminateSignal):
+        return Terminated(message.replace("interrupted", "terminated", 1))
+    return Interrupted(message)
+
+
 EXIT_CODES = {
     0: "success",
     1: "a check failed (--expect mismatch; validate found problems)",

@@ -72,7 +72,10 @@ class MetricsLog:
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The complete records of a `--metrics` file (a resumed run's history included)."""
+    """The complete records of a `--metrics` file (a resumed run's history included); none
+    from a FIFO or terminal (reading one would wait for a writer: this process)."""
+    if atomic.writes_through(path):
+        return []
     try:
         text = pathlib.Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:

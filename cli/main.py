@@ -8,7 +8,7 @@ TensorFlow.
 Error handling (see `TffexecGroup.invoke`):
   * `tffexec.errors.TffexecError` subclasses -> their `exit_code`, one line `Error: <message>`;
   * click usage errors -> exit 2 (click's own handling);
-  * KeyboardInterrupt -> exit 130; SIGTERM (`watchdog.TerminateSignal`) -> exit 143;
+  * KeyboardInterrupt -> exit 130; SIGTERM (`errors.TerminateSignal`) -> exit 143;
   * anything else -> exit 70, `Error: internal error: ...; please report it ...`;
   * `--debug` / `TFFEXEC_DEBUG=1` also prints the traceback.
 
@@ -77,7 +77,7 @@ class TffexecGroup(click.Group):
         except KeyboardInterrupt as e:
             if _debug_enabled(ctx):
                 _print_traceback()
-            error = watchdog.interruption(e, "interrupted")
+            error = errors.interruption(e, "interrupted")
             _echo_error(error.one_line())
             raise click.exceptions.Exit(error.exit_code) from None
         except BrokenPipeError:

@@ -10,8 +10,8 @@ output file (`tffexec.formats.atomic` registers them while they are written) and
 cluster the run started (`tffexec.factories.ray_pool.shutdown_started_clusters`).
 
 SIGTERM is Ctrl-C with another exit status: `install_sigterm` (called by `main()` only, so tests
-in a CliRunner keep the default) makes it raise `TerminateSignal`, a KeyboardInterrupt, in the
-main thread; it ends as `tffexec.errors.Terminated` (exit 143).
+in a CliRunner keep the default) makes it raise `tffexec.errors.TerminateSignal`, a
+KeyboardInterrupt, in the main thread; it ends as `tffexec.errors.Terminated` (exit 143).
 
 Inside a test's CliRunner nothing exits hard: the abandoned thread simply finishes in the
 background; `work_abandoned()` tells `tffexec.cli.main.main` to exit hard in a real process.
@@ -36,12 +36,8 @@ _abandoned = threading.Event()
 _POLL_S = 0.25
 
 
-class TerminateSignal(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread where Ctrl-C raises KeyboardInterrupt."""
-
-
 def _raise_terminate(_signum: int, _frame: Any) -> None:
-    raise TerminateSignal()
+    raise errors.TerminateSignal()
 
 
 def install_sigterm() -> None:
@@ -50,13 +46,6 @@ def install_sigterm() -> None:
         signal.signal(signal.SIGTERM, _raise_terminate)
     except ValueError:  # not the main thread
         pass
-
-
-def interruption(error: KeyboardInterrupt, message: str) -> errors.Interrupted:
-    """The tffexec error for Ctrl-C (exit 130) or SIGTERM (exit 143), with `message`."""
-    if isinstance(error, TerminateSignal):
-        return errors.Terminated(message.replace("interrupted", "terminated", 1))
-    return errors.Interrupted(message)
 
 
 def run_guarded(work: Callable[[], T], *, timeout: float | None = None) -> T:
@@ -91,7 +80,7 @@ def run_guarded(work: Callable[[], T], *, timeout: float | None = None) -> T:
             done.wait(wait)
     except KeyboardInterrupt as e:
         _abandon(stderr_fd)
-        raise interruption(e, "interrupted; no output written") from None
+        raise errors.interruption(e, "interrupted; no output written") from None
     finally:
         if stderr_fd is not None:
             os.close(stderr_fd)

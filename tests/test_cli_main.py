@@ -13,7 +13,6 @@ import pytest
 from tffexec import errors
 from tffexec.cli import main
 from tffexec.cli import versions
-from tffexec.cli import watchdog
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = "examples/mean_of_clients"  # README's first example; relative to REPO, the cwd below
@@ -87,7 +86,7 @@ def test_keyboard_interrupt_is_130(runner, raising_command):
 
 
 def test_sigterm_in_any_command_is_one_line_and_exit_143(runner, raising_command):
-    raising_command.exc = watchdog.TerminateSignal()
+    raising_command.exc = errors.TerminateSignal()
     result = runner.invoke(main.cli, ["boom"])
     assert result.exit_code == 143
     assert result.stderr == "Error: terminated\n"
