@@ -125,12 +125,12 @@ def hard_exit(code: int) -> None:
         except ValueError:  # not the main thread
             pass
     atomic.remove_temp_files()
-    _stop_started_ray_clusters()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed pipe must not stop the exit
             pass
+    _stop_started_ray_clusters()  # last: nothing of Ray may run between this and the exit
     os._exit(code)
 
 

@@ -57,8 +57,6 @@ START_TIMEOUT_S = 120.0
 # handlers (tffexec runs work on a worker thread) are noise on tffexec's stderr; problems that
 # matter reach the user as tffexec errors (exit 7).
 RAY_LOG_LEVEL = logging.ERROR
-# How long a hard exit waits for `ray.shutdown()` before ending the cluster's processes itself.
-HARD_EXIT_SHUTDOWN_S = 0.5
 _pool_ids = itertools.count(1)
 _live_pools: "weakref.WeakSet[RayPool]" = weakref.WeakSet()
 # Set when the process is leaving (`shutdown_started_clusters`): no pool connects after it.
@@ -371,27 +369,19 @@ class RayPool:
 
 def shutdown_started_clusters() -> None:
     """For a process about to leave without running `close` (`os._exit` after --timeout, Ctrl-C
-    or SIGTERM): ends every embedded cluster a live pool started, within about a second and a
-    half. `ray.shutdown()` gets HARD_EXIT_SHUTDOWN_S (a worker thread may be inside Ray, where
-    it can block); then the recorded processes still running are terminated, then killed. No
-    pool connects after this."""
+    or SIGTERM): kills every process of the embedded clusters live pools started (SIGKILL, no
+    waiting), and no pool connects after this. Deliberately not `ray.shutdown()`: the abandoned
+    worker thread may still be inside Ray, and Ray's core worker ends the whole process (exit 1,
+    and a C++ error line) when it is used after a shutdown, before the cluster is killed and
+    before the exit status tffexec chose."""
     _leaving.set()
     owned = [pool for pool in list(_live_pools) if pool.owns_cluster and pool.ray is not None]
     if not owned:
         return
     procs = set().union(*(ray_procs.tree(pool.cluster_procs) for pool in owned))
-    procs |= ray_procs.descendants() if any(not p.cluster_procs for p in owned) else set()
-    stopper = threading.Thread(target=_quiet_shutdown, args=(owned[0].ray,), daemon=True)
-    stopper.start()
-    stopper.join(HARD_EXIT_SHUTDOWN_S)
-    ray_procs.stop(procs, grace_s=0.3)
-
-
-def _quiet_shutdown(ray) -> None:
-    try:
-        ray.shutdown()
-    except Exception:  # noqa: BLE001 - leaving anyway
-        pass
+    if any(not pool.cluster_procs for pool in owned):  # caught inside ray.init: all below us
+        procs |= ray_procs.descendants()
+    ray_procs.kill(procs)
 
 
 def _drop_ray_messages() -> None:

@@ -1,13 +1,14 @@
 """The processes of a Ray cluster tffexec started, found and stopped by process id.
 
 Why: `ray.shutdown()` stops the GCS and the raylet it started, but the raylet's workers, agents
-and log monitors may linger for seconds after it, and after Ctrl-C, SIGTERM or `--timeout` the
-CLI leaves with `os._exit` while a worker thread may still be inside Ray, where a shutdown can
-block. An embedded cluster is made of this process's descendants (the driver starts the GCS and
-the raylet, the raylet starts workers and agents), so the pool records them by pid (with each
-process's start time, so a reused pid is never signalled) and `stop` ends whatever of them is
-left: SIGTERM, then SIGKILL after a short grace. A cluster tffexec joined (`--address`) is
-never recorded, so never touched.
+and log monitors may linger for seconds after it; and after Ctrl-C, SIGTERM or `--timeout` the
+CLI leaves with `os._exit` while a worker thread may still be inside Ray, where calling
+`ray.shutdown()` is unsafe (Ray ends the process when it is used after a shutdown). An embedded
+cluster is made of this process's descendants (the driver starts the GCS and the raylet, the
+raylet starts workers and agents), so the pool records them by pid (with each process's start
+time, so a reused pid is never signalled). On close, `stop` ends whatever of them outlived
+`ray.shutdown()` (SIGTERM, then SIGKILL after a short grace); on a hard exit, `kill` ends them
+all at once. A cluster tffexec joined (`--address`) is never recorded, so never touched.
 
 Reads Linux's /proc (no psutil); elsewhere nothing is recorded and `ray.shutdown()` is all.
 """
@@ -69,6 +70,16 @@ def alive(procs: set[Proc]) -> set[Proc]:
         if info is not None and info[1] == started and info[2] != "Z":
             live.add((pid, started))
     return live
+
+
+def kill(procs: set[Proc]) -> None:
+    """SIGKILL to each of `procs` still running, without waiting (for a process about to
+    `os._exit`: the kernel ends them within milliseconds)."""
+    for pid, _ in alive(procs):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def stop(procs: set[Proc], grace_s: float = 0.5) -> set[Proc]:

@@ -6,10 +6,10 @@ the machine: tffexec must start its own head and never join that one. While the 
 the test records the processes below tffexec (its GCS, raylet, agents and actor workers, by
 pid and start time); once tffexec has exited none of them may be running 2 s later.
 
-Cluster starts cost tens of seconds on a loaded machine, so there are two runs: a client graph
+Cluster starts cost tens of seconds on a loaded machine, so there are few runs: a client graph
 that aborts its actor's process (`Abort`: a dead worker is one line on stderr, Ray's
-`(raylet) ...` messages never reach stdout), and SIGTERM in the middle of a long client kernel
-(exit 143, one line).
+`(raylet) ...` messages never reach stdout), SIGTERM in the middle of a long client kernel
+(exit 143, one line), and a short `--timeout` that lands while the cluster starts (exit 124).
 """
 from __future__ import annotations
 
@@ -186,6 +186,22 @@ def test_sigterm_mid_run_is_exit_143_in_one_line_and_the_cluster_is_gone(other_c
     assert gone_after < GONE_WITHIN_S, (gone_after, ray_procs.alive(run.seen))
     assert time.monotonic() - signalled < 10
     assert _drivers_of(other_dir) == drivers_before
+
+
+def test_timeout_while_the_cluster_starts_is_exit_124_and_the_cluster_is_gone(tmp_path):
+    """The limit lands while Ray starts (the worker thread inside `ray.init` or waiting for
+    actors): the exit is still 124 with one line, not Ray ending the process (exit 1)."""
+    comp = _client_map(_slow, np.int64, tmp_path / "slow.pb")
+    (tmp_path / "n.json").write_text("[100000000000, 100000000000]")
+    run = Watched("run", str(comp), str(tmp_path / "n.json"), "--timeout", "8")
+    run.watch_until(lambda: False)
+    code, stdout, gone_after = run.finish()
+    assert code == 124, run.stderr
+    assert stdout == ""
+    assert [line for line in run.stderr if not line.startswith("tffexec: ")] == [
+        "Error: stopped after --timeout 8 s; no output written"]
+    assert run.seen, "no Ray process was started within the limit"
+    assert gone_after < GONE_WITHIN_S, (gone_after, ray_procs.alive(run.seen))
 
 
 def test_once_the_exit_clean_up_ran_nothing_connects_ray_again(monkeypatch):
