@@ -317,11 +317,11 @@ def check_cases(cases: Sequence[checking.Case],
         for thread in threads:
             while thread.is_alive():
                 thread.join(_POLL_S)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.TerminateSignal)
         stop.set()
         for thread in threads:
             thread.join(_STOP_TIMEOUT_S + 1)
-        raise errors.Interrupted("interrupted; the worker processes were stopped") from None
+        raise errors.interruption(e, "interrupted; the worker processes were stopped") from None
     with lock:
         for index, case in enumerate(cases):
             if progress.verdicts[index] is None:

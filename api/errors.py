@@ -21,6 +21,7 @@ EXIT_CODES = {
     70: "internal error (a bug: please report it)",
     124: "--timeout reached",
     130: "interrupted",
+    143: "terminated (SIGTERM)",
 }
 
 
@@ -101,3 +102,21 @@ class Timeout(TffexecError, exit_code=124):
 
 class Interrupted(TffexecError, exit_code=130):
     """The user interrupted the run."""
+
+
+class Terminated(Interrupted, exit_code=143):
+    """SIGTERM arrived (a service manager, `kill`, a CI job cancelled): handled like Ctrl-C,
+    with the shell's exit status for it (128 + 15)."""
+
+
+class TerminateSignal(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises KeyboardInterrupt (the CLI installs
+    the handler: `tffexec.cli.watchdog.install_sigterm`), so code that stops work on Ctrl-C
+    stops it on SIGTERM too."""
+
+
+def interruption(error: KeyboardInterrupt, message: str) -> Interrupted:
+    """The error for Ctrl-C (`Interrupted`, exit 130) or SIGTERM (`Terminated`, exit 143)."""
+    if isinstance(error, TerminateSignal):
+        return Terminated(message.replace("interrupted", "terminated", 1))
+    return Interrupted(message)

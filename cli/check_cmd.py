@@ -7,7 +7,6 @@ the worker processes of `tffexec.check_workers`, and are reported by `tffexec.ch
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import click
@@ -74,7 +73,7 @@ def check(cases: tuple[str, ...], manifests: tuple[str, ...], form: str, jobs: i
     if not cases and not manifests:
         raise click.UsageError("give at least one CASE or --manifest FILE")
     if junit is not None:
-        _check_writable(junit)
+        common.check_output_path(junit, "--junit")  # before any case runs
     found = checking.discover(cases, form=form.lower()) if cases else []
     for manifest in manifests:
         found += checking.read_manifest(manifest)
@@ -112,12 +111,4 @@ def _styled(text: str, status: str) -> str:
     """Colour on a terminal (click strips it elsewhere)."""
     color = {"pass": "green", "fail": "red", "error": "red", "skipped": "yellow"}.get(status)
     return click.style(text, fg=color) if color else text
-
-
-def _check_writable(path: str) -> None:
-    """Refuses a --junit FILE in a missing folder before any case runs (exit 2)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise click.BadParameter(f"{path}: the folder {folder} does not exist",
-                                 param_hint="--junit")
 

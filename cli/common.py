@@ -249,20 +249,27 @@ def note(message: str) -> None:
 # ---------------------------------------------------------------------------- outputs
 
 def check_output_path(path: str | None, option: str) -> None:
-    """A file option naming a folder that does not exist is a usage error (exit 2), found before
-    any work is done rather than after a long run."""
+    """A file option naming a folder that does not exist, or something that cannot be written (a
+    directory, a socket, a block device), is a usage error (exit 2), found before any work is done
+    rather than after a long run."""
     if path is None or path == "-":
         return
     import pathlib  # noqa: PLC0415
+
+    from tffexec.formats import atomic  # noqa: PLC0415
 
     parent = pathlib.Path(path).parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise errors.UsageError(f"{option} {path}: the directory {parent} {what}; create it first")
+    reason = atomic.refusal(path)
+    if reason is not None:
+        raise errors.UsageError(f"{option} {path}: {reason}")
 
 
 def write_result(payload: bytes, output: str | None) -> None:
-    """Writes encoded result bytes to FILE atomically, or to standard output for None / `-`."""
+    """Writes encoded result bytes to FILE (atomically for a regular file, through a terminal,
+    device or pipe), or to standard output for None / `-`."""
     if output is None or output == "-":
         stream = sys.stdout.buffer
         stream.write(payload)

@@ -50,13 +50,15 @@ class MetricsLog:
     def __init__(self, path: str | os.PathLike, *, resume_after: Optional[int] = None):
         self.path = pathlib.Path(path)
         kept: list[str] = []
-        if resume_after is not None and self.path.exists():
+        through = atomic.writes_through(self.path)  # a FIFO or terminal: only appended to
+        if resume_after is not None and not through and self.path.exists():
             text = self.path.read_text(encoding="utf-8", errors="replace")
             kept = [line for line, record in _records(text) if record["round"] <= resume_after]
-        payload = "".join(line + "\n" for line in kept).encode("utf-8")
-        atomic.write(self.path, payload)
+        if not through:
+            atomic.write(self.path, "".join(line + "\n" for line in kept).encode("utf-8"))
         try:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY, 0o666)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")  # kept open: one line per round
         except OSError as e:
             raise errors.ArgumentError(f"cannot write: {e.strerror or e}",
                                        file=str(path)) from None
@@ -70,7 +72,10 @@ class MetricsLog:
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The complete records of a `--metrics` file (a resumed run's history included)."""
+    """The complete records of a `--metrics` file (a resumed run's history included); none
+    from a FIFO or terminal (reading one would wait for a writer: this process)."""
+    if atomic.writes_through(path):
+        return []
     try:
         text = pathlib.Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -8,13 +8,13 @@ TensorFlow.
 Error handling (see `TffexecGroup.invoke`):
   * `tffexec.errors.TffexecError` subclasses -> their `exit_code`, one line `Error: <message>`;
   * click usage errors -> exit 2 (click's own handling);
-  * KeyboardInterrupt -> exit 130;
+  * KeyboardInterrupt -> exit 130; SIGTERM (`errors.TerminateSignal`) -> exit 143;
   * anything else -> exit 70, `Error: internal error: ...; please report it ...`;
   * `--debug` / `TFFEXEC_DEBUG=1` also prints the traceback.
 
-Ctrl-C and `--timeout` during `run`/`benchmark` are handled by `tffexec.cli.watchdog`: the work
-runs on a worker thread, and when it is abandoned `main()` leaves the process with `os._exit`
-rather than waiting for a TensorFlow kernel to return.
+Ctrl-C, SIGTERM and `--timeout` during `run`/`benchmark`/`iterate` are handled by
+`tffexec.cli.watchdog`: the work runs on a worker thread, and when it is abandoned `main()` leaves
+the process with `os._exit` rather than waiting for a TensorFlow kernel to return.
 """
 from __future__ import annotations
 
@@ -74,11 +74,12 @@ class TffexecGroup(click.Group):
                 _print_traceback()
             _echo_error(e.one_line())
             raise click.exceptions.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if _debug_enabled(ctx):
                 _print_traceback()
-            _echo_error("interrupted")
-            raise click.exceptions.Exit(errors.Interrupted.exit_code) from None
+            error = errors.interruption(e, "interrupted")
+            _echo_error(error.one_line())
+            raise click.exceptions.Exit(error.exit_code) from None
         except BrokenPipeError:
             # stdout was closed early (`tffexec inspect x | head`); nothing left to say.
             _silence_stdout()
@@ -172,6 +173,7 @@ def main() -> None:
     process leaves with `os._exit` (after the one-line message): a normal interpreter exit would
     wait for that kernel, and TensorFlow's shutdown with a busy thread can hang or crash.
     """
+    watchdog.install_sigterm()
     try:
         cli.main(prog_name="tffexec", auto_envvar_prefix="TFFEXEC")
     except SystemExit as e:

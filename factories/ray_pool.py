@@ -12,19 +12,31 @@ Where Ray comes from (checked in this order):
 - `StackConfig.address` (`--address`, `RAY_ADDRESS`): tffexec joins that cluster and leaves it
   running on close (it only disconnects).
 - Otherwise an embedded local cluster, started here with Ray's dashboard off and shut down on
-  close: nothing to set up, and nothing left running after `tffexec run`.
+  close: nothing to set up, and nothing left running after `tffexec run`. It is always a new
+  cluster of this process's own (`address="local"`), never another user's cluster running on the
+  same machine; `-v` says so. Its processes are recorded by pid (`tffexec.factories.ray_procs`),
+  and whatever of them outlives `ray.shutdown()` is ended, on close and on a hard exit alike.
+
+Once tffexec has connected Ray itself, Ray's auto-connect is off in this process: a worker
+thread still running after the cluster was shut down (Ctrl-C, SIGTERM, --timeout) gets an error
+from its next Ray call instead of silently starting or joining another cluster.
 
 The driver's view of each actor is a `Worker` (its handle, and which computation protos it
 already holds); the actor's body is `tffexec.factories.ray_worker.ShardWorker`.
 
 Ray's own noise stays off stdout: workers' output is not forwarded to the driver
-(`log_to_driver=False`) and Ray's driver logging is at ERROR (`RAY_LOG_LEVEL`).
+(`log_to_driver=False`), Ray's driver logging is at ERROR (`RAY_LOG_LEVEL`), and the raylet's
+messages that Ray's driver would print on stdout (`(raylet) A worker died ...`, coloured and
+deduplicated) are dropped (they stay in the session's log files). A dead actor is one line on
+stderr, a warning of this module's logger.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import math
+import os
+import sys
 import threading
 import weakref
 from typing import Any, Optional
@@ -34,6 +46,7 @@ from tffexec import tf_runtime
 from tffexec.executors import ray_wire
 from tffexec.executors.ray_wire import OP_GET, OP_VALUE
 from tffexec.factories import config as config_lib
+from tffexec.factories import ray_procs
 from tffexec.factories import ray_worker
 
 INSTALL_HINT = "pip install 'tffexec[ray]'"
@@ -46,6 +59,9 @@ START_TIMEOUT_S = 120.0
 RAY_LOG_LEVEL = logging.ERROR
 _pool_ids = itertools.count(1)
 _live_pools: "weakref.WeakSet[RayPool]" = weakref.WeakSet()
+# Set when the process is leaving (`shutdown_started_clusters`): no pool connects after it.
+_leaving = threading.Event()
+_log = logging.getLogger(__name__)
 
 
 def import_ray():
@@ -113,6 +129,7 @@ class RayPool:
         self.losses = 0
         self.retries = 0
         self.owns_cluster = False
+        self.cluster_procs: set[ray_procs.Proc] = set()  # of the cluster this pool started
         self._disconnect = False
         self._started = False
         self._closed = False
@@ -158,6 +175,10 @@ class RayPool:
         _quiet_ray_logging()
         if ray.is_initialized():
             return  # the caller's Ray: use it, leave it
+        _tffexec_ray_settings(ray)
+        if _leaving.is_set():
+            raise errors.Interrupted("the Ray stack was not started: tffexec is exiting")
+        _drop_ray_messages()
         address = self.config.address
         try:
             if address:
@@ -165,12 +186,18 @@ class RayPool:
                 self._disconnect = True
             else:
                 cores = tf_runtime.cores()
-                wanted = (self.config.workers or 0) * self.cpus_per_worker
-                ray.init(address="local", num_cpus=max(cores, math.ceil(wanted)),
-                         include_dashboard=False, log_to_driver=False,
-                         logging_level=RAY_LOG_LEVEL)
-                self.owns_cluster = self._disconnect = True
+                cpus = max(cores, math.ceil((self.config.workers or 0) * self.cpus_per_worker))
+                before = ray_procs.descendants()
+                self.owns_cluster = True  # from here on: a hard exit ends what was started
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False,
+                         log_to_driver=False, logging_level=RAY_LOG_LEVEL)
+                self.cluster_procs = ray_procs.descendants() - before
+                self._disconnect = True
+                _log.info("started a local Ray cluster of %d CPUs for this run (%d processes; "
+                          "it stops when tffexec exits); --address joins an existing one",
+                          cpus, len(self.cluster_procs))
         except Exception as e:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
+            self.owns_cluster = False
             where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
             hint = (" (give host:port as printed by `ray start --head`, or ray://host:10001; a "
                     "cluster with token authentication needs RAY_AUTH_TOKEN or "
@@ -263,6 +290,8 @@ class RayPool:
                 return
             worker.dead = True
             self.losses += 1
+            _log.warning("a Ray actor died (its process ended); its clients are rerun on "
+                         "another actor if retries are left")
             if self.workers[worker.slot] is worker:
                 self.workers[worker.slot] = self._new_worker(worker.slot)
 
@@ -320,6 +349,7 @@ class RayPool:
         ray = self.ray
         if ray is None or not ray.is_initialized():
             return
+        procs = ray_procs.tree(self.cluster_procs) if self.owns_cluster else set()
         for worker in self.workers:
             try:
                 ray.kill(worker.actor, no_restart=True)
@@ -328,6 +358,7 @@ class RayPool:
         self.workers = []
         if self._disconnect:
             ray.shutdown()  # stops an embedded cluster; only disconnects from a joined one
+        ray_procs.stop(procs)  # workers and agents that outlived the raylet
 
     def __enter__(self):
         return self
@@ -337,14 +368,51 @@ class RayPool:
 
 
 def shutdown_started_clusters() -> None:
-    """Best effort, for a process about to leave without running `close` (e.g. with `os._exit`
-    after --timeout or Ctrl-C): shuts down an embedded cluster a live pool started."""
-    for pool in list(_live_pools):
-        if pool.owns_cluster and pool.ray is not None:
-            try:
-                pool.ray.shutdown()
-            except Exception:  # noqa: BLE001 - leaving anyway
-                pass
+    """For a process about to leave without running `close` (`os._exit` after --timeout, Ctrl-C
+    or SIGTERM): kills every process of the embedded clusters live pools started (SIGKILL, no
+    waiting), and no pool connects after this. Deliberately not `ray.shutdown()`: the abandoned
+    worker thread may still be inside Ray, and Ray's core worker ends the whole process (exit 1,
+    and a C++ error line) when it is used after a shutdown, before the cluster is killed and
+    before the exit status tffexec chose."""
+    _leaving.set()
+    owned = [pool for pool in list(_live_pools) if pool.owns_cluster and pool.ray is not None]
+    if not owned:
+        return
+    procs = set().union(*(ray_procs.tree(pool.cluster_procs) for pool in owned))
+    if any(not pool.cluster_procs for pool in owned):  # caught inside ray.init: all below us
+        procs |= ray_procs.descendants()
+    ray_procs.kill(procs)
+
+
+def _drop_ray_messages() -> None:
+    """Stops Ray's driver from printing the raylet's messages on stdout (they stay in the
+    session's log files, /tmp/ray/session_*/logs); tffexec reports what matters itself."""
+    module = sys.modules.get("ray._private.worker")
+    printer = getattr(module, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "tffexec_dropped", False):
+        return
+
+    def drop(data: dict, ignore_prefix: bool = False) -> None:
+        del data, ignore_prefix
+
+    drop.tffexec_dropped = True  # type: ignore[attr-defined]
+    module.print_to_stdstream = drop
+
+
+def _tffexec_ray_settings(ray) -> None:
+    """Turns off Ray's auto-connect (a Ray call without a connection runs `ray.init()`, which
+    starts a cluster or joins the latest one on the machine), and Ray's C++ failure-signal
+    handler in this process (it prints a stack dump on SIGTERM, which tffexec handles itself
+    with one line)."""
+    for name, module_name, attribute, value in (
+            ("RAY_ENABLE_AUTO_CONNECT", "ray._private.auto_init_hook", "enable_auto_connect",
+             False),
+            ("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "ray._private.ray_constants",
+             "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", True)):
+        os.environ[name] = "1" if value else "0"  # read by Ray at import: processes it starts
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, attribute):
+            setattr(module, attribute, value)
 
 
 def _quiet_ray_logging() -> None:

@@ -287,8 +287,12 @@ def test_junit_into_a_missing_folder_is_refused_before_running(runner, tmp_path)
     assert result.exit_code == 2 and "--junit" in result.stderr
 
 
-def test_ctrl_c_stops_the_workers_and_exits_130(tmp_path):
-    """A real process: Ctrl-C while the workers start ends the run at once, workers included."""
+@pytest.mark.parametrize("signame, code, word", [("SIGINT", 130, "interrupted"),
+                                                  ("SIGTERM", 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_workers(tmp_path, signame, code, word):
+    """A real process: Ctrl-C (or SIGTERM) while the workers start ends the run at once, workers
+    included."""
     import signal
     import subprocess
     import time
@@ -305,12 +309,12 @@ def test_ctrl_c_stops_the_workers_and_exits_130(tmp_path):
     deadline = time.monotonic() + 60
     while len(_processes_with(marker)) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)  # until both workers exist (they then import TensorFlow for seconds)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signame))
     start = time.monotonic()
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     assert time.monotonic() - start < 15
-    assert err.strip().splitlines()[-1] == "Error: interrupted; the worker processes were stopped"
+    assert err.strip().splitlines()[-1] == f"Error: {word}; the worker processes were stopped"
     assert _processes_with(marker) == []
 
 

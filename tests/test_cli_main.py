@@ -36,7 +36,7 @@ def raising_command(monkeypatch):
 ERROR_CLASSES = [
     errors.CheckFailed, errors.UsageError, errors.ComputationError, errors.ArgumentError,
     errors.PolicyError, errors.ExecutionError, errors.EngineUnavailable, errors.InternalError,
-    errors.Timeout, errors.Interrupted,
+    errors.Timeout, errors.Interrupted, errors.Terminated,
 ]
 
 
@@ -89,6 +89,13 @@ def test_keyboard_interrupt_is_130(runner, raising_command):
     result = runner.invoke(main.cli, ["boom"])
     assert result.exit_code == 130
     assert result.stderr == "Error: interrupted\n"
+
+
+def test_sigterm_in_any_command_is_one_line_and_exit_143(runner, raising_command):
+    raising_command.exc = errors.TerminateSignal()
+    result = runner.invoke(main.cli, ["boom"])
+    assert result.exit_code == 143
+    assert result.stderr == "Error: terminated\n"
 
 
 @pytest.mark.parametrize("args", [["nosuchcommand"], ["inspect"], ["inspect", "--bogus", "x"],

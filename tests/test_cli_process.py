@@ -108,18 +108,22 @@ def _rest_of_stderr(proc: subprocess.Popen) -> list[str]:
             if not line.startswith("tffexec: ")]
 
 
-def test_ctrl_c_inside_a_tensorflow_kernel_exits_130_within_2_seconds(tmp_path):
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_inside_a_tensorflow_kernel_exits_within_2_seconds(tmp_path, signum,
+                                                                            code, word):
     proc, out = _start_busy(tmp_path)
     signalled = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     try:
-        code = proc.wait(timeout=10)
+        got = proc.wait(timeout=10)
     finally:
         proc.kill()
     elapsed = time.monotonic() - signalled
-    assert code == 130
+    assert got == code
     assert elapsed < 2.0, elapsed
-    assert _rest_of_stderr(proc) == ["Error: interrupted; no output written"]
+    assert _rest_of_stderr(proc) == [f"Error: {word}; no output written"]
     assert proc.stdout.read() == b""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n.json"]  # no output, no temp file
     assert not out.exists()

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from tffexec.cli import main as cli_main
 from tffexec.factories import config as config_lib
 from tffexec.factories import ray_stack
 from tffexec import tensorflow as tfc
+from tffexec_test_support import ray_head as start_ray_head
 
 ray = pytest.importorskip("ray")
 
@@ -295,40 +295,11 @@ def test_stack_ray_starts_an_embedded_cluster_and_shuts_it_down_on_exit():
 
 
 # -- joining an existing cluster -------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_head():
     """A one-CPU head on loopback, started like a user would (`ray start --head`)."""
-    port = _free_port()
-    ray_bin = pathlib.Path(sys.executable).with_name("ray")
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "1",
-         "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-         "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_clean_env(),
-        start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if head.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("`ray start --head` did not come up")
-                time.sleep(0.5)
-        yield address, head
-    finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+    with start_ray_head(_clean_env()) as started:
+        yield started
 
 
 def _tffexec(*args, env) -> subprocess.CompletedProcess:

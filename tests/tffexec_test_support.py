@@ -5,6 +5,7 @@ puts this folder on `sys.path` so that they can all import this one module.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -12,8 +13,11 @@ import pty
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
+from typing import Iterator
 
 import pytest
 
@@ -213,3 +217,36 @@ def run_cases_in_order(plan: dict) -> dict:
                         problems += [f"{stack}: {case.parent.name}/{case.name}/{form}: {p}"
                                      for p in check_case_form(runner, case, form)]
     return {"runs": runs, "problems": problems}
+
+
+@contextlib.contextmanager
+def ray_head(env: dict[str, str], *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A one-CPU Ray head on loopback, started like a user would (`ray start --head --block`,
+    with `extra` flags): yields (address, process) and stops exactly that head at the end
+    (SIGTERM to the blocking `ray start`, which stops its processes; a global `ray stop` would
+    also stop every other Ray on the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head = subprocess.Popen(
+        [sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--head",
+         "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
+         "--disable-usage-stats", "--node-ip-address", "127.0.0.1", *extra, "--block"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("`ray start --head` did not come up")
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}", head
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
