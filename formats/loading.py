@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import pathlib
 import re
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 from federated_language.proto import computation_pb2
 
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
-from tffexec.formats import atomic, jsonfmt, npzfmt, protoparse
+from tffexec.formats import atomic, jsonfmt, limits, npzfmt, protoparse
 from tffexec.formats import policy as policy_lib
 from tffexec.formats import types as tt
 from tffexec.formats.normalize import infer_clients
@@ -49,28 +48,23 @@ def _read(source: Source, name: str | None, error: type[TffexecError],
           limit: int, check: Callable[..., None]) -> tuple[bytes, str]:
     """(bytes, label for messages) of a path, '-' (stdin) or bytes.
 
-    `check(size, file=label)` raises for a size over `limit`; files are checked by their size
-    before they are read, standard input after at most `limit + 1` bytes.
+    `check(size, file=label)` raises for bytes in hand over `limit`; files are checked by their
+    size before they are read, streams (standard input, `/dev/zero`) after at most `limit + 1`
+    bytes (`limits.read_bounded`).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
         check(len(source), file=label)
         return bytes(source), label
+    what, flag = (("computation", "--max-computation-bytes") if error is ComputationError
+                  else ("argument", "--max-value-bytes"))
     if str(source) == "-":
         label = name or "<stdin>"
-        data = sys.stdin.buffer.read(limit + 1)
-        check(len(data), file=label)
-        return data, label
+        return limits.read_bounded(sys.stdin.buffer, limit, what=what, flag=flag,
+                                   file=label), label
     label = name or str(source)
-    try:
-        with open(source, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            check(size, file=label)
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise error(f"cannot read: {e.strerror or e}", file=label) from None
-    check(len(data), file=label)
-    return data, label
+    return limits.read_file_bounded(source, limit, error=error, what=what, flag=flag,
+                                    file=label), label
 
 
 # ---------------------------------------------------------------------------------- computations
