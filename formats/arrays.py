@@ -13,6 +13,7 @@ import numpy as np
 from federated_language.proto import array_pb2
 
 from tffexec.errors import ArgumentError
+from tffexec.formats import limits
 from tffexec.formats import types as tt
 from tffexec.formats.protos import tf_graph_pb2
 
@@ -53,7 +54,7 @@ def _to_raw(arr: np.ndarray) -> bytes:
 
 def _from_raw(raw: bytes, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
     """Decode little-endian raw bytes (Array.content / TensorProto.tensor_content)."""
-    count = int(np.prod(shape, dtype=np.int64))
+    count = limits.element_count(shape)  # exact: np.prod wraps at 2**64
     if len(raw) != count * dtype.itemsize:
         raise ArgumentError(f"{what}: raw content has {len(raw)} bytes, expected "
                             f"{count * dtype.itemsize} for {tt.dtype_name(dtype)}{list(shape)}")
@@ -66,7 +67,7 @@ def _from_raw(raw: bytes, dtype: np.dtype, shape: tuple[int, ...], what: str) ->
 
 def _from_items(items, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
     """Decode a typed list (already a sequence of Python/numpy items) into the final array."""
-    count = int(np.prod(shape, dtype=np.int64))
+    count = limits.element_count(shape)  # exact: np.prod wraps at 2**64
     name = tt.dtype_name(dtype)
     if name == "string":
         flat = np.empty(len(items), dtype=object)
@@ -188,7 +189,7 @@ def tensor_proto_to_array(pb: bytes | tf_graph_pb2.TensorProto) -> np.ndarray:
     if pb.tensor_content and name != "string":
         return _from_raw(pb.tensor_content, dtype, shape, "TensorProto")
     items = list(getattr(pb, _TENSOR_FIELD[name]))
-    count = int(np.prod(shape, dtype=np.int64))
+    count = limits.element_count(shape)  # exact: np.prod wraps at 2**64
     per = 2 if dtype.kind == "c" else 1
     if name == "string":
         if len(items) != count and len(items) != 1:

@@ -216,7 +216,7 @@ def _decode_value(data: bytes, label: str, type_hint, fmt: str | None, path: str
                   policy: policy_lib.Policy) -> tuple[object, fl.Type]:
     fmt = detect_format(data, label, fmt)
     if fmt == "pb":
-        value, t = _value_from_pb(data, type_hint, path)
+        value, t = _value_from_pb(data, type_hint, path, policy)
         infer_clients(value, t, path)  # decoding checked types; client counts remain
         return value, t
     if fmt == "json":
@@ -235,6 +235,11 @@ def _check_npz_size(data: bytes, policy: policy_lib.Policy) -> None:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return  # npzfmt reports unreadable archives with its own message
     policy.check_value_bytes(declared, what="argument (uncompressed npz)")
+    try:  # what the .npy headers declare (shape x dtype), which the zip sizes need not match
+        declared = limits.npz_declared_bytes(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
+        return
+    policy.check_value_bytes(declared, what="argument (npz arrays as declared)")
 
 
 def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Policy,
@@ -279,7 +284,8 @@ def load_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None
     return load_typed_value(source, type_hint, fmt, name, path, max_bytes=max_bytes)[0]
 
 
-def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
+def _value_from_pb(data: bytes, type_hint, path: str,
+                   policy: policy_lib.Policy) -> tuple[object, fl.Type]:
     if not data:
         raise ArgumentError("empty file: no value in it")
     pb = protoparse.try_parse(executor_pb2.Value, data)
@@ -295,6 +301,9 @@ def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
         if other.startswith("truncated") and unknown:
             other = f"unknown field {unknown[0][1]} at {unknown[0][0]}"
         raise ArgumentError(f"not a serialized value: {other}")
+    # Declared sizes and client counts first: nothing is decoded or expanded before they pass.
+    limits.check_value_proto(pb, max_bytes=policy.max_value_bytes,
+                             max_clients=policy.max_clients, path=path)
     return value_from_proto(pb, type_hint, path)
 
 

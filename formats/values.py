@@ -66,6 +66,9 @@ def value_from_proto(pb: executor_pb2.Value, type_hint: fl.Type | None = None,
 def _decode(fn, arg, path: str):
     try:
         return fn(arg)
+    except (MemoryError, OverflowError) as e:  # a declared size no machine can hold
+        raise ArgumentError(f"tensor too large to decode ({type(e).__name__})",
+                            path=path) from None
     except ArgumentError as e:
         if e.path is None:
             e.path = path

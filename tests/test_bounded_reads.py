@@ -215,3 +215,105 @@ def test_read_that_never_ends_stops_at_the_timeout(tmp_path, command):
     assert proc.returncode == 124, err
     assert out == b"" and len(err.decode().strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- declared sizes checked before anything is decoded or expanded ---------------------------
+
+def _value_file(tmp_path, name: str, fill) -> pathlib.Path:
+    from tffexec.formats.protos import executor_pb2  # noqa: PLC0415
+
+    value = executor_pb2.Value()
+    fill(value)
+    path = tmp_path / name
+    path.write_bytes(value.SerializeToString())
+    return path
+
+
+def _legacy_tensor(value, dtype: int, dims: list[int], **lists) -> None:
+    """An old-style `Any(tensorflow.TensorProto)` tensor (TFF <= 0.82)."""
+    from tffexec.formats.protos import tf_graph_pb2  # noqa: PLC0415
+
+    tensor = tf_graph_pb2.TensorProto(dtype=dtype)
+    for size in dims:
+        tensor.tensor_shape.dim.add(size=size)
+    for field, items in lists.items():
+        getattr(tensor, field).extend(items)
+    value.tensor.type_url = "type.googleapis.com/tensorflow.TensorProto"
+    value.tensor.value = tensor.SerializeToString()
+
+
+@pytest.mark.parametrize("fill", [
+    pytest.param(lambda v: _legacy_tensor(v, 3, [10**9], int_val=[7]), id="tensorproto-repeat"),
+    pytest.param(lambda v: _legacy_tensor(v, 1, [10**5, 10**5]), id="tensorproto-zeros"),
+    pytest.param(lambda v: _legacy_tensor(v, 7, [10**9], string_val=[b"x" * 50]),
+                 id="tensorproto-strings"),
+    pytest.param(lambda v: (v.array.shape.dim.extend([2**32] * 3),
+                            setattr(v.array, "dtype", 3)), id="array-past-2**64"),
+    pytest.param(lambda v: [_legacy_tensor(v.struct.element.add().value, 9, [10**4, 10**4],
+                                           int64_val=[1]) for _ in range(3)],
+                 id="struct-of-tensorproto"),
+])
+def test_tensor_declaring_more_than_the_limit_is_refused_before_it_is_expanded(
+        runner, tmp_path, fill):
+    path = _value_file(tmp_path, "small.pb", fill)
+    assert path.stat().st_size < 300
+    result = _cli(runner, ["convert", str(path), str(tmp_path / "out.json")])
+    _one_line_refusal(result, "small.pb", "--max-value-bytes")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_declared_shape_whose_product_wraps_at_2_64_is_an_argument_error(runner, tmp_path):
+    def fill(value):
+        value.array.dtype = 3
+        value.array.shape.dim.extend([2**32, 2**32, 0])
+        value.array.content = b"1234"
+    path = _value_file(tmp_path, "wrap.pb", fill)
+    result = _cli(runner, ["convert", str(path), str(tmp_path / "out.json")])
+    assert result.exit_code == 4, result.output
+    assert "expected 0" in result.output and "Traceback" not in result.output
+
+
+def test_client_count_is_checked_before_any_member_is_decoded(runner, tmp_path):
+    def fill(value):
+        value.federated.type.placement.value.uri = "clients"
+        for _ in range(11):  # members of an unknown dtype: decoding any would fail (exit 4)
+            value.federated.value.add().array.dtype = 999
+    path = _value_file(tmp_path, "clients.pb", fill)
+    result = _cli(runner, ["run", str(SUM / "comp.pb"), str(path), "--max-clients", "10"])
+    _one_line_refusal(result, "clients.pb", "11 clients", "--max-clients")
+
+
+def _npy_header_only(shape: tuple, descr: str = "<f8") -> bytes:
+    """A .npy file whose header declares `shape` and which holds no data at all."""
+    import io  # noqa: PLC0415
+
+    from numpy.lib import format as npy  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    npy.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False,
+                                        "shape": shape})
+    return buffer.getvalue()
+
+
+def test_npz_member_declaring_more_than_the_limit_is_refused_from_its_header(runner, tmp_path):
+    import zipfile  # noqa: PLC0415
+
+    path = tmp_path / "declared.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("value.npy", _npy_header_only((10**5, 10**5)))
+    result = _cli(runner, ["convert", str(path), str(tmp_path / "out.json"), "--type-of",
+                           str(SUM / "comp.pb")])
+    _one_line_refusal(result, "declared.npz", "--max-value-bytes")
+
+
+def test_npz_member_that_is_not_an_npy_array_is_an_argument_error(runner, tmp_path):
+    import zipfile  # noqa: PLC0415
+
+    path = tmp_path / "raw.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("value", b"\x01\x02\x03\x04")
+    result = _cli(runner, ["convert", str(path), str(tmp_path / "out.json"), "--type-of",
+                           str(SUM / "comp.pb")])
+    assert result.exit_code == 4, result.output
+    assert "raw.npz" in result.output and "not a .npy array" in result.output
+    assert len(result.output.strip().splitlines()) == 1
