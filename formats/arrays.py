@@ -69,6 +69,9 @@ def _from_items(items, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np
     """Decode a typed list (already a sequence of Python/numpy items) into the final array."""
     count = limits.element_count(shape)  # exact: np.prod wraps at 2**64
     name = tt.dtype_name(dtype)
+    if dtype.kind != "c" and len(items) != count:  # before allocating anything for them
+        raise ArgumentError(f"{what}: {len(items)} values for shape {list(shape)} "
+                            f"({count} expected)")
     if name == "string":
         flat = np.empty(len(items), dtype=object)
         flat[:] = [bytes(b) for b in items]
@@ -76,11 +79,16 @@ def _from_items(items, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np
         # Narrow ints and 16-bit float bit patterns arrive in 32-bit fields: range-check them
         # instead of letting numpy wrap a corrupt value around.
         bits = np.dtype(np.uint16) if dtype.kind == "f" or dtype == tt.BFLOAT16 else dtype
-        wide = np.asarray(items, dtype=np.uint64 if bits == np.uint64 else np.int64)
         info = np.iinfo(bits)
-        if wide.size and (int(wide.min()) < info.min or int(wide.max()) > info.max):
+        if len(items) <= 16:  # scalars: Python's min/max cost less than numpy's reductions
+            low, high = (min(items), max(items)) if len(items) else (0, 0)
+            wide = None
+        else:
+            wide = np.asarray(items, dtype=np.uint64 if bits == np.uint64 else np.int64)
+            low, high = (int(wide.min()), int(wide.max())) if wide.size else (0, 0)
+        if low < info.min or high > info.max:
             raise ArgumentError(f"{what}: value out of range for {tt.dtype_name(dtype)}")
-        flat = wide.astype(bits).view(dtype)
+        flat = (np.asarray(items, dtype=bits) if wide is None else wide.astype(bits)).view(dtype)
     else:
         item_dtype = _LIST_FIELD[name][1]
         flat = np.asarray(items, dtype=item_dtype)

@@ -99,7 +99,7 @@ def check_bytes(size: int, max_bytes: int, *, what: str = "decoded argument",
 
 # ---------------------------------------------------------------------------------- values
 
-def _tensor_proto_bytes(payload: bytes, path: str) -> int:
+def _tensor_proto_bytes(payload: bytes) -> int:
     """Declared decoded size of an `Any(tensorflow.TensorProto)` payload (TFF <= 0.82), which
     TensorFlow lets expand: a one-value list fills the whole declared shape."""
     from tffexec.formats.protos import tf_graph_pb2  # noqa: PLC0415 - generated, load on use
@@ -127,9 +127,12 @@ def tensor_proto_bytes(msg) -> int:
 
 def _array_bytes(array) -> int:
     """Declared decoded size of a federated-language `Array` (its shape x its dtype)."""
-    if array.shape.unknown_rank or any(d < 0 for d in array.shape.dim):
+    dims = array.shape.dim
+    if not dims and array.dtype != 7:  # a scalar number: kept cheap for a million clients
+        return max(_ITEMSIZE.get(array.dtype, 8), len(array.content))
+    if array.shape.unknown_rank or any(d < 0 for d in dims):
         return len(array.content)
-    count = element_count(array.shape.dim)
+    count = element_count(dims)
     if array.WhichOneof("kind") == "string_list":
         return max(count * 8, sum(len(s) for s in array.string_list.value))
     return count * itemsize_of_enum(array.dtype)
@@ -143,30 +146,43 @@ def check_value_proto(pb, *, max_bytes: int, max_clients: int, path: str = "arg"
     Iterative (no recursion) and linear in the number of messages.
     """
     total = 0
-    stack = [(pb, path)]
+    stack: list[tuple[object, object, int]] = [(pb, None, -1)]  # (node, parent entry, index)
     while stack:
-        value, where = stack.pop()
+        entry = stack.pop()
+        value = entry[0]
         kind = value.WhichOneof("value")
         if kind == "array":
             total += _array_bytes(value.array)
         elif kind == "tensor":
-            total += _tensor_proto_bytes(value.tensor.value, where)
+            total += _tensor_proto_bytes(value.tensor.value)
         elif kind == "computation" and value.computation.WhichOneof("computation") == "literal":
             total += _array_bytes(value.computation.literal.value)
         elif kind == "sequence":
             total += len(value.sequence.serialized_graph_def)
         elif kind == "struct":
-            stack.extend((e.value, f"{where}[{i}]")
-                         for i, e in enumerate(value.struct.element))
+            stack.extend((e.value, entry, i) for i, e in enumerate(value.struct.element))
         elif kind == "federated":
             members = value.federated.value
             if len(members) > max_clients:
                 raise PolicyError(f"{len(members):,} clients is more than the limit of "
-                                  f"{max_clients:,} (--max-clients)", path=where)
-            stack.extend((m, f"{where}[{i}]") for i, m in enumerate(members))
+                                  f"{max_clients:,} (--max-clients)", path=_path(entry, path))
+            for i, m in enumerate(members):  # scalar/array members inline: no stack entry
+                if m.WhichOneof("value") == "array":
+                    total += _array_bytes(m.array)
+                else:
+                    stack.append((m, entry, i))
         if total > max_bytes:
-            check_bytes(total, max_bytes, path=where)
+            check_bytes(total, max_bytes, path=_path(entry, path))
     return total
+
+
+def _path(entry: tuple, root: str) -> str:
+    """`root[i][j]...` of a stack entry of `check_value_proto` (built only for a message)."""
+    indices = []
+    while entry[1] is not None:
+        indices.append(entry[2])
+        entry = entry[1]
+    return root + "".join(f"[{i}]" for i in reversed(indices))
 
 
 def literal_bytes(message) -> Iterator[tuple[str, int]]:
