@@ -228,6 +228,9 @@ def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None 
         return value, t
     except (ArgumentError, PolicyError) as e:
         raise e.with_file(label) from None
+    except MemoryError:
+        raise PolicyError("value too large to decode in the memory available (lower "
+                          "--max-value-bytes to refuse it sooner)", file=label) from None
 
 
 def _decode_value(data: bytes, label: str, type_hint, fmt: str | None, path: str,
@@ -335,6 +338,8 @@ def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type
         raise ArgumentError("JSON file is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise ArgumentError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # Python refuses integers of more than 4300 digits
+        raise ArgumentError(f"JSON number too long to read ({str(e).split(':')[0]})") from None
     try:
         if type_hint is None:
             inner = obj.get("value") if isinstance(obj, dict) and "value" in obj else obj

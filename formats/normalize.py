@@ -52,7 +52,10 @@ def normalize_counting(value: object, type_spec: fl.Type, path: str = "arg"
 
 def _fail(path: str, t: fl.Type, value: object, detail: str = "") -> NoReturn:
     extra = f" ({detail})" if detail else ""
-    raise ArgumentError(f"expected {tt.type_str(t)}, found {describe(value)}{extra}", path=path)
+    found = str(value) if isinstance(value, int) else describe(value)
+    if len(found) > 120:  # a JSON integer of thousands of digits stays a one-line message
+        found = found[:100] + f"... ({len(found):,} characters)"
+    raise ArgumentError(f"expected {tt.type_str(t)}, found {found}{extra}", path=path)
 
 
 def _norm(value: object, t: fl.Type, path: str) -> object:
@@ -164,8 +167,7 @@ def _from_leaves(leaves: list, shape: tuple, t: fl.TensorType, path: str) -> np.
         info = np.iinfo(t.dtype)
         for leaf in leaves:
             if not info.min <= int(leaf) <= info.max:
-                raise ArgumentError(f"expected {tt.type_str(t)}, found {int(leaf)} (out of range "
-                                    f"for {t.dtype.name})", path=path)
+                _fail(path, t, int(leaf), f"out of range for {t.dtype.name}")
         return np.asarray([int(x) for x in leaves], t.dtype).reshape(shape)
     natural = np.complex128 if "c" in kinds else np.float64
     try:
