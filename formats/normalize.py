@@ -52,9 +52,7 @@ def normalize_counting(value: object, type_spec: fl.Type, path: str = "arg"
 
 def _fail(path: str, t: fl.Type, value: object, detail: str = "") -> NoReturn:
     extra = f" ({detail})" if detail else ""
-    found = str(value) if isinstance(value, int) else describe(value)
-    if len(found) > 120:  # a JSON integer of thousands of digits stays a one-line message
-        found = found[:100] + f"... ({len(found):,} characters)"
+    found = describe(value)
     raise ArgumentError(f"expected {tt.type_str(t)}, found {found}{extra}", path=path)
 
 
@@ -167,7 +165,11 @@ def _from_leaves(leaves: list, shape: tuple, t: fl.TensorType, path: str) -> np.
         info = np.iinfo(t.dtype)
         for leaf in leaves:
             if not info.min <= int(leaf) <= info.max:
-                _fail(path, t, int(leaf), f"out of range for {t.dtype.name}")
+                digits = str(int(leaf))  # a JSON integer may have thousands of digits
+                if len(digits) > 40:
+                    digits = f"{digits[:20]}...({len(digits):,} digits)"
+                raise ArgumentError(f"expected {tt.type_str(t)}, found {digits} (out of range "
+                                    f"for {t.dtype.name})", path=path)
         return np.asarray([int(x) for x in leaves], t.dtype).reshape(shape)
     natural = np.complex128 if "c" in kinds else np.float64
     try:

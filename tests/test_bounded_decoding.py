@@ -145,7 +145,7 @@ def test_hostile_checkpoint_json_reads_or_is_an_argument_error(tmp_path_factory,
 
 @pytest.mark.parametrize("text,exit_code,expected", [
     pytest.param("[" + "9" * 5000 + ", 1]", 4, "JSON number too long", id="5000-digit"),
-    pytest.param("[" + "9" * 4000 + ", 1]", 4, "(4,000 characters) (out of range for int32)",
+    pytest.param("[" + "9" * 4000 + ", 1]", 4, "(4,000 digits) (out of range for int32)",
                  id="4000-digit"),
     pytest.param("[1e999, 1]", 4, "NaN or infinity", id="overflowing-float"),
 ])
