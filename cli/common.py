@@ -78,8 +78,7 @@ def read_input(source: str, *, error_class: type[errors.TffexecError],
     name = display_name(source)
     if limit is None:
         limit = _default_limit(error_class)
-    what, flag = (("computation", "--max-computation-bytes")
-                  if error_class is errors.ComputationError else ("argument", "--max-value-bytes"))
+    what, flag = limits.input_kind(error_class)
     if source == "-":
         _say_waiting_on_a_terminal()
         try:

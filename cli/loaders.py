@@ -3,15 +3,14 @@
 The work is done by `tffexec.formats.loading`; this module adapts the CLI's inputs (paths, `-`)
 to it. The CLI reads the bytes itself so that it knows their size and can name `-` `<stdin>`.
 
-Limits: a file larger than the current policy's limit is refused by its size before it is read.
+Limits: a file larger than the current policy's limit is refused by its size before it is read,
+a stream after at most limit + 1 bytes (`common.read_input`).
 The ops of a computation's graphs are not checked here but by `tffexec.preflight`, which `run`
 (through `Runner.prepare`) and `validate` share, before anything runs.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-import os
 
 from tffexec import errors
 from tffexec.cli import common
@@ -27,23 +26,10 @@ def load_computation(source: str) -> tuple[computation_pb2.Computation, common.I
     `tffexec.preflight` (`Runner.prepare` for `run`, `validate`), each graph parsed once.
     """
     from tffexec.formats import loading
-    from tffexec.formats import policy as policy_lib
 
-    _check_file_size(source, policy_lib.current().check_computation_bytes)
     comp_input = common.read_input(source, error_class=errors.ComputationError)
     computation = loading.load_computation(comp_input.data, name=comp_input.name)
     return computation, comp_input
-
-
-def _check_file_size(source: str, check) -> None:
-    """Refuses an over-limit regular file by its size, before reading it into memory."""
-    if source == "-":
-        return
-    try:
-        size = os.stat(source).st_size
-    except OSError:
-        return  # read_input reports unreadable files
-    check(size, file=common.display_name(source))
 
 
 def load_argument(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None) -> int | None:
@@ -60,11 +46,9 @@ def load_argument_value(source: str, parameter_type: computation_pb2.Type, *, fm
     """(value, its federated-language type, implied client count or None) of ARG."""
     from tffexec.formats import loading
     from tffexec.formats import normalize
-    from tffexec.formats import policy as policy_lib
     from tffexec.formats import types
 
     type_hint = types.type_from_proto(parameter_type, errors.ComputationError)
-    _check_file_size(source, policy_lib.current().check_value_bytes)
     arg_input = common.read_input(source, error_class=errors.ArgumentError)
     value = loading.load_value(arg_input.data, type_hint, fmt=fmt, name=arg_input.name)
     try:

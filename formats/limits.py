@@ -37,6 +37,16 @@ def too_large(what: str, size: int | None, limit: int, flag: str,
                        path=path)
 
 
+def input_kind(error: type[TffexecError]) -> tuple[str, str]:
+    """(what the input is, the flag of its limit) for an input whose failures raise `error`:
+    a computation (`ComputationError`) or a value."""
+    from tffexec.errors import ComputationError  # noqa: PLC0415
+
+    if error is ComputationError:
+        return "computation", "--max-computation-bytes"
+    return "argument", "--max-value-bytes"
+
+
 def read_bounded(stream: BinaryIO, limit: int, *, what: str = "argument",
                  flag: str = "--max-value-bytes", file: str | None = None) -> bytes:
     """All of `stream`, refusing with `PolicyError` once it is known to hold more than `limit`.

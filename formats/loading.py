@@ -56,8 +56,7 @@ def _read(source: Source, name: str | None, error: type[TffexecError],
         label = name or "<bytes>"
         check(len(source), file=label)
         return bytes(source), label
-    what, flag = (("computation", "--max-computation-bytes") if error is ComputationError
-                  else ("argument", "--max-value-bytes"))
+    what, flag = limits.input_kind(error)
     if str(source) == "-":
         label = name or "<stdin>"
         return limits.read_bounded(sys.stdin.buffer, limit, what=what, flag=flag,
