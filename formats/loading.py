@@ -18,6 +18,7 @@ value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import pathlib
@@ -114,10 +115,16 @@ def parse_computation(data: bytes) -> computation_pb2.Computation:
 
 
 def _check_nodes(comp: computation_pb2.Computation) -> None:
-    """Every node has a known kind, and no message holds fields this schema does not know."""
-    unknown = protoparse.unknown_fields(comp, "computation")
+    """Every node has a known kind, and no message holds fields this schema does not know.
+
+    Linear in the AST, whatever the width of its types: unknown fields are looked for by
+    protobuf's own code first (the slow walk that names them runs only when there are some),
+    and the node walk does not descend into `Type` messages, which hold no nodes.
+    """
+    unknown = (protoparse.unknown_fields(comp, "computation") if _has_unknown_fields(comp)
+               else [])
     unknown_at = {p: n for p, n in unknown}
-    for path, node in protoparse.messages_of_type(comp, _COMPUTATION, "computation"):
+    for path, node in _computation_nodes(comp):
         if node.WhichOneof("computation") is None:
             if path in unknown_at:
                 raise ComputationError(f"unknown computation node kind (field {unknown_at[path]})"
@@ -127,6 +134,41 @@ def _check_nodes(comp: computation_pb2.Computation) -> None:
         path, number = unknown[0]
         raise ComputationError(f"unknown field {number} at {path}: not a computation this "
                                "tffexec understands (corrupt, or written by another TFF version)")
+
+
+def _computation_nodes(comp: computation_pb2.Computation):
+    """(path, node) of every `Computation` inside `comp`, depth first in field order, as
+    `protoparse.messages_of_type` names them, skipping messages that cannot hold one."""
+    stack = [("computation", comp)]
+    while stack:
+        path, msg = stack.pop()
+        if msg.DESCRIPTOR.full_name == _COMPUTATION:
+            yield path, msg
+        children = []
+        for field, value in msg.ListFields():
+            if field.message_type is None or not _holds_nodes(field.message_type):
+                continue
+            sub = f"{path}.{field.name}"
+            if field.label == field.LABEL_REPEATED:
+                children.extend((f"{sub}[{i}]", v) for i, v in enumerate(value))
+            else:
+                children.append((sub, value))
+        stack.extend(reversed(children))
+
+
+@functools.lru_cache(maxsize=None)
+def _holds_nodes(descriptor) -> bool:
+    """Whether a message of this type can contain a `Computation` (schema reachability)."""
+    seen, todo = set(), [descriptor]
+    while todo:
+        desc = todo.pop()
+        if desc.full_name == _COMPUTATION:
+            return True
+        if desc.full_name in seen:
+            continue
+        seen.add(desc.full_name)
+        todo.extend(f.message_type for f in desc.fields if f.message_type is not None)
+    return False
 
 
 def _other_kind(data: bytes, expected: str) -> str:
