@@ -149,7 +149,7 @@ def _computation_nodes(comp: computation_pb2.Computation):
             if field.message_type is None or not _holds_nodes(field.message_type):
                 continue
             sub = f"{path}.{field.name}"
-            if field.label == field.LABEL_REPEATED:
+            if field.is_repeated:
                 children.extend((f"{sub}[{i}]", v) for i, v in enumerate(value))
             else:
                 children.append((sub, value))

@@ -248,3 +248,43 @@ def test_sequence_that_never_yields_is_stopped_by_convert_timeout(tmp_path):
     assert proc.returncode == 124, proc.stderr
     assert len(proc.stderr.decode().strip().splitlines()) == 1
     assert sorted(os.listdir(tmp_path)) == ["never.pb"]
+
+
+member_dtypes = st.sampled_from([np.int8, np.int32, np.int64, np.uint8, np.uint32, np.uint64,
+                                 np.float16, np.float32, np.float64, np.bool_])
+
+
+@FAST
+@given(dtype=member_dtypes, data=st.data())
+def test_many_scalar_clients_decode_as_one_decode_per_client_would(dtype, data):
+    """The one-pass decoding of `{T}@CLIENTS` scalars gives exactly what decoding each member
+    on its own gives (values, dtypes, 0-d arrays, type)."""
+    from tffexec.formats import values  # noqa: PLC0415
+
+    count = data.draw(st.integers(2, 40))
+    raw = data.draw(st.lists(st.integers(0, 100), min_size=count, max_size=count))
+    members = [np.asarray(x, dtype) for x in raw]
+    federated = fl.FederatedType(fl.TensorType(dtype), fl.CLIENTS)
+    pb = values.value_to_proto(members, federated)
+    decoded, found_type = values.value_from_proto(pb, federated)
+    one_by_one = [values.value_from_proto(m, federated.member)[0] for m in pb.federated.value]
+    assert found_type == federated
+    assert len(decoded) == count
+    for got, want in zip(decoded, one_by_one):
+        assert isinstance(got, np.ndarray) and got.shape == () and got.dtype == want.dtype
+        assert got == want
+
+
+def test_clients_of_mixed_forms_fall_back_to_decoding_each_member():
+    from tffexec.formats import values  # noqa: PLC0415
+
+    federated = fl.FederatedType(fl.TensorType(np.int32), fl.CLIENTS)
+    pb = values.value_to_proto([np.int32(1), np.int32(2), np.int32(3)], federated)
+    pb.federated.value[1].array.int32_list.value.append(9)  # two values for a scalar
+    with pytest.raises(errors.ArgumentError, match=r"arg\[1\]: Array: 2 values for shape \[\]"):
+        values.value_from_proto(pb, federated, "arg")
+    pb.federated.value[1].array.int32_list.value[:] = [2]
+    pb.federated.value[2].array.dtype = 9  # an int64 member among int32 ones
+    pb.federated.value[2].array.int64_list.value[:] = [3]
+    with pytest.raises(errors.ArgumentError, match=r"arg\[2\]"):
+        values.value_from_proto(pb, federated, "arg")
