@@ -37,7 +37,7 @@ from tffexec.formats import policy as policy_lib
 from tffexec.formats import types as tt
 from tffexec.formats.normalize import infer_clients
 from tffexec.formats.protos import executor_pb2, tf_graph_pb2
-from tffexec.formats.values import value_from_proto, value_to_proto
+from tffexec.formats.values import scalar_clients, value_from_proto, value_to_proto
 
 Source = str | bytes | bytearray | pathlib.Path
 FORMATS = ("pb", "json", "npz")
@@ -357,6 +357,9 @@ def _value_from_pb(data: bytes, type_hint, path: str,
             raise ArgumentError(f"value nested too deeply (more than "
                                 f"{protoparse.RECURSION_LIMIT} levels, the protobuf limit)")
         raise ArgumentError(f"not a serialized value: {_other_kind(data, 'value')}")
+    fast = _scalar_clients(pb, type_hint, path, policy)
+    if fast is not None:
+        return fast
     if not _plausible_value(pb):
         other = _other_kind(data, "value")
         unknown = protoparse.unknown_fields(pb, "value")
@@ -367,6 +370,24 @@ def _value_from_pb(data: bytes, type_hint, path: str,
     limits.check_value_proto(pb, max_bytes=policy.max_value_bytes,
                              max_clients=policy.max_clients, path=path)
     return value_from_proto(pb, type_hint, path)
+
+
+def _scalar_clients(pb: executor_pb2.Value, type_hint, path: str,
+                    policy: policy_lib.Policy) -> tuple[object, fl.Type] | None:
+    """A `{T}@CLIENTS` of numeric scalars of one dtype (how TFF writes per-client numbers),
+    decoded in one pass over its members; None for any other value.
+
+    For such a value the separate plausibility and declared-size walks are implied: every
+    member is an `Array` of a known dtype, at most 16 bytes decoded, and there are no more of
+    them than `max_clients`. A million members cost one walk instead of three.
+    """
+    if pb.WhichOneof("value") != "federated" or len(pb.federated.value) < 2:
+        return None
+    count = len(pb.federated.value)
+    if count > policy.max_clients or _has_unknown_fields(pb):
+        return None  # the general path reports it, naming the place
+    limits.check_bytes(16 * count, policy.max_value_bytes, path=path)
+    return scalar_clients(pb.federated, type_hint, path)
 
 
 def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:

@@ -30,8 +30,8 @@ from tffexec.formats.sequences import SequenceValue
 
 TENSOR_PROTO_URL = "type.googleapis.com/tensorflow.TensorProto"
 
-__all__ = ["value_from_proto", "value_to_proto", "normalize", "infer_clients", "values_equal",
-           "value_differences", "SequenceValue"]
+__all__ = ["value_from_proto", "value_to_proto", "scalar_clients", "normalize", "infer_clients",
+           "values_equal", "value_differences", "SequenceValue"]
 
 
 def value_from_proto(pb: executor_pb2.Value, type_hint: fl.Type | None = None,
@@ -119,7 +119,14 @@ def _struct(spb, hint, path):
             fl.StructType(list(zip(names, types))))
 
 
-def _federated(fpb, hint, path):
+def scalar_clients(fpb, hint: fl.Type | None, path: str = "value"
+                   ) -> tuple[list, fl.Type] | None:
+    """A federated value decoded only if all its members are numeric scalars of one dtype
+    (see `_scalar_members`); None otherwise, or when it is not a per-client value."""
+    return _federated(fpb, hint, path, scalars_only=True)
+
+
+def _federated(fpb, hint, path, scalars_only: bool = False):
     if hint is not None and not isinstance(hint, fl.FederatedType):
         raise _mismatch(hint, "a federated value", path)
     has_type = fpb.HasField("type") and fpb.type.placement.WhichOneof("placement") == "value"
@@ -149,6 +156,8 @@ def _federated(fpb, hint, path):
     fast = _scalar_members(members, member_hint, path) if len(members) > 1 else None
     if fast is not None and not (hint is not None and hint.all_equal):
         return fast[0], fl.FederatedType(member_hint or fast[1], placement, False)
+    if scalars_only:
+        return None
     decoded = [value_from_proto(m, member_hint, path if all_equal else item(path, i))
                for i, m in enumerate(members)]
     member_type = member_hint or (decoded[0][1] if decoded else None)

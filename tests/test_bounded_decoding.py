@@ -268,9 +268,11 @@ def test_many_scalar_clients_decode_as_one_decode_per_client_would(dtype, data):
     pb = values.value_to_proto(members, federated)
     decoded, found_type = values.value_from_proto(pb, federated)
     one_by_one = [values.value_from_proto(m, federated.member)[0] for m in pb.federated.value]
+    loaded = loading.load_value(pb.SerializeToString(), federated, fmt="pb")
     assert found_type == federated
-    assert len(decoded) == count
-    for got, want in zip(decoded, one_by_one):
+    assert len(decoded) == len(loaded) == count
+    for got, want, read in zip(decoded, one_by_one, loaded):
+        assert read.dtype == want.dtype and read == want
         assert isinstance(got, np.ndarray) and got.shape == () and got.dtype == want.dtype
         assert got == want
 
