@@ -25,11 +25,13 @@ import federated_language as fl
 
 from tffexec import errors
 from tffexec.formats import atomic
-from tffexec.formats import loading
+from tffexec.formats import limits, loading
 
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINT_FORMAT = "tffexec-checkpoint/1"
 _STATE_NAME = re.compile(r"state-(\d+)\.pb")
+#: A checkpoint.json is a few hundred bytes; anything much larger is not one.
+MAX_CHECKPOINT_JSON_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,34 @@ class Checkpoint:
     clients_per_round: Optional[int]
     next_sha256: str
     state_type: str
+
+
+def _checkpoint_from_json(meta: object, directory: pathlib.Path) -> Checkpoint:
+    """The checkpoint `checkpoint.json` describes, every field checked for its type (the file
+    may be damaged or hostile: a list, infinities, a path out of the directory)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"expected a JSON object, found a {type(meta).__name__}")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"format {str(meta.get('format'))[:40]!r}, expected "
+                         f"{CHECKPOINT_FORMAT!r}")
+    for key, kinds in (("round", int), ("seed", int), ("state", str), ("next_sha256", str),
+                       ("state_type", str), ("clients_per_round", (int, type(None)))):
+        if key not in meta:
+            raise ValueError(f"no {key!r}")
+        if not isinstance(meta[key], kinds) or isinstance(meta[key], bool):
+            raise ValueError(f"{key!r} is a {type(meta[key]).__name__}")
+    if not _STATE_NAME.fullmatch(meta["state"]):
+        raise ValueError(f"'state' {meta['state'][:60]!r} is not a state-<round>.pb file name")
+    if meta["round"] < 0 or meta["seed"] < 0:
+        raise ValueError("'round' and 'seed' must be >= 0")
+    return Checkpoint(round=meta["round"], state_path=directory / meta["state"],
+                      seed=meta["seed"], clients_per_round=meta["clients_per_round"],
+                      next_sha256=meta["next_sha256"], state_type=meta["state_type"])
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 class Checkpoints:
@@ -62,18 +92,14 @@ class Checkpoints:
         meta_path = self.directory / CHECKPOINT_FILE
         if not meta_path.exists():
             return None
+        data = limits.read_file_bounded(meta_path, MAX_CHECKPOINT_JSON_BYTES,
+                                        error=errors.ArgumentError, what="checkpoint file",
+                                        flag="a checkpoint.json is a few hundred bytes")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}")
-            state_path = self.directory / meta["state"]
-            return Checkpoint(round=int(meta["round"]), state_path=state_path,
-                              seed=int(meta["seed"]),
-                              clients_per_round=meta.get("clients_per_round"),
-                              next_sha256=str(meta["next_sha256"]),
-                              state_type=str(meta["state_type"]))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise errors.ArgumentError(f"unreadable checkpoint: {e}", file=str(meta_path)) from None
+            return _checkpoint_from_json(json.loads(data.decode("utf-8")), self.directory)
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise errors.ArgumentError(f"unreadable checkpoint: {_first_line(e)}",
+                                       file=str(meta_path)) from None
 
     def due(self, round_num: int, last_round: int) -> bool:
         return round_num % self.every == 0 or round_num == last_round

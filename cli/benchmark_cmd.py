@@ -83,7 +83,8 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
             if sig.parameter_type is None:
                 raise errors.ArgumentError("the computation takes no argument, but ARG was given",
                                            file=common.display_name(arg))
-            arg_input = common.read_input(arg, error_class=errors.ArgumentError)
+            arg_input = common.read_input(arg, error_class=errors.ArgumentError,
+                                          limit=config.policy.max_value_bytes)
             return loading.load_value(arg_input.data, sig.parameter_type, fmt=arg_format,
                                       name=arg_input.name, policy=config.policy)
 

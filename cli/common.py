@@ -64,23 +64,42 @@ def display_name(source: str) -> str:
     return STDIN_NAME if source == "-" else source
 
 
-def read_input(source: str, *, error_class: type[errors.TffexecError]) -> Input:
-    """Reads a file argument (or standard input for `-`) as bytes.
+def read_input(source: str, *, error_class: type[errors.TffexecError],
+               limit: int | None = None) -> Input:
+    """Reads a file argument (or standard input for `-`) as bytes, never more than `limit + 1`
+    of them (default: the default policy's limit for a computation or a value, by
+    `error_class`), so `/dev/zero` or gigabytes on a pipe are refused with flat memory.
 
     Raises:
       error_class: the file cannot be read (the exit code says which input failed).
+      tffexec.errors.PolicyError: the input is larger than the limit (exit 5).
     """
+    from tffexec.formats import limits  # noqa: PLC0415 - numpy; keeps --help fast
+
     name = display_name(source)
-    try:
-        if source == "-":
-            _say_waiting_on_a_terminal()
-            data = sys.stdin.buffer.read()
-        else:
-            with open(source, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        raise error_class(f"cannot read: {e.strerror or e}", file=name) from None
+    if limit is None:
+        limit = _default_limit(error_class)
+    what, flag = limits.input_kind(error_class)
+    if source == "-":
+        _say_waiting_on_a_terminal()
+        try:
+            data = limits.read_bounded(sys.stdin.buffer, limit, what=what, flag=flag, file=name)
+        except OSError as e:
+            raise error_class(f"cannot read: {e.strerror or e}", file=name) from None
+    else:
+        data = limits.read_file_bounded(source, limit, error=error_class, what=what, flag=flag,
+                                        file=name)
     return Input(name=name, data=data, path=None if source == "-" else source)
+
+
+def _default_limit(error_class: type[errors.TffexecError]) -> int:
+    """The default policy's byte limit for a computation (`ComputationError`) or a value; a
+    command with policy flags passes its own `limit`."""
+    from tffexec import policy as policy_lib  # noqa: PLC0415
+
+    policy = policy_lib.DEFAULT
+    return (policy.max_computation_bytes if error_class is errors.ComputationError
+            else policy.max_value_bytes)
 
 
 def _stdout_console_class():

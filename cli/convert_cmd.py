@@ -13,7 +13,6 @@ from tffexec.formats import EXTENSION_FORMATS
 from tffexec.cli import common
 
 
-
 @click.command("convert", short_help="Convert a value between pb, JSON and npz.")
 @click.argument("source", metavar="IN", type=common.INPUT_PATH)
 @click.argument("dest", metavar="OUT", type=click.Path(dir_okay=False, allow_dash=True))
@@ -32,9 +31,11 @@ from tffexec.cli import common
 @click.option("--plain", is_flag=True,
               help="JSON output in the plain hand-written form (follows the type, no tags) "
                    "instead of the lossless tffexec-value/1 envelope.")
+@common.timeout_option(", whatever is being read")
 @common.verbosity_options(envvars=False)
 def convert(source: str, dest: str, type_of: str | None, use_result: bool,
-            from_format: str | None, to_format: str | None, plain: bool) -> None:
+            from_format: str | None, to_format: str | None, plain: bool,
+            timeout: float | None) -> None:
     """Convert the value in IN to OUT (pb, JSON or npz; '-' is standard input/output).
 
     \b
@@ -52,27 +53,36 @@ def convert(source: str, dest: str, type_of: str | None, use_result: bool,
         raise click.UsageError("--plain applies to JSON output only")
     common.refuse_binary_to_terminal(fmt, dest)
 
-    from tffexec.cli import loaders  # noqa: PLC0415
-    from tffexec.formats import loading  # noqa: PLC0415
+    from tffexec.cli import watchdog  # noqa: PLC0415
 
-    type_hint = loaders.type_of_computation(type_of, use_result) if type_of is not None else None
-    value_input = common.read_input(source, error_class=errors.ArgumentError)
-    in_format = loading.detect_format(value_input.data, value_input.name, from_format)
-    if type_hint is None and in_format == "npz":
-        raise click.UsageError("an npz value does not say its type: add --type-of COMP")
-    path = "value" if type_of is None else ("result" if use_result else "arg")
-    value, value_type = loading.load_typed_value(value_input.data, type_hint, fmt=in_format,
-                                                 name=value_input.name, path=path)
-    loaders.guarded(value, value_type, path=path)
-    if plain:
-        from tffexec.formats import plainjson  # noqa: PLC0415
+    def work() -> bytes:
+        """Read, check and encode (on the watchdog's thread: a sequence that never ends or
+        a huge input stops at --timeout, and nothing is written)."""
+        from tffexec.cli import loaders  # noqa: PLC0415
+        from tffexec.formats import loading  # noqa: PLC0415
 
-        payload = plainjson.dumps(plainjson.to_plain(value, value_type)).encode("utf-8")
-    else:
-        try:
-            payload = loading.encode_value(value, value_type, fmt)
-        except errors.ArgumentError as e:
-            raise e.with_file(dest) from None
+        type_hint = (loaders.type_of_computation(type_of, use_result) if type_of is not None
+                     else None)
+        value_input = common.read_input(source, error_class=errors.ArgumentError)
+        in_format = loading.detect_format(value_input.data, value_input.name, from_format)
+        if type_hint is None and in_format == "npz":
+            raise click.UsageError("an npz value does not say its type: add --type-of COMP")
+        path = "value" if type_of is None else ("result" if use_result else "arg")
+        value, value_type = loading.load_typed_value(value_input.data, type_hint, fmt=in_format,
+                                                     name=value_input.name, path=path)
+        loaders.guarded(value, value_type, path=path)
+        if plain:
+            from tffexec.formats import plainjson  # noqa: PLC0415
+
+            payload = plainjson.dumps(plainjson.to_plain(value, value_type)).encode("utf-8")
+        else:
+            try:
+                payload = loading.encode_value(value, value_type, fmt)
+            except errors.ArgumentError as e:
+                raise e.with_file(dest) from None
+        return payload
+
+    payload = watchdog.run_guarded(work, timeout=timeout)
     common.write_result(payload, dest)
 
 

@@ -27,9 +27,10 @@ JSON_SCHEMA = "tffexec.inspect/1"
     help="Output format.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@common.timeout_option(", whatever is being read")
 @common.verbosity_options(envvars=False)
 def inspect(comps: tuple[str, ...], show_tree: bool, depth: int, output_format: str,
-            as_json: bool) -> None:
+            as_json: bool, timeout: float | None) -> None:
     """Show a computation's type signature, node counts, intrinsics, TensorFlow graphs and
     placements.
 
@@ -53,7 +54,9 @@ def inspect(comps: tuple[str, ...], show_tree: bool, depth: int, output_format: 
                      separate=bool(printed))
         printed.append(comp)
 
-    common.report_each(list(comps), report)
+    from tffexec.cli import watchdog  # noqa: PLC0415
+
+    watchdog.run_guarded(lambda: common.report_each(list(comps), report), timeout=timeout)
 
 
 def _inspect_one(comp: str, *, show_tree: bool, depth: int, as_json: bool,

@@ -4,15 +4,14 @@ The work is done by `tffexec.formats.loading`; this module adapts the CLI's inpu
 to it. The CLI reads the bytes itself so that it knows their size and can name `-` `<stdin>`.
 
 Limits: a file larger than the command's policy allows (`policy=`, built from its flags; the
-default policy for commands without them) is refused by its size before it is read. The ops of
-a computation's graphs and of an argument's dataset graphs are not checked here but by
-`tffexec.preflight`, which `run` (through `Runner.prepare`) and `validate` share.
+default policy for commands without them) is refused by its size before it is read, a stream
+after at most limit + 1 bytes (`common.read_input`). The ops of a computation's graphs and of an
+argument's dataset graphs are not checked here but by `tffexec.preflight`, which `run` (through
+`Runner.prepare`) and `validate` share.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-import os
 
 from tffexec import errors
 from tffexec.cli import common
@@ -34,21 +33,10 @@ def load_computation(source: str, *, policy: Policy | None = None
     from tffexec.formats import loading
 
     policy = policy or policy_lib.DEFAULT
-    _check_file_size(source, policy.check_computation_bytes)
-    comp_input = common.read_input(source, error_class=errors.ComputationError)
+    comp_input = common.read_input(source, error_class=errors.ComputationError,
+                                   limit=policy.max_computation_bytes)
     computation = loading.load_computation(comp_input.data, name=comp_input.name, policy=policy)
     return computation, comp_input
-
-
-def _check_file_size(source: str, check) -> None:
-    """Refuses an over-limit regular file by its size, before reading it into memory."""
-    if source == "-":
-        return
-    try:
-        size = os.stat(source).st_size
-    except OSError:
-        return  # read_input reports unreadable files
-    check(size, file=common.display_name(source))
 
 
 def load_argument(source: str, parameter_type: computation_pb2.Type, *, fmt: str | None,
@@ -72,8 +60,8 @@ def load_argument_value(source: str, parameter_type: computation_pb2.Type, *, fm
 
     policy = policy or policy_lib.DEFAULT
     type_hint = types.type_from_proto(parameter_type, errors.ComputationError)
-    _check_file_size(source, policy.check_value_bytes)
-    arg_input = common.read_input(source, error_class=errors.ArgumentError)
+    arg_input = common.read_input(source, error_class=errors.ArgumentError,
+                                  limit=policy.max_value_bytes)
     value = loading.load_value(arg_input.data, type_hint, fmt=fmt, name=arg_input.name,
                                policy=policy)
     try:

@@ -126,7 +126,7 @@ Environment (a flag on the command line wins):
   TFFEXEC_ADDRESS, RAY_ADDRESS   --address (join a Ray cluster);  TFFEXEC_WORKERS  --workers
   TFFEXEC_SEED         --seed of run, benchmark
   TFFEXEC_PLAIN        --plain of run (plain JSON results, for jq)
-  TFFEXEC_TIMEOUT      --timeout of run, benchmark (seconds)
+  TFFEXEC_TIMEOUT      --timeout of run, benchmark, iterate, convert, inspect (seconds)
   TFFEXEC_MAX_CLIENTS, TFFEXEC_MAX_VALUE_BYTES, ...  the --max-* limits of run
   TFFEXEC_QUIET, TFFEXEC_VERBOSE, TFFEXEC_DEBUG   -q, -v (a count), --debug
 --trust and --allow-op never come from the environment.

@@ -239,7 +239,8 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
     if expect is not None:
         from tffexec.formats import compare  # noqa: PLC0415
 
-        expected_input = common.read_input(expect, error_class=errors.ArgumentError)
+        expected_input = common.read_input(expect, error_class=errors.ArgumentError,
+                                           limit=config.policy.max_value_bytes)
         expect_name = expected_input.name
         expected = _load_expected(expected_input, sig.result_type, config.policy)
         differences = compare.value_differences(result, expected, sig.result_type, rtol=rtol,
@@ -278,12 +279,14 @@ def _load_argument(arg: str | None, arg_parts, parameter_type, *, arg_format: st
         arguments.check_names(parameter_type, [name for name, _ in arg_parts])
         parts = []
         for name, source in arg_parts:
-            data = common.read_input(source, error_class=errors.ArgumentError)
+            data = common.read_input(source, error_class=errors.ArgumentError,
+                                     limit=policy.max_value_bytes)
             parts.append(arguments.ArgPart(name, data.data, data.name))
         files = {(f"arg[{p.name}]" if p.name.isdigit() else f"arg.{p.name}"): p.label
                  for p in parts}
         return arguments.assemble(parameter_type, parts, fmt=arg_format, policy=policy), files
-    arg_input = common.read_input(arg, error_class=errors.ArgumentError)
+    arg_input = common.read_input(arg, error_class=errors.ArgumentError,
+                                  limit=policy.max_value_bytes)
     value = loading.load_value(arg_input.data, parameter_type, fmt=arg_format,
                                name=arg_input.name, policy=policy)
     return value, {"arg": arg_input.name}

@@ -41,6 +41,14 @@ def template(comp: str, clients: int, output: str | None) -> None:
     if sig.parameter_type is None:
         raise errors.UsageError("the computation takes no argument: run it without ARG",
                                 file=comp_input.name)
+    from tffexec.formats import limits  # noqa: PLC0415
+    from tffexec import policy as policy_lib  # noqa: PLC0415
+
+    # The skeleton is built in memory: refuse before building one no machine can hold.
+    size = limits.type_bytes(sig.parameter_type, clients)
+    if size > policy_lib.DEFAULT_MAX_VALUE_BYTES:
+        raise limits.too_large("the skeleton argument", size, policy_lib.DEFAULT_MAX_VALUE_BYTES,
+                               "the default --max-value-bytes", file=comp_input.name)
     try:
         text = plainjson.dumps(plainjson.skeleton(sig.parameter_type, clients))
     except errors.ArgumentError as e:

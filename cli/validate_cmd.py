@@ -72,11 +72,13 @@ def _is_value_file(path: str) -> bool:
     from tffexec import errors as errors_lib  # noqa: PLC0415
     from tffexec.formats import loading  # noqa: PLC0415
 
+    from tffexec.cli import common  # noqa: PLC0415
+
     try:
-        with open(path, "rb") as f:
-            loading.parse_computation(f.read())
-    except (OSError, errors_lib.ComputationError):
-        return True  # not a computation: read as ARG, whose errors then name it
+        loading.parse_computation(common.read_input(path, error_class=errors_lib.ComputationError
+                                                    ).data)
+    except (errors_lib.ComputationError, errors_lib.PolicyError):
+        return True  # not a computation (or over its limit): read as ARG, whose errors name it
     return False
 
 

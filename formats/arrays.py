@@ -13,6 +13,7 @@ import numpy as np
 from federated_language.proto import array_pb2
 
 from tffexec.errors import ArgumentError
+from tffexec.formats import limits
 from tffexec.formats import types as tt
 from tffexec.formats.protos import tf_graph_pb2
 
@@ -53,7 +54,7 @@ def _to_raw(arr: np.ndarray) -> bytes:
 
 def _from_raw(raw: bytes, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
     """Decode little-endian raw bytes (Array.content / TensorProto.tensor_content)."""
-    count = int(np.prod(shape, dtype=np.int64))
+    count = limits.element_count(shape)  # exact: np.prod wraps at 2**64
     if len(raw) != count * dtype.itemsize:
         raise ArgumentError(f"{what}: raw content has {len(raw)} bytes, expected "
                             f"{count * dtype.itemsize} for {tt.dtype_name(dtype)}{list(shape)}")
@@ -66,8 +67,11 @@ def _from_raw(raw: bytes, dtype: np.dtype, shape: tuple[int, ...], what: str) ->
 
 def _from_items(items, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
     """Decode a typed list (already a sequence of Python/numpy items) into the final array."""
-    count = int(np.prod(shape, dtype=np.int64))
+    count = limits.element_count(shape)  # exact: np.prod wraps at 2**64
     name = tt.dtype_name(dtype)
+    if dtype.kind != "c" and len(items) != count:  # before allocating anything for them
+        raise ArgumentError(f"{what}: {len(items)} values for shape {list(shape)} "
+                            f"({count} expected)")
     if name == "string":
         flat = np.empty(len(items), dtype=object)
         flat[:] = [bytes(b) for b in items]
@@ -75,11 +79,16 @@ def _from_items(items, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np
         # Narrow ints and 16-bit float bit patterns arrive in 32-bit fields: range-check them
         # instead of letting numpy wrap a corrupt value around.
         bits = np.dtype(np.uint16) if dtype.kind == "f" or dtype == tt.BFLOAT16 else dtype
-        wide = np.asarray(items, dtype=np.uint64 if bits == np.uint64 else np.int64)
         info = np.iinfo(bits)
-        if wide.size and (int(wide.min()) < info.min or int(wide.max()) > info.max):
+        if len(items) <= 16:  # scalars: Python's min/max cost less than numpy's reductions
+            low, high = (min(items), max(items)) if len(items) else (0, 0)
+            wide = None
+        else:
+            wide = np.asarray(items, dtype=np.uint64 if bits == np.uint64 else np.int64)
+            low, high = (int(wide.min()), int(wide.max())) if wide.size else (0, 0)
+        if low < info.min or high > info.max:
             raise ArgumentError(f"{what}: value out of range for {tt.dtype_name(dtype)}")
-        flat = wide.astype(bits).view(dtype)
+        flat = (np.asarray(items, dtype=bits) if wide is None else wide.astype(bits)).view(dtype)
     else:
         item_dtype = _LIST_FIELD[name][1]
         flat = np.asarray(items, dtype=item_dtype)
@@ -188,7 +197,7 @@ def tensor_proto_to_array(pb: bytes | tf_graph_pb2.TensorProto) -> np.ndarray:
     if pb.tensor_content and name != "string":
         return _from_raw(pb.tensor_content, dtype, shape, "TensorProto")
     items = list(getattr(pb, _TENSOR_FIELD[name]))
-    count = int(np.prod(shape, dtype=np.int64))
+    count = limits.element_count(shape)  # exact: np.prod wraps at 2**64
     per = 2 if dtype.kind == "c" else 1
     if name == "string":
         if len(items) != count and len(items) != 1:

@@ -18,9 +18,9 @@ computation's graphs or a value's dataset graphs hold is not checked here but by
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
-import os
 import pathlib
 import re
 import sys
@@ -35,12 +35,12 @@ from federated_language.proto import computation_pb2
 from tffexec import policy as policy_lib
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
 from tffexec.formats import EXTENSION_FORMATS, VALUE_FORMATS
-from tffexec.formats import atomic, jsonfmt, npzfmt, protoparse
+from tffexec.formats import atomic, jsonfmt, limits, npzfmt, protoparse
 from tffexec.formats import types as tt
 from tffexec.formats.normalize import infer_clients
 from tffexec.formats.protos import executor_pb2, tf_graph_pb2
 from tffexec.formats.sequences import SequenceValue
-from tffexec.formats.values import value_from_proto, value_to_proto
+from tffexec.formats.values import scalar_clients, value_from_proto, value_to_proto
 
 Source = str | bytes | bytearray | pathlib.Path
 FORMATS = VALUE_FORMATS
@@ -51,28 +51,22 @@ def _read(source: Source, name: str | None, error: type[TffexecError],
           limit: int, check: Callable[..., None]) -> tuple[bytes, str]:
     """(bytes, label for messages) of a path, '-' (stdin) or bytes.
 
-    `check(size, file=label)` raises for a size over `limit`; files are checked by their size
-    before they are read, standard input after at most `limit + 1` bytes.
+    `check(size, file=label)` raises for bytes in hand over `limit`; files are checked by their
+    size before they are read, streams (standard input, `/dev/zero`) after at most `limit + 1`
+    bytes (`limits.read_bounded`).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
         check(len(source), file=label)
         return bytes(source), label
+    what, flag = limits.input_kind(error)
     if str(source) == "-":
         label = name or "<stdin>"
-        data = sys.stdin.buffer.read(limit + 1)
-        check(len(data), file=label)
-        return data, label
+        return limits.read_bounded(sys.stdin.buffer, limit, what=what, flag=flag,
+                                   file=label), label
     label = name or str(source)
-    try:
-        with open(source, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            check(size, file=label)
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise error(f"cannot read: {e.strerror or e}", file=label) from None
-    check(len(data), file=label)
-    return data, label
+    return limits.read_file_bounded(source, limit, error=error, what=what, flag=flag,
+                                    file=label), label
 
 
 # ---------------------------------------------------------------------------------- computations
@@ -123,10 +117,16 @@ def parse_computation(data: bytes) -> computation_pb2.Computation:
 
 
 def _check_nodes(comp: computation_pb2.Computation) -> None:
-    """Every node has a known kind, and no message holds fields this schema does not know."""
-    unknown = protoparse.unknown_fields(comp, "computation")
+    """Every node has a known kind, and no message holds fields this schema does not know.
+
+    Linear in the AST, whatever the width of its types: unknown fields are looked for by
+    protobuf's own code first (the slow walk that names them runs only when there are some),
+    and the node walk does not descend into `Type` messages, which hold no nodes.
+    """
+    unknown = (protoparse.unknown_fields(comp, "computation") if _has_unknown_fields(comp)
+               else [])
     unknown_at = {p: n for p, n in unknown}
-    for path, node in protoparse.messages_of_type(comp, _COMPUTATION, "computation"):
+    for path, node in _computation_nodes(comp):
         if node.WhichOneof("computation") is None:
             if path in unknown_at:
                 raise ComputationError(f"unknown computation node kind (field {unknown_at[path]})"
@@ -136,6 +136,41 @@ def _check_nodes(comp: computation_pb2.Computation) -> None:
         path, number = unknown[0]
         raise ComputationError(f"unknown field {number} at {path}: not a computation this "
                                "tffexec understands (corrupt, or written by another TFF version)")
+
+
+def _computation_nodes(comp: computation_pb2.Computation):
+    """(path, node) of every `Computation` inside `comp`, depth first in field order, as
+    `protoparse.messages_of_type` names them, skipping messages that cannot hold one."""
+    stack = [("computation", comp)]
+    while stack:
+        path, msg = stack.pop()
+        if msg.DESCRIPTOR.full_name == _COMPUTATION:
+            yield path, msg
+        children = []
+        for field, value in msg.ListFields():
+            if field.message_type is None or not _holds_nodes(field.message_type):
+                continue
+            sub = f"{path}.{field.name}"
+            if field.is_repeated:
+                children.extend((f"{sub}[{i}]", v) for i, v in enumerate(value))
+            else:
+                children.append((sub, value))
+        stack.extend(reversed(children))
+
+
+@functools.lru_cache(maxsize=None)
+def _holds_nodes(descriptor) -> bool:
+    """Whether a message of this type can contain a `Computation` (schema reachability)."""
+    seen, todo = set(), [descriptor]
+    while todo:
+        desc = todo.pop()
+        if desc.full_name == _COMPUTATION:
+            return True
+        if desc.full_name in seen:
+            continue
+        seen.add(desc.full_name)
+        todo.extend(f.message_type for f in desc.fields if f.message_type is not None)
+    return False
 
 
 def _other_kind(data: bytes, expected: str) -> str:
@@ -161,15 +196,33 @@ _OP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_>]*")
 
 def _plausible_value(pb: executor_pb2.Value) -> bool:
     """A Value whose every node has a kind, no unknown fields, and TensorProto tensors (other
-    messages — a GraphDef especially — can parse as a Value by accident of field numbers)."""
-    if protoparse.unknown_fields(pb):
+    messages — a GraphDef especially — can parse as a Value by accident of field numbers).
+
+    Linear: unknown fields are found by protobuf's own code (a copy without them is smaller),
+    and the nodes are walked once without building paths.
+    """
+    if _has_unknown_fields(pb):
         return False
-    for _, node in protoparse.messages_of_type(pb, executor_pb2.Value.DESCRIPTOR.full_name):
+    stack = [pb]
+    while stack:
+        node = stack.pop()
         kind = node.WhichOneof("value")
         if kind is None or (kind == "tensor" and not node.tensor.type_url.endswith(
                 "tensorflow.TensorProto")):
             return False
+        if kind == "struct":
+            stack.extend(e.value for e in node.struct.element)
+        elif kind == "federated":
+            stack.extend(node.federated.value)
     return True
+
+
+def _has_unknown_fields(message) -> bool:
+    """Whether `message` or any message inside it holds fields its schema does not know."""
+    bare = type(message)()
+    bare.CopyFrom(message)
+    bare.DiscardUnknownFields()
+    return bare.ByteSize() != message.ByteSize()
 
 
 # ---------------------------------------------------------------------------------- values
@@ -213,13 +266,16 @@ def load_typed_value(source: Source, type_hint: fl.Type | None, fmt: str | None 
         return value, t
     except (ArgumentError, PolicyError) as e:
         raise e.with_file(label) from None
+    except MemoryError:
+        raise PolicyError("value too large to decode in the memory available (lower "
+                          "--max-value-bytes to refuse it sooner)", file=label) from None
 
 
 def _decode_value(data: bytes, label: str, type_hint, fmt: str | None, path: str,
                   policy: policy_lib.Policy) -> tuple[object, fl.Type]:
     fmt = detect_format(data, label, fmt)
     if fmt == "pb":
-        value, t = _value_from_pb(data, type_hint, path)
+        value, t = _value_from_pb(data, type_hint, path, policy)
         infer_clients(value, t, path)  # decoding checked types; client counts remain
         return value, t
     if fmt == "json":
@@ -238,6 +294,11 @@ def _check_npz_size(data: bytes, policy: policy_lib.Policy) -> None:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return  # npzfmt reports unreadable archives with its own message
     policy.check_value_bytes(declared, what="argument (uncompressed npz)")
+    try:  # what the .npy headers declare (shape x dtype), which the zip sizes need not match
+        declared = limits.npz_declared_bytes(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
+        return
+    policy.check_value_bytes(declared, what="argument (npz arrays as declared)")
 
 
 def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Policy,
@@ -282,7 +343,8 @@ def load_value(source: Source, type_hint: fl.Type | None, fmt: str | None = None
                             max_bytes=max_bytes)[0]
 
 
-def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
+def _value_from_pb(data: bytes, type_hint, path: str,
+                   policy: policy_lib.Policy) -> tuple[object, fl.Type]:
     if not data:
         raise ArgumentError("empty file: no value in it")
     pb = protoparse.try_parse(executor_pb2.Value, data)
@@ -292,13 +354,37 @@ def _value_from_pb(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
             raise ArgumentError(f"value nested too deeply (more than "
                                 f"{protoparse.RECURSION_LIMIT} levels, the protobuf limit)")
         raise ArgumentError(f"not a serialized value: {_other_kind(data, 'value')}")
+    fast = _scalar_clients(pb, type_hint, path, policy)
+    if fast is not None:
+        return fast
     if not _plausible_value(pb):
         other = _other_kind(data, "value")
         unknown = protoparse.unknown_fields(pb, "value")
         if other.startswith("truncated") and unknown:
             other = f"unknown field {unknown[0][1]} at {unknown[0][0]}"
         raise ArgumentError(f"not a serialized value: {other}")
+    # Declared sizes and client counts first: nothing is decoded or expanded before they pass.
+    limits.check_value_proto(pb, max_bytes=policy.max_value_bytes,
+                             max_clients=policy.max_clients, path=path)
     return value_from_proto(pb, type_hint, path)
+
+
+def _scalar_clients(pb: executor_pb2.Value, type_hint, path: str,
+                    policy: policy_lib.Policy) -> tuple[object, fl.Type] | None:
+    """A `{T}@CLIENTS` of numeric scalars of one dtype (how TFF writes per-client numbers),
+    decoded in one pass over its members; None for any other value.
+
+    For such a value the separate plausibility and declared-size walks are implied: every
+    member is an `Array` of a known dtype, at most 16 bytes decoded, and there are no more of
+    them than `max_clients`. A million members cost one walk instead of three.
+    """
+    if pb.WhichOneof("value") != "federated" or len(pb.federated.value) < 2:
+        return None
+    count = len(pb.federated.value)
+    if count > policy.max_clients or _has_unknown_fields(pb):
+        return None  # the general path reports it, naming the place
+    limits.check_bytes(16 * count, policy.max_value_bytes, path=path)
+    return scalar_clients(pb.federated, type_hint, path)
 
 
 def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:
@@ -311,6 +397,8 @@ def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type
         raise ArgumentError("JSON file is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise ArgumentError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # Python refuses integers of more than 4300 digits
+        raise ArgumentError(f"JSON number too long to read ({str(e).split(':')[0]})") from None
     try:
         if type_hint is None:
             inner = obj.get("value") if isinstance(obj, dict) and "value" in obj else obj

@@ -52,7 +52,8 @@ def normalize_counting(value: object, type_spec: fl.Type, path: str = "arg"
 
 def _fail(path: str, t: fl.Type, value: object, detail: str = "") -> NoReturn:
     extra = f" ({detail})" if detail else ""
-    raise ArgumentError(f"expected {tt.type_str(t)}, found {describe(value)}{extra}", path=path)
+    found = describe(value)
+    raise ArgumentError(f"expected {tt.type_str(t)}, found {found}{extra}", path=path)
 
 
 def _norm(value: object, t: fl.Type, path: str) -> object:
@@ -164,7 +165,10 @@ def _from_leaves(leaves: list, shape: tuple, t: fl.TensorType, path: str) -> np.
         info = np.iinfo(t.dtype)
         for leaf in leaves:
             if not info.min <= int(leaf) <= info.max:
-                raise ArgumentError(f"expected {tt.type_str(t)}, found {int(leaf)} (out of range "
+                digits = str(int(leaf))  # a JSON integer may have thousands of digits
+                if len(digits) > 40:
+                    digits = f"{digits[:20]}...({len(digits):,} digits)"
+                raise ArgumentError(f"expected {tt.type_str(t)}, found {digits} (out of range "
                                     f"for {t.dtype.name})", path=path)
         return np.asarray([int(x) for x in leaves], t.dtype).reshape(shape)
     natural = np.complex128 if "c" in kinds else np.float64

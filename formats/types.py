@@ -8,6 +8,8 @@ names used by the JSON format (numpy's names, except ``"string"`` for TFF's ``st
 """
 from __future__ import annotations
 
+import functools
+
 import federated_language as fl
 import ml_dtypes
 import numpy as np
@@ -72,8 +74,12 @@ def is_floating(dtype: np.dtype) -> bool:
     return dtype.kind == "f" or dtype == BFLOAT16
 
 
+@functools.lru_cache(maxsize=256)
 def dtype_name(dtype: np.dtype) -> str:
-    """The JSON/CLI name of a dtype: numpy's name, except 'string' for TFF's str."""
+    """The JSON/CLI name of a dtype: numpy's name, except 'string' for TFF's str.
+
+    Cached: numpy builds the name anew on every call, and a value of a million scalars asks
+    a million times."""
     return "string" if is_string(dtype) else np.dtype(dtype).name
 
 
@@ -119,12 +125,19 @@ def type_from_proto(pb: computation_pb2.Type, error: type[TffexecError] = Argume
             return fl.FederatedType(type_from_proto(pb.federated.member, error), placement,
                                     pb.federated.all_equal)
         if kind in ("tensor", "placement"):
-            return fl.Type.from_proto(pb)
+            return _leaf_type(pb.SerializeToString(deterministic=True))
     except TffexecError:
         raise
     except (ValueError, TypeError, NotImplementedError) as e:
         raise error(f"invalid type in proto: {e}") from None
     raise error("type proto has no kind set" if kind is None else f"unknown type kind {kind!r}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _leaf_type(serialized: bytes) -> Type:
+    """A tensor or placement type from its serialized proto, cached: a struct of a million
+    elements has a handful of distinct leaf types, and building one costs ~50 us."""
+    return fl.Type.from_proto(computation_pb2.Type.FromString(serialized))
 
 
 def type_to_proto(t: Type) -> computation_pb2.Type:
