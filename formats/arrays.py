@@ -110,7 +110,16 @@ def _shape_from_dims(dims, unknown_rank: bool, what: str) -> tuple[int, ...]:
         raise ArgumentError(f"{what}: a tensor value must have a known shape (unknown_rank set)")
     if any(d < 0 for d in dims):
         raise ArgumentError(f"{what}: a tensor value cannot have unknown dimensions {list(dims)}")
-    return tuple(int(d) for d in dims)
+    shape = tuple(int(d) for d in dims)
+    # numpy refuses a shape whose non-zero dimensions multiply past its index range, even for an
+    # empty array ([0, 2**31, 2**31]); no real tensor comes near it.
+    if limits.element_count(tuple(d for d in shape if d)) > _MAX_ELEMENTS:
+        raise ArgumentError(f"{what}: shape {list(shape)} is larger than any array can be")
+    return shape
+
+
+#: Elements numpy can index (with room for 16-byte dtypes).
+_MAX_ELEMENTS = (1 << 62) // 16
 
 
 def array_from_proto(pb: array_pb2.Array) -> np.ndarray:
