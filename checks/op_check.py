@@ -42,6 +42,7 @@ from tffexec import policy as policy_lib
 from tffexec.checks import allowlist
 from tffexec.checks import ast_walk
 from tffexec.checks import graphs
+from tffexec.formats import limits
 from tffexec.formats import sequences
 from tffexec.formats.diagnostics import child, item
 from tffexec.formats.protos import tf_graph_pb2
@@ -184,12 +185,26 @@ def graph_findings(graph_def: tf_graph_pb2.GraphDef, policy: policy_lib.Policy, 
     """
     if policy.trust:
         return []
+    found = list(_oversized_constants(graph_def, policy, graph))
     library = frozenset(graphs.function_names(graph_def))
-    found = list(_scope_findings(graph_def.node, None, library, policy, graph, bound))
+    found.extend(_scope_findings(graph_def.node, None, library, policy, graph, bound))
     for function in graph_def.library.function:
         found.extend(_scope_findings(function.node_def, function.signature.name, library,
                                      policy, graph, bound))
     return found
+
+
+def _oversized_constants(graph_def: tf_graph_pb2.GraphDef, policy: policy_lib.Policy,
+                         graph: str) -> Iterator[Finding]:
+    """`Const` nodes that TensorFlow would expand on import past `--max-value-bytes`: a tensor
+    that lists one value fills its whole declared shape, so a few bytes of graph can ask for
+    terabytes before any op of ours runs."""
+    for node, function, size in limits.graph_const_bytes(graph_def):
+        if size > policy.max_value_bytes:
+            yield Finding("Const", node, function,
+                          f"declares a tensor of {size:,} bytes, which TensorFlow expands on "
+                          f"import; more than the limit of {policy.max_value_bytes:,} "
+                          "(--max-value-bytes)", graph)
 
 
 def parameter_nodes(tensorflow: computation_pb2.TensorFlow) -> dict[str, int]:

@@ -317,3 +317,33 @@ def test_npz_member_that_is_not_an_npy_array_is_an_argument_error(runner, tmp_pa
     assert result.exit_code == 4, result.output
     assert "raw.npz" in result.output and "not a .npy array" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def _splat_constant_computation(path: pathlib.Path, shape: list[int]) -> None:
+    """A no-argument computation whose graph holds one `Const` listing a single value for
+    `shape`: a few bytes that TensorFlow expands to the whole shape when it imports the graph."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from tffexec import tensorflow as tft  # noqa: PLC0415
+
+    comp = tft.tensorflow_computation(lambda: tf.constant(1.0, shape=shape)[0, :2])
+    path.write_bytes(comp.SerializeToString())
+
+
+def test_graph_constant_expanding_past_the_value_limit_is_refused_before_import(runner, tmp_path):
+    comp = tmp_path / "splat.pb"
+    _splat_constant_computation(comp, [100_000, 100_000])  # 40 GB once expanded
+    assert comp.stat().st_size < 2000
+    _one_line_refusal(_cli(runner, ["run", str(comp)]), "Const", "40,000,000,000 bytes",
+                      "--max-value-bytes")
+    reported = _cli(runner, ["validate", str(comp)])  # validate reports problems: exit 1
+    assert reported.exit_code == 1 and "40,000,000,000 bytes" in reported.output, reported.output
+
+
+def test_graph_constant_under_the_value_limit_runs(runner, tmp_path):
+    comp = tmp_path / "splat.pb"
+    _splat_constant_computation(comp, [1000, 1000])  # 4 MB once expanded
+    result = _cli(runner, ["run", str(comp), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    refused = _cli(runner, ["run", str(comp), "--max-value-bytes", "1M"])
+    assert refused.exit_code == 5 and "4,000,000 bytes" in refused.output
