@@ -14,6 +14,7 @@ peer virtualenv, never imports tffexec, and its output must go to a file:
         > /tmp/make_isolation_cases.log 2>&1
 """
 
+import json
 import os
 import sys
 
@@ -25,13 +26,6 @@ from make_cases import C, F, T, fedc, np, tf, tfc, tff  # pylint: disable=g-impo
 CLIENT_VALUES = [7, 101, 202, 303]
 CASES = []
 _I64 = np.int64
-
-
-# Cases TFF 0.87 answers only on a fresh worker: its runtime clears a session's resource container
-# after each call, but the accumulator kernel keeps the handle it made on the first call, so a
-# second call on the same worker fails with "Container ... does not exist". Each of their runs
-# (the answer and the round trip) gets a new worker; tffexec must give that answer on every call.
-FRESH_WORKER = {'iso_conditional_accumulator'}
 
 
 def _case(name, description, expected):
@@ -63,6 +57,14 @@ def _key():
   return tf.constant(1, _I64)
 
 
+def _find_then_insert(table, x):
+  """Key 1's value in `table` (default -1), then `x` inserted under key 1."""
+  found = tf.raw_ops.LookupTableFindV2(table_handle=table, keys=_key(),
+                                       default_value=tf.constant(-1, _I64))
+  return _after(found, lambda: tf.raw_ops.LookupTableInsertV2(
+      table_handle=table, keys=_key(), values=x))
+
+
 @_case('iso_mutable_hash_table', 'MutableHashTableV2 (shared_name set): look key 1 up '
        '(default -1), then insert the client value', [-1] * 4)
 def _():
@@ -70,10 +72,7 @@ def _():
   def f(x):
     t = tf.raw_ops.MutableHashTableV2(key_dtype=tf.int64, value_dtype=tf.int64,
                                       shared_name='iso_table')
-    found = tf.raw_ops.LookupTableFindV2(table_handle=t, keys=_key(),
-                                         default_value=tf.constant(-1, _I64))
-    return _after(found, lambda: tf.raw_ops.LookupTableInsertV2(
-        table_handle=t, keys=_key(), values=x))
+    return _find_then_insert(t, x)
   return f
 
 
@@ -84,10 +83,7 @@ def _():
   def f(x):
     t = tf.raw_ops.MutableHashTableV2(key_dtype=tf.int64, value_dtype=tf.int64,
                                       use_node_name_sharing=True)
-    found = tf.raw_ops.LookupTableFindV2(table_handle=t, keys=_key(),
-                                         default_value=tf.constant(-1, _I64))
-    return _after(found, lambda: tf.raw_ops.LookupTableInsertV2(
-        table_handle=t, keys=_key(), values=x))
+    return _find_then_insert(t, x)
   return f
 
 
@@ -99,10 +95,7 @@ def _():
     t = tf.raw_ops.MutableDenseHashTableV2(
         empty_key=tf.constant(-2, _I64), deleted_key=tf.constant(-3, _I64),
         value_dtype=tf.int64, shared_name='iso_dense')
-    found = tf.raw_ops.LookupTableFindV2(table_handle=t, keys=_key(),
-                                         default_value=tf.constant(-1, _I64))
-    return _after(found, lambda: tf.raw_ops.LookupTableInsertV2(
-        table_handle=t, keys=_key(), values=x))
+    return _find_then_insert(t, x)
   return f
 
 
@@ -211,10 +204,7 @@ def _():
   def lookup_then_insert(x):
     t = tf.raw_ops.MutableHashTableV2(key_dtype=tf.int64, value_dtype=tf.int64,
                                       shared_name='iso_library_table')
-    found = tf.raw_ops.LookupTableFindV2(table_handle=t, keys=_key(),
-                                         default_value=tf.constant(-1, _I64))
-    return _after(found, lambda: tf.raw_ops.LookupTableInsertV2(
-        table_handle=t, keys=_key(), values=x))
+    return _find_then_insert(t, x)
 
   @tfc(_I64)
   def f(x):
@@ -226,37 +216,28 @@ _run_in = make_cases.run_in
 
 
 def _fresh_run_in(*args):
+  """`make_cases.run_in` on a new TFF worker: TFF 0.87 answers the accumulator case only on a
+  fresh one (its runtime clears a session's resource container after each call, but the
+  accumulator kernel keeps the handle it made on the first call, so a second call on the same
+  worker fails with "Container ... does not exist"). A new worker per run costs a second and
+  makes every case's answer the same kind of evidence."""
   make_cases._CONTEXTS.clear()  # pylint: disable=protected-access
   return _run_in(*args)
 
 
 def main(argv):
   outdir = argv[0] if argv else 'examples/isolation'
-  os.makedirs(outdir, exist_ok=True)
-  failures = []
-  for c in CASES:
-    make_cases.run_in = _fresh_run_in if c.name in FRESH_WORKER else _run_in
-    try:
-      m = make_cases.generate_case(c, outdir, timing_runs=1)
-      print(f'[case] {c.name}: source={m["expected_source"]} '
-            f'roundtrip={m["roundtrip_ok"]} tff_error={m.get("tff_error")}', flush=True)
-      if m['roundtrip_ok'] is False or m['expected_source'] != 'tff':
-        failures.append((c.name, m.get('roundtrip_error') or m.get('tff_error')))
-    except Exception as e:  # pylint: disable=broad-except
-      make_cases.traceback.print_exc()
-      failures.append((c.name, f'{type(e).__name__}: {e}'))
-  print(f'DONE failures={len(failures)}', flush=True)
-  for name, error in failures:
-    print(f'  {name}: {error}', flush=True)
-  return 1 if failures else 0
+  make_cases.CASES[:] = CASES
+  make_cases.run_in = _fresh_run_in
+  rc = make_cases.main([outdir, '--timing-runs', '1'])
+  by_hand = [c.name for c in CASES if json.load(open(os.path.join(
+      outdir, c.name, 'meta.json')))['expected_source'] != 'tff']
+  if by_hand:
+    print(f'TFF did not answer: {by_hand}', flush=True)
+  return rc or (1 if by_hand else 0)
 
 
 if __name__ == '__main__':
-  rc = 1
-  try:
-    rc = main(sys.argv[1:])
-  finally:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    make_cases.kill_worker_children()
-    os._exit(rc)  # pylint: disable=protected-access
+  exit_code = main(sys.argv[1:])  # on an exception, make_cases' atexit hook stops the workers
+  make_cases.kill_worker_children()
+  os._exit(exit_code)  # pylint: disable=protected-access
