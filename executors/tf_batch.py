@@ -15,9 +15,16 @@ vectorise is refused when the function is first traced; the refusal is remembere
 function, which the leaf imports once per distinct graph, and the shapes of the batch) and the
 caller takes the per-client path. A TensorFlow error at run time also sends that call to the
 per-client path, which reruns it client by client and reports the failing client's index.
+
+Quiet fallback. pfor logs every op it cannot convert at ERROR level (tens of lines for one
+`tf.while_loop`), though the per-client path then gives the right answer: those records are
+dropped, and the fallback is said in one line on the `tffexec` logger (shown under `-v`).
 """
 from __future__ import annotations
 
+import logging
+import os
+import re
 import threading
 from typing import Optional
 
@@ -28,6 +35,57 @@ from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_function
+
+_LOG = logging.getLogger("tffexec")
+_PFOR_SOURCE = os.path.join("parallel_for", "pfor.py")
+_OP_TYPE = re.compile(r'^op: "([A-Za-z0-9_]+)"', re.MULTILINE)
+_pfor_quieted = False
+
+
+class _FailedOp(threading.local):
+    """The type of the op pfor last failed on, in this thread (None: not known)."""
+
+    type: Optional[str] = None
+
+
+_pfor_failed_op = _FailedOp()
+
+
+class _DropPforRecords(logging.Filter):
+    """Drops the log records of TensorFlow's pfor converter (see "Quiet fallback"), keeping the
+    type of the op it could not convert for the `-v` line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.pathname.endswith(_PFOR_SOURCE):
+            return True
+        message = record.getMessage()
+        if message.startswith("Got error while pfor was converting op"):
+            found = _OP_TYPE.search(message)  # the op is printed as its NodeDef text
+            _pfor_failed_op.type = found.group(1) if found else None
+        return False
+
+
+def _quiet_pfor() -> None:
+    """Installs the filter on TensorFlow's logger, once per process."""
+    global _pfor_quieted
+    if not _pfor_quieted:
+        logging.getLogger("tensorflow").addFilter(_DropPforRecords())
+        _pfor_quieted = True
+
+
+def _report_refusal(key: tuple, error: BaseException) -> None:
+    """One `-v` line saying which batched form was refused and why (its first line)."""
+    lines = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+    op_type, _pfor_failed_op.type = _pfor_failed_op.type, None
+    if key[0] == "map":
+        what = ("a federated_map's function runs client by client: pfor cannot vectorise "
+                + (f"its {op_type} op" if op_type else "it"))
+    elif key[-1]:
+        what = "an aggregate's accumulate runs without XLA: XLA cannot compile it"
+    else:
+        what = "an aggregate's accumulate runs client by client: it cannot be folded in one call"
+    _LOG.info("batching: %s (%s)", what, reason)
 
 
 def _graph_for_batching(tf, graph_function):
@@ -136,6 +194,7 @@ class BatchedFunctions:
 
     def _build_map(self, graph_function, batch):
         tf = tf_runtime.tensorflow()
+        _quiet_pfor()
         graph_def, parameters, extra = _graph_for_batching(tf, graph_function)
         results = [name for _, name in graph_function.result_leaves]
         mask = list(batch.stacked)
@@ -232,8 +291,9 @@ class BatchedFunctions:
                 if compiled is None and key not in self._refused:
                     try:
                         compiled = self._compiled[key] = build()
-                    except Exception:  # noqa: BLE001 - pfor/tracing refuse in several ways
+                    except Exception as e:  # noqa: BLE001 - pfor/tracing refuse in several ways
                         self._refused.add(key)
+                        _report_refusal(key, e)
                         return None
         return compiled
 

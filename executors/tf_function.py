@@ -5,15 +5,15 @@ TFF 0.87's GraphDefs unchanged: import the GraphDef once inside `tf.compat.v1.wr
 `prune` it to a concrete function from the parameter tensors to the result tensors. Each graph is
 imported ONCE per `GraphFunction`; calls reuse the compiled function.
 
-Statelessness. A graph may create resources (variables, hash tables) through ops with a
-`shared_name`. Two imports of the same graph would share those resources, and so would two
-concurrent calls of one import. We therefore give every import ("instance") its own shared names
-and keep a small pool of instances per graph: a graph with no resource ops has one instance shared
-by all callers (compiled functions are thread-safe); a stateful graph lends one instance to one
-call at a time, creating another only while all are busy. Variables are reset at the start of each
-call because `initialize_op` runs before every fetch (we add it as a control dependency to every
-node that does not feed it, as TFF's eager executor did); tables re-initialised with the same
-data are a no-op in TensorFlow. So no call sees another call's state.
+Statelessness. Every call starts from fresh resources, as in TFF's runtime (see `tf_resources`,
+which reads from TensorFlow's op registry which ops create resources and plans how each call gets
+new ones): hash tables and resource variables are rewritten to TensorFlow's anonymous forms, so a
+graph is imported once and its compiled function serves all callers, concurrently too; a graph
+with other named resources (queues, accumulators, ref variables, a resource inside a library
+function) runs each call on its own freshly imported instance. Shared names are also made unique
+per import, so two imports never meet in TensorFlow's process-wide resource manager. Variables are
+initialised at the start of each call because `initialize_op` runs before every fetch (we add it
+as a control dependency to every node that does not feed it, as TFF's eager executor did).
 
 Untrusted graphs. The graph's ops are checked against the stack's `Policy` (`op_check`) before
 TensorFlow sees the GraphDef; a parameter that feeds a graph-from-string op (`DatasetFromGraph`)
@@ -22,7 +22,6 @@ has its value checked as a dataset graph on every call, before the graph runs.
 from __future__ import annotations
 
 import itertools
-import threading
 import uuid
 import zlib
 from typing import Any, Callable
@@ -35,11 +34,12 @@ from federated_language.proto import computation_pb2
 from tffexec import errors
 from tffexec import tf_runtime
 from tffexec.executors import tf_library
-from tffexec.checks import op_check
 from tffexec import policy as policy_lib
+from tffexec.checks import op_check
+from tffexec.executors import tf_resources
 from tffexec.formats import sequences
 
-# Ops whose `shared_name` attribute names a resource in TensorFlow's resource manager.
+# Attributes of the random ops that `--seed` fills in.
 _SEEDED_RANDOM_ATTRS = ("seed", "seed2")
 _instance_counter = itertools.count()
 
@@ -116,18 +116,16 @@ class GraphFunction:
         except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
             raise errors.ComputationError(f"graph_def is not a TensorFlow GraphDef: {e}") from None
         self._graph_def = graph_def
-        self._stateful = any(self._has_shared_name(n) for n in self._all_nodes(graph_def))
+        self._resources = tf_resources.plan(graph_def)
         # Library function renames (see `tf_library`): computed once when the library is the same
         # for every instance, i.e. when no function body holds a per-instance shared name.
         self._library_per_instance = any(
             self._has_shared_name(n) for f in graph_def.library.function for n in f.node_def)
         self._library_renames: dict[str, str] | None = None
-        self._lock = threading.Lock()
-        self._idle: list[Callable] = []
         self._shared: Callable | None = None
         self._batchable: bool | None = None  # computed on first use (see `batchable`)
         self._feeds_token = False  # whether instances feed the session token (`_build_instance`)
-        if not self._stateful:
+        if self._resources.stateless:
             self._shared = self._build_instance()
 
     @property
@@ -177,6 +175,7 @@ class GraphFunction:
                     derived = zlib.crc32(f"{self._seed}/{node.name}".encode()) % (2**31 - 1) + 1
                     node.attr["seed"].i = self._seed % (2**31 - 1) + 1
                     node.attr["seed2"].i = derived
+        tf_resources.make_anonymous(graph_def, self._resources.anonymous)
         init = self._proto.initialize_op
         if init:
             self._add_init_dependencies(graph_def, _node_name(init))
@@ -232,6 +231,7 @@ class GraphFunction:
                 except (KeyError, ValueError):
                     pass
             fetches = [graph.as_graph_element(name) for _, name in self.result_leaves]
+            fetches.extend(graph.as_graph_element(name) for name in self._resources.handles)
             return wrapped.prune(feeds=feeds, fetches=fetches)
         except (KeyError, ValueError, TypeError) as e:
             raise errors.ComputationError(
@@ -239,18 +239,10 @@ class GraphFunction:
         except tf.errors.OpError as e:
             raise errors.ComputationError(f"TensorFlow could not import the graph: {e.message}") from None
 
-    def _acquire(self) -> Callable:
-        if self._shared is not None:
-            return self._shared
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._build_instance()
-
-    def _release(self, instance: Callable) -> None:
-        if self._shared is None:
-            with self._lock:
-                self._idle.append(instance)
+    def _instance(self) -> Callable:
+        """The compiled function for one call: the shared one, or a fresh import when the graph's
+        resources cannot be made per-call otherwise (see `tf_resources`)."""
+        return self._shared if self._shared is not None else self._build_instance()
 
     def __call__(self, flat_args: list) -> list:
         tf = tf_runtime.tensorflow()
@@ -272,7 +264,7 @@ class GraphFunction:
                 inputs.append(tf.raw_ops.DatasetToGraphV2(input_dataset=variant))
             else:
                 inputs.append(tf.convert_to_tensor(value))
-        instance = self._acquire()
+        instance = self._instance()
         try:
             if self._feeds_token:
                 inputs.append(tf.constant(uuid.uuid4().hex))
@@ -281,11 +273,12 @@ class GraphFunction:
             if sequences.LIMIT_MARKER in e.message:
                 raise self._policy.sequence_too_long() from None
             raise errors.ExecutionError(f"TensorFlow failed: {_error_cause(e.message)}") from None
-        finally:
-            self._release(instance)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        return list(outputs)
+        outputs = list(outputs)
+        results = len(self.result_leaves)
+        tf_resources.destroy(tf, outputs[results:])
+        return outputs[:results]
 
 
     def _check_graph_string(self, value, index: int) -> None:
