@@ -384,3 +384,15 @@ def test_a_lost_actor_with_no_retries_left_is_exit_7_not_a_hang(ray_runner):
         assert time.monotonic() - started < 60
     finally:
         stack.close()
+
+
+def test_a_mutable_table_starts_fresh_on_every_client_call_on_ray(ray_runner):
+    """Calls never share state on the Ray stack either: TFF 0.87's answer (each client looks a
+    key up, then inserts its own value: all four see the default)."""
+    from tffexec import value_files  # noqa: PLC0415
+
+    folder = REPO / "examples" / "isolation" / "iso_mutable_hash_table"
+    expected = json.loads((folder / "expected.json").read_text())
+    result = ray_runner.run(str(folder / "comp.pb"), value_files.load_value(folder / "arg.pb"))
+    assert [int(v) for v in result] == [int(v["value"])
+                                        for v in expected["value"]["federated"]["values"]]

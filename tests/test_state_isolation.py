@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import logging
-import os
 import pathlib
 
 import numpy as np
@@ -147,25 +145,3 @@ def test_a_prepared_computation_called_twice_starts_fresh_both_times():
 def _arg(folder: pathlib.Path):
     from tffexec import value_files  # noqa: PLC0415
     return value_files.load_value(folder / "arg.pb")
-
-
-def test_the_ray_stack_gives_tffs_answer_for_a_mutable_table():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        saved = {k: os.environ.pop(k, None) for k in ("RAY_ADDRESS", "TFFEXEC_ADDRESS")}
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
-    try:
-        config = config_lib.StackConfig(kind="ray", workers=1, worker_cpus=0.5, batch=False)
-        folder = ISOLATION / "iso_mutable_hash_table"
-        with runner_lib.Runner(config) as runner:
-            result = runner.run(str(folder / "comp.pb"), _arg(folder))
-        assert [int(v) for v in result] == _expected(folder.name)
-    finally:
-        if started:
-            ray.shutdown()
-            for key, value in saved.items():
-                if value is not None:
-                    os.environ[key] = value
