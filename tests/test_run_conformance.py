@@ -37,7 +37,9 @@ def runner(request):
 
 def test_case_returns_tffs_result(runner, case_form):
     case_dir, form = case_form
-    if case_dir.name in MERGE_SHOWS and runner.config.max_fanout is not None:
-        pytest.skip("a composed stack merges partial aggregates (tests/test_aggregate_order.py)")
+    if case_dir.name in MERGE_SHOWS and (runner.config.max_fanout is not None
+                                         or runner.config.kind == "ray"):
+        pytest.skip("composed stacks and Ray shards merge partial aggregates "
+                    "(tests/test_aggregate_order.py)")
     problems = check_case_form(runner, case_dir, form)
     assert not problems, f"{case_dir.name}/{form}: {problems[:5]}"
