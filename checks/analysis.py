@@ -20,6 +20,7 @@ from google.protobuf import unknown_fields
 from tffexec import errors
 from tffexec import intrinsics
 from tffexec.checks import graphs
+from tffexec.checks import intrinsic_types
 from tffexec.checks import op_check
 from tffexec.checks.ast_walk import ROOT_PATH, Node, children, join_path, walk
 
@@ -283,6 +284,10 @@ def _intrinsic(node: computation_pb2.Computation, path: str, scope, out: _Findin
     out.intrinsics[uri] += 1
     if uri not in SUPPORTED_INTRINSICS:
         out.problem(path, f"unsupported intrinsic {uri!r}")
+        return
+    wrong_type = intrinsic_types.mismatch(uri, node.type)
+    if wrong_type is not None:
+        out.problem(path, wrong_type)
 
 
 def _reference(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:

@@ -1,0 +1,154 @@
+"""Static checks that agree with the run (issue 15 §5): what `run` refuses, `validate` reports.
+
+Intrinsics declared at a type their definition does not admit, function-typed arguments, and
+function libraries that shadow TensorFlow's primitive ops; each through the CLI (click's
+CliRunner), `run` and `validate` side by side.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+from federated_language.proto import computation_pb2 as pb
+from federated_language.proto import data_type_pb2
+
+from tffexec import intrinsics
+from tffexec.checks import analysis
+from tffexec.checks import intrinsic_types
+from tffexec.cli import main
+
+from tffexec_test_support import all_case_dirs
+
+
+def invoke(runner, *args):
+    return runner.invoke(main.cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def int32() -> pb.Type:
+    return pb.Type(tensor=pb.TensorType(dtype=data_type_pb2.DT_INT32))
+
+
+def at(member: pb.Type, uri: str, all_equal: bool | None = None) -> pb.Type:
+    """`member` placed at `uri` (all equal at the server, as TFF writes it, unless told)."""
+    all_equal = uri == "server" if all_equal is None else all_equal
+    return pb.Type(federated=pb.FederatedType(
+        placement=pb.PlacementSpec(value=pb.Placement(uri=uri)), all_equal=all_equal,
+        member=member))
+
+
+def fn_type(param: pb.Type | None, result: pb.Type) -> pb.Type:
+    ft = pb.FunctionType(result=result)
+    if param is not None:
+        ft.parameter.CopyFrom(param)
+    return pb.Type(function=ft)
+
+
+def apply_intrinsic(uri: str, param: pb.Type, result: pb.Type) -> pb.Computation:
+    """`(x -> uri(x))` with the intrinsic declared `(param -> result)`."""
+    body = pb.Computation(type=result, call=pb.Call(
+        function=pb.Computation(type=fn_type(param, result), intrinsic=pb.Intrinsic(uri=uri)),
+        argument=pb.Computation(type=param, reference=pb.Reference(name="x"))))
+    comp = pb.Computation(type=fn_type(param, result))
+    getattr(comp, "lambda").parameter_name = "x"
+    getattr(comp, "lambda").result.CopyFrom(body)
+    return comp
+
+
+def write(tmp_path: pathlib.Path, message, name: str) -> pathlib.Path:
+    path = tmp_path / name
+    path.write_bytes(message.SerializeToString())
+    return path
+
+
+def one_line_error(result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- 1. intrinsic types against their definitions ------------------------------------------------
+
+INTRINSIC_PATH = "lambda.result.call.function"
+
+
+def test_every_registry_intrinsic_has_a_definition_to_check_against():
+    missing = [uri for uri in intrinsics.SUPPORTED if intrinsic_types.definition(uri) is None]
+    assert missing == []
+
+
+def test_federated_sum_declared_server_to_server_is_refused_by_run_exit_3(runner, tmp_path):
+    server = at(int32(), "server")
+    comp = write(tmp_path, apply_intrinsic("federated_sum", server, server), "comp.pb")
+    (tmp_path / "arg.json").write_text("5")
+    line = one_line_error(invoke(runner, "run", comp, tmp_path / "arg.json"), 3)
+    assert INTRINSIC_PATH in line
+    assert "federated_sum" in line and "int32@SERVER -> int32@SERVER" in line
+    assert "placement" in line  # the reason: the parameter must be placed at CLIENTS
+
+
+def test_federated_sum_declared_server_to_server_is_a_validate_problem(runner, tmp_path):
+    server = at(int32(), "server")
+    comp = write(tmp_path, apply_intrinsic("federated_sum", server, server), "comp.pb")
+    result = invoke(runner, "validate", comp, "--clients", "2")
+    assert result.exit_code == 1, result.output
+    problems = result.stderr.strip().splitlines()[:-1]
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{comp}: {INTRINSIC_PATH}: intrinsic 'federated_sum' is "
+                                  "declared with type (int32@SERVER -> int32@SERVER)")
+
+
+# Each: (uri, declared parameter, declared result), all wrong in one way.
+WRONG_DECLARATIONS = {
+    "sum result at clients": ("federated_sum", at(int32(), "clients"), at(int32(), "clients")),
+    "broadcast from clients": ("federated_broadcast", at(int32(), "clients"),
+                               at(int32(), "clients", all_equal=True)),
+    "broadcast not all equal": ("federated_broadcast", at(int32(), "server"),
+                                at(int32(), "clients")),
+    "mean changes the member": ("federated_mean", at(int32(), "clients"),
+                                at(pb.Type(tensor=pb.TensorType(dtype=data_type_pb2.DT_FLOAT)),
+                                   "server")),
+    "value_at_server of a placed value": ("federated_value_at_server", at(int32(), "server"),
+                                          at(int32(), "server")),
+    "sequence_sum of a tensor": ("sequence_sum", int32(), int32()),
+    "modular sum unplaced": ("federated_secure_modular_sum",
+                             pb.Type(struct=pb.StructType(element=[
+                                 pb.StructType.Element(value=int32()),
+                                 pb.StructType.Element(value=int32())])),
+                             at(int32(), "server")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_DECLARATIONS))
+def test_intrinsic_declared_outside_its_definition_is_a_problem(name):
+    uri, param, result = WRONG_DECLARATIONS[name]
+    found = analysis.analyze(apply_intrinsic(uri, param, result)).problems
+    assert [(p.path, p.refused) for p in found
+            if "declared with type" in p.message] == [(INTRINSIC_PATH, False)]
+
+
+def test_modular_sum_declared_as_defined_is_accepted():
+    param = pb.Type(struct=pb.StructType(element=[
+        pb.StructType.Element(value=at(int32(), "clients")),
+        pb.StructType.Element(value=int32())]))
+    comp = apply_intrinsic("federated_secure_modular_sum", param, at(int32(), "server"))
+    assert analysis.analyze(comp).problems == []
+
+
+def _case_computations() -> list[pathlib.Path]:
+    return [case / name for case in all_case_dirs()
+            for name in ("comp.pb", "native_comp.pb") if (case / name).is_file()]
+
+
+def test_every_tff_made_case_declares_its_intrinsics_as_defined():
+    checked = 0
+    for path in _case_computations():
+        comp = pb.Computation.FromString(path.read_bytes())
+        for node in analysis.walk(comp):
+            if node.kind == "intrinsic":
+                uri, declared = node.comp.intrinsic.uri, node.comp.type
+                assert intrinsic_types.mismatch(uri, declared) is None, f"{path}: {node.path}"
+                checked += 1
+    assert checked > 50
