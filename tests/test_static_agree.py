@@ -10,6 +10,7 @@ import json
 import pathlib
 
 import pytest
+from federated_language.proto import array_pb2
 from federated_language.proto import computation_pb2 as pb
 from federated_language.proto import data_type_pb2
 
@@ -17,8 +18,10 @@ from tffexec import intrinsics
 from tffexec.checks import analysis
 from tffexec.checks import intrinsic_types
 from tffexec.cli import main
+from tffexec.formats.protos import executor_pb2 as ex
+from tffexec.formats.protos import tf_graph_pb2
 
-from tffexec_test_support import all_case_dirs
+from tffexec_test_support import CORPUS, all_case_dirs
 
 
 def invoke(runner, *args):
@@ -152,3 +155,139 @@ def test_every_tff_made_case_declares_its_intrinsics_as_defined():
                 assert intrinsic_types.mismatch(uri, declared) is None, f"{path}: {node.path}"
                 checked += 1
     assert checked > 50
+
+
+# --- 2. function-typed arguments -------------------------------------------------------------------
+
+ADD = pb.Computation.FromString((CORPUS / "tf_add_int32" / "comp.pb").read_bytes())  # <x,y> -> int32
+PAIR = ADD.type.function.parameter
+
+
+def int32_value(v: int) -> ex.Value:
+    return ex.Value(array=array_pb2.Array(dtype=data_type_pb2.DT_INT32, shape=array_pb2.ArrayShape(),
+                                          int32_list=array_pb2.Array.IntList(value=[v])))
+
+
+def int32_literal(v: int) -> pb.Computation:
+    return pb.Computation(type=int32(), literal=pb.Literal(value=int32_value(v).array))
+
+
+def calls_its_argument() -> pb.Computation:
+    """`(f -> f(<x=3,y=4>))`: the whole argument is a function."""
+    pair = pb.Computation(type=PAIR, struct=pb.Struct(element=[
+        pb.Struct.Element(name="x", value=int32_literal(3)),
+        pb.Struct.Element(name="y", value=int32_literal(4))]))
+    comp = pb.Computation(type=fn_type(ADD.type, int32()))
+    getattr(comp, "lambda").parameter_name = "f"
+    getattr(comp, "lambda").result.CopyFrom(pb.Computation(type=int32(), call=pb.Call(
+        function=pb.Computation(type=ADD.type, reference=pb.Reference(name="f")), argument=pair)))
+    return comp
+
+
+def calls_a_struct_element() -> pb.Computation:
+    """`(<f, a> -> f(a))`: the function is one element of a struct argument."""
+    p_type = pb.Type(struct=pb.StructType(element=[pb.StructType.Element(name="f", value=ADD.type),
+                                                   pb.StructType.Element(name="a", value=PAIR)]))
+
+    def select(i: int, t: pb.Type) -> pb.Computation:
+        return pb.Computation(type=t, selection=pb.Selection(
+            source=pb.Computation(type=p_type, reference=pb.Reference(name="p")), index=i))
+
+    comp = pb.Computation(type=fn_type(p_type, int32()))
+    getattr(comp, "lambda").parameter_name = "p"
+    getattr(comp, "lambda").result.CopyFrom(pb.Computation(type=int32(), call=pb.Call(
+        function=select(0, ADD.type), argument=select(1, PAIR))))
+    return comp
+
+
+def struct_argument(function: pb.Computation) -> ex.Value:
+    element = ex.Value.Struct.Element
+    pair = ex.Value(struct=ex.Value.Struct(element=[element(name="x", value=int32_value(3)),
+                                                    element(name="y", value=int32_value(4))]))
+    return ex.Value(struct=ex.Value.Struct(element=[
+        element(name="f", value=ex.Value(computation=function)), element(name="a", value=pair)]))
+
+
+def with_read_file(function: pb.Computation) -> pb.Computation:
+    out = pb.Computation()
+    out.CopyFrom(function)
+    graph = tf_graph_pb2.GraphDef.FromString(out.tensorflow.graph_def.value)
+    graph.node.add(name="peek", op="ReadFile")
+    out.tensorflow.graph_def.value = graph.SerializeToString()
+    return out
+
+
+def run_and_validate(runner, tmp_path, comp: pb.Computation, arg: ex.Value):
+    comp_path, arg_path = write(tmp_path, comp, "comp.pb"), write(tmp_path, arg, "arg.pb")
+    return (invoke(runner, "run", comp_path, arg_path, "--format", "json"),
+            invoke(runner, "validate", comp_path, arg_path), arg_path)
+
+
+def validate_problems(result) -> list[str]:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    return result.stderr.strip().splitlines()[:-1]
+
+
+def test_function_argument_that_is_the_whole_argument_runs_and_validates(runner, tmp_path):
+    ran, validated, _ = run_and_validate(runner, tmp_path, calls_its_argument(),
+                                         ex.Value(computation=ADD))
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout)["value"]["value"] == 7
+    assert validated.exit_code == 0, validated.output
+
+
+def test_function_argument_with_a_refused_op_is_exit_5_and_a_validate_problem(runner, tmp_path):
+    ran, validated, arg_path = run_and_validate(runner, tmp_path, calls_its_argument(),
+                                                ex.Value(computation=with_read_file(ADD)))
+    line = one_line_error(ran, 5)
+    assert str(arg_path) in line and "'ReadFile'" in line and "'peek'" in line
+    (problem,) = validate_problems(validated)
+    assert problem.startswith(f"{arg_path}: arg: forbidden TensorFlow op 'ReadFile'")
+
+
+def test_function_argument_with_a_wrongly_typed_intrinsic_is_exit_4_and_a_validate_problem(
+        runner, tmp_path):
+    summing = pb.Computation(type=ADD.type, intrinsic=pb.Intrinsic(uri="federated_sum"))
+    ran, validated, arg_path = run_and_validate(runner, tmp_path, calls_its_argument(),
+                                                ex.Value(computation=summing))
+    line = one_line_error(ran, 4)
+    assert str(arg_path) in line and "intrinsic 'federated_sum' is declared with type" in line
+    (problem,) = validate_problems(validated)
+    assert problem.startswith(f"{arg_path}: arg: intrinsic 'federated_sum' is declared")
+
+
+def test_function_inside_a_struct_argument_is_refused_naming_why_not_a_function(
+        runner, tmp_path):
+    ran, validated, arg_path = run_and_validate(runner, tmp_path, calls_a_struct_element(),
+                                                struct_argument(ADD))
+    line = one_line_error(ran, 4)
+    assert "not a function" not in line
+    assert f"{arg_path}: arg.f: a computation of type (<x=int32,y=int32> -> int32)" in line
+    assert "only when it is the whole argument" in line
+    (problem,) = validate_problems(validated)
+    assert problem in line
+
+
+def test_function_inside_a_struct_argument_lists_every_problem_in_validate(runner, tmp_path):
+    ran, validated, arg_path = run_and_validate(runner, tmp_path, calls_a_struct_element(),
+                                                struct_argument(with_read_file(ADD)))
+    assert "'ReadFile'" in one_line_error(ran, 5)  # a refused op comes first, as for COMP
+    problems = validate_problems(validated)
+    assert len(problems) == 2
+    assert all(p.startswith(f"{arg_path}: arg.f: ") for p in problems)
+    assert any("only when it is the whole argument" in p for p in problems)
+    assert any("'ReadFile'" in p for p in problems)
+
+
+@pytest.mark.parametrize("kind", ["struct", "placement"])
+def test_function_argument_that_is_a_value_node_cannot_be_called(runner, tmp_path, kind):
+    value_node = pb.Computation(type=ADD.type)
+    if kind == "struct":
+        value_node.struct.SetInParent()
+    else:
+        value_node.placement.uri = "clients"
+    ran, validated, arg_path = run_and_validate(runner, tmp_path, calls_its_argument(),
+                                                ex.Value(computation=value_node))
+    assert f"a {kind} node cannot be called" in one_line_error(ran, 4)
+    assert any(f"a {kind} node cannot be called" in p for p in validate_problems(validated))
