@@ -291,3 +291,83 @@ def test_function_argument_that_is_a_value_node_cannot_be_called(runner, tmp_pat
                                                 ex.Value(computation=value_node))
     assert f"a {kind} node cannot be called" in one_line_error(ran, 4)
     assert any(f"a {kind} node cannot be called" in p for p in validate_problems(validated))
+
+
+# --- 3. function libraries that shadow primitive ops ---------------------------------------------
+
+def with_library(function: pb.Computation, *, function_name: str | None = None,
+                 call_it: bool = False, gradient: tuple[str, str] | None = None,
+                 also: str | None = None) -> pb.Computation:
+    """`function` (a tensorflow node) with a library function (and `also` another) and/or a
+    gradient mapping added; `call_it` adds a node whose op is the function's name."""
+    out = pb.Computation()
+    out.CopyFrom(function)
+    graph = tf_graph_pb2.GraphDef.FromString(out.tensorflow.graph_def.value)
+    if function_name is not None:
+        graph.library.function.add().signature.name = function_name
+        if call_it:
+            graph.node.add(name="calls_it", op=function_name)
+    if also is not None:
+        graph.library.function.add().signature.name = also
+    if gradient is not None:
+        graph.library.gradient.add(function_name=gradient[0], gradient_func=gradient[1])
+    out.tensorflow.graph_def.value = graph.SerializeToString()
+    return out
+
+
+def run_and_validate_computation(runner, tmp_path, comp: pb.Computation):
+    comp_path = write(tmp_path, comp, "comp.pb")
+    (tmp_path / "arg.json").write_text('{"x": 3, "y": 4}')
+    return (invoke(runner, "run", comp_path, tmp_path / "arg.json"),
+            invoke(runner, "validate", comp_path, tmp_path / "arg.json"), comp_path)
+
+
+@pytest.mark.parametrize("name", ["ReadFile", "Add"])
+def test_node_calling_a_library_function_named_like_a_primitive_op_is_exit_5(
+        runner, tmp_path, name):
+    ran, validated, comp_path = run_and_validate_computation(
+        runner, tmp_path, with_library(ADD, function_name=name, call_it=True))
+    line = one_line_error(ran, 5)
+    assert f"{comp_path}: <root>: library function {name!r}" in line
+    assert "shadow" in line and "(and 1 more)" in line  # the calling node is the other
+    problems = validate_problems(validated)
+    assert len(problems) == 2
+    assert any(f"node 'calls_it'" in p and f"names the library function {name!r}" in p
+               for p in problems)
+
+
+def test_library_function_named_like_a_primitive_op_is_refused_without_a_caller(
+        runner, tmp_path):
+    ran, validated, _ = run_and_validate_computation(
+        runner, tmp_path, with_library(ADD, function_name="Sub"))  # ADD has no Sub node
+    assert "library function 'Sub'" in one_line_error(ran, 5)
+    assert len(validate_problems(validated)) == 1
+
+
+@pytest.mark.parametrize("role", ["function", "gradient"])
+def test_gradient_mapping_naming_a_primitive_op_is_exit_5(runner, tmp_path, role):
+    entry = ("ReadFile", "grad") if role == "function" else ("fn", "ReadFile")
+    ran, validated, _ = run_and_validate_computation(
+        runner, tmp_path, with_library(ADD, function_name="fn", gradient=entry))
+    line = one_line_error(ran, 5)
+    assert "gradient mapping entry 'ReadFile'" in line and f"as the {role} of" in line
+    assert len(validate_problems(validated)) == 1
+
+
+def test_library_with_its_own_names_and_gradients_is_admitted(runner, tmp_path):
+    ran, validated, _ = run_and_validate_computation(
+        runner, tmp_path, with_library(ADD, function_name="my_fn", gradient=("my_fn", "my_grad"),
+                                     also="my_grad"))
+    assert validated.exit_code == 0, validated.output
+    assert ran.exit_code == 0, ran.output
+
+
+def test_trust_admits_a_shadowing_library_to_the_checker(runner, tmp_path):
+    comp_path = write(tmp_path, with_library(ADD, function_name="ReadFile"), "comp.pb")
+    assert invoke(runner, "validate", comp_path, "--trust").exit_code == 0
+
+
+def test_registered_op_names_are_those_of_the_installed_tensorflow():
+    from tffexec.checks import tf_ops
+
+    assert tf_ops.registered_names() == tf_ops.live_names()
