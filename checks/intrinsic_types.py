@@ -12,7 +12,8 @@ the few URIs tffexec supports that federated-language does not define
 (`IntrinsicDef.in_federated_language` False in `tffexec.intrinsics`) have their signatures here,
 in `_LOCAL_SIGNATURES`. `tests/test_static_agree.py` checks every registry URI has one.
 
-Checking is cached per (URI, serialized type): a computation reuses the same few intrinsic types.
+Checking is cached per (URI, type): a computation reuses the same few intrinsic types, and the
+types are converted once per distinct proto (`type_cache`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 from federated_language.proto import computation_pb2
 
 from tffexec import intrinsics
+from tffexec.checks import type_cache
 
 
 def _local_signatures() -> dict[str, Any]:
@@ -57,19 +59,18 @@ def mismatch(uri: str, declared: computation_pb2.Type) -> str | None:
     the type is unknown or unreadable: those are reported by their own checks)."""
     if declared.WhichOneof("type") is None or definition(uri) is None:
         return None
-    return _mismatch(uri, declared.SerializeToString(deterministic=True))
+    try:
+        concrete = type_cache.type_of(declared)
+    except Exception:  # noqa: BLE001 - an invalid type is reported where it is declared
+        return None
+    return _mismatch(uri, concrete)
 
 
 @functools.lru_cache(maxsize=1024)
-def _mismatch(uri: str, declared: bytes) -> str | None:
-    from federated_language.types import computation_types  # noqa: PLC0415
+def _mismatch(uri: str, concrete: Any) -> str | None:
     from federated_language.types import type_analysis  # noqa: PLC0415
 
     generic = definition(uri)
-    try:
-        concrete = computation_types.Type.from_proto(computation_pb2.Type.FromString(declared))
-    except Exception:  # noqa: BLE001 - an invalid type is reported where it is declared
-        return None
     try:
         type_analysis.check_concrete_instance_of(concrete, generic)
     except TypeError as e:
