@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 
 import pytest
 from federated_language.proto import array_pb2
@@ -21,7 +22,7 @@ from tffexec.cli import main
 from tffexec.formats.protos import executor_pb2 as ex
 from tffexec.formats.protos import tf_graph_pb2
 
-from tffexec_test_support import CORPUS, all_case_dirs
+from tffexec_test_support import CORPUS, all_case_dirs, clean_env, tffexec_script
 
 
 def invoke(runner, *args):
@@ -101,6 +102,22 @@ def test_federated_sum_declared_server_to_server_is_a_validate_problem(runner, t
     assert len(problems) == 1
     assert problems[0].startswith(f"{comp}: {INTRINSIC_PATH}: intrinsic 'federated_sum' is "
                                   "declared with type (int32@SERVER -> int32@SERVER)")
+
+
+def test_installed_script_refuses_a_wrongly_declared_intrinsic_in_one_line(tmp_path):
+    # A real process: the exit status and stderr a shell sees, nothing written.
+    server = at(int32(), "server")
+    comp = write(tmp_path, apply_intrinsic("federated_sum", server, server), "comp.pb")
+    (tmp_path / "arg.json").write_text("5")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.run([tffexec_script(), "run", str(comp), str(tmp_path / "arg.json"),
+                           "--output", str(tmp_path / "out.json")],
+                          capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"{comp}: {INTRINSIC_PATH}: intrinsic 'federated_sum'" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 # Each: (uri, declared parameter, declared result), all wrong in one way.
