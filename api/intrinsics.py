@@ -13,6 +13,10 @@ TensorFlow nor federated-language (only `tffexec.errors`), so `tffexec inspect` 
 - the sequence executor's handlers (`executors/sequence_executor.py` `HANDLERS`): the sequence
   and generic kinds.
 
+Type facts are not kept here (they need federated-language's types): `checks/intrinsic_types.py`
+checks each intrinsic node's declared type against federated-language's definition of its URI,
+or, for the URIs with `in_federated_language=False`, against the signature it keeps beside them.
+
 `generic_zero` is the one *constant*: its type is a value type, not a function, so executors
 embed it as a zero when it is created instead of calling a handler.
 

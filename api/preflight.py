@@ -33,6 +33,7 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec.checks import analysis
+from tffexec.checks import argument_functions
 from tffexec.formats import loading
 from tffexec.formats import normalize
 from tffexec.checks import op_check
@@ -123,11 +124,18 @@ def check_computation(computation: computation_pb2.Computation, policy: policy_l
     if problems.collect:
         problems.computation.extend(result.problems)
         return result
-    refused = [p for p in result.problems if p.refused]
+    _raise_first(result.problems, errors.ComputationError)
+    return result
+
+
+def _raise_first(found: list[analysis.Problem], unusable_error: type[errors.TffexecError]) -> None:
+    """Raises the first refused op (`PolicyError`), else the first other problem as
+    `unusable_error`, each with its path and how many more there are."""
+    refused = [p for p in found if p.refused]
     if refused:
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
         raise errors.PolicyError(refused[0].message + more, path=refused[0].path)
-    unusable = [p for p in result.problems if not p.refused]
+    unusable = [p for p in found if not p.refused]
     if unusable:
         # Running a computation analysis knows to be broken would fail deep in an executor, or
         # after side effects such as partial client work; refusing it here names the AST path.
@@ -136,8 +144,7 @@ def check_computation(computation: computation_pb2.Computation, policy: policy_l
             message += f"; supported: {', '.join(sorted(analysis.SUPPORTED_INTRINSICS))}"
         more = (f" (and {len(unusable) - 1} more; see `tffexec validate`)"
                 if len(unusable) > 1 else "")
-        raise errors.ComputationError(message + more, path=unusable[0].path)
-    return result
+        raise unusable_error(message + more, path=unusable[0].path)
 
 
 def prepare_argument(arg: Any, parameter_type) -> Any:
@@ -163,15 +170,20 @@ def _convert_argument(arg: Any, parameter_type,
 
 def check_argument(value: Any, parameter_type, policy: policy_lib.Policy,
                    problems: Problems) -> None:
-    """The dataset graphs inside the argument, against the policy.
+    """The dataset graphs and the function-typed computations inside the argument, against the
+    policy (see `checks.argument_functions` for what a computation in an argument must be).
 
-    Raising, the sequences are also bound to `policy`, so that they are read under it later.
+    Raising, the sequences are also bound to `policy`, so that they are read under it later; a
+    refused op is a `PolicyError`, an unusable computation an `ArgumentError`.
     """
+    functions = argument_functions.problems(value, parameter_type, policy, path="arg")
     if not problems.collect:
         op_check.check_value(value, parameter_type, policy, path="arg")
+        _raise_first(functions, errors.ArgumentError)
         return
     for path, finding in op_check.value_findings(value, parameter_type, policy, path="arg"):
         problems.argument.append(analysis.Problem(path, finding.describe(), refused=True))
+    problems.argument.extend(functions)
 
 
 def load_checked_value(source: Any, type_spec, *, policy: policy_lib.Policy, name: str,

@@ -11,6 +11,10 @@ Modules
 * `graphs`    — the TensorFlow GraphDefs inside `tensorflow` nodes, parsed without TensorFlow.
 * `allowlist` — the names of the pure computation ops a computation may use.
 * `op_check`  — applies a `tffexec.policy.Policy` to graphs, dataset graphs and argument values.
+* `intrinsic_types` — an intrinsic's declared type against its definition.
+* `argument_functions` — computations inside argument values (function-typed parameters).
+* `tf_ops`    — the names TensorFlow registers as ops (`tf_op_names`, generated), so that a
+                function library shadowing one is refused.
 
 `tffexec.policy.Policy` itself is plain data (the flags' values); the enforcement lives here.
 The layers: `checks` imports `tffexec.errors`, `tffexec.intrinsics`, `tffexec.policy` and

@@ -20,7 +20,9 @@ from google.protobuf import unknown_fields
 from tffexec import errors
 from tffexec import intrinsics
 from tffexec.checks import graphs
+from tffexec.checks import intrinsic_types
 from tffexec.checks import op_check
+from tffexec.checks import type_cache
 from tffexec.checks.ast_walk import ROOT_PATH, Node, children, join_path, walk
 
 __all__ = ["ROOT_PATH", "Node", "children", "join_path", "walk", "Problem", "GraphInfo",
@@ -189,13 +191,11 @@ class _Scope:
 
 
 def _type_string(type_proto: computation_pb2.Type | None) -> str | None:
-    # Imported here: the types module pulls in numpy/ml_dtypes, and callers that only walk the AST
-    # (or only need the proto) should not pay for it.
-    from federated_language.types import computation_types
-
+    # `type_cache` imports the types module (numpy/ml_dtypes) only when a type is converted, so
+    # callers that only walk the AST (or only need the proto) do not pay for it.
     if type_proto is None:
         return None
-    return str(computation_types.Type.from_proto(type_proto))
+    return str(type_cache.type_of(type_proto))
 
 
 def type_string(type_proto: computation_pb2.Type, *, path: str | None = None) -> str:
@@ -283,6 +283,10 @@ def _intrinsic(node: computation_pb2.Computation, path: str, scope, out: _Findin
     out.intrinsics[uri] += 1
     if uri not in SUPPORTED_INTRINSICS:
         out.problem(path, f"unsupported intrinsic {uri!r}")
+        return
+    wrong_type = intrinsic_types.mismatch(uri, node.type)
+    if wrong_type is not None:
+        out.problem(path, wrong_type)
 
 
 def _reference(node: computation_pb2.Computation, path: str, scope, out: _Findings) -> None:
@@ -440,14 +444,12 @@ def analyze(comp: computation_pb2.Computation, *, size_bytes: int | None = None,
 def _types(*protos: computation_pb2.Type):
     """The federated-language types of `protos`, or None if any is missing or unreadable
     (missing and invalid types are reported elsewhere)."""
-    from federated_language.types import computation_types  # noqa: PLC0415
-
     out = []
     for proto in protos:
         if proto.WhichOneof("type") is None:
             return None
         try:
-            out.append(computation_types.Type.from_proto(proto))
+            out.append(type_cache.type_of(proto))
         except Exception:  # noqa: BLE001 - invalid types are reported where they are declared
             return None
     return out

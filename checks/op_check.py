@@ -6,6 +6,9 @@ Works on the minimal GraphDef messages of `tf_graph_pb2`, so it never imports Te
 What a graph may hold (unless `Policy.trust`):
   * nodes whose op is on the allowlist (`allowlist.ALLOWED_OPS` plus `Policy.allowed_ops`) or
     is a function of the graph's own library (whose body is checked in turn);
+  * a function library without names of TensorFlow's primitive ops: no function named like one
+    (`Add`, `ReadFile`), no such name in its `gradient` mapping, and so no node whose op could
+    mean either (`shadowing_findings`; only `--trust` admits them);
   * function attributes (`f` of a `PartitionedCall`, the branches of `If`, a dataset's map
     function, ...) naming a library function or an allowed op: TensorFlow instantiates a
     primitive op named as a function, so `PartitionedCall(f=WriteFile)` is a use of WriteFile;
@@ -42,6 +45,7 @@ from tffexec import policy as policy_lib
 from tffexec.checks import allowlist
 from tffexec.checks import ast_walk
 from tffexec.checks import graphs
+from tffexec.checks import tf_ops
 from tffexec.formats import limits
 from tffexec.formats import sequences
 from tffexec.formats.diagnostics import child, item
@@ -172,6 +176,52 @@ def _rule_violations(node: tf_graph_pb2.NodeDef, by_name) -> Iterator[str]:
                    f"past the check (pass --allow-op {op} to allow it)")
 
 
+@dataclasses.dataclass(frozen=True)
+class LibraryFinding(Finding):
+    """A function library entry (a function or a gradient mapping) named like a primitive op."""
+
+    def describe(self) -> str:
+        return f"{self.node} {self.op!r} in the {self.graph}: {self.reason}"
+
+
+def shadowing_findings(graph_def: tf_graph_pb2.GraphDef, *,
+                       graph: str = COMPUTATION_GRAPH) -> list[Finding]:
+    """Library functions and gradient mappings that shadow TensorFlow's primitive ops, and the
+    nodes that call them.
+
+    A library function named like a registered op (`Add`, `ReadFile`) makes a node of that op
+    ambiguous: it runs the function the checker admitted by its body, or the primitive op it
+    never checked, depending on TensorFlow's lookup order. The library's `gradient` mapping
+    (function_name -> gradient_func) names functions too: a name there that is a primitive op
+    would have TensorFlow instantiate the op where a checked function was expected. Both are
+    refused whatever the allowlist says (only `--trust` admits them), so the checker never
+    depends on which of the two TensorFlow picks.
+    """
+    library = set(graphs.function_names(graph_def))
+    if not library and not graph_def.library.gradient:
+        return []
+    shadowing = {name for name in library if tf_ops.is_registered(name)}
+    found: list[Finding] = [LibraryFinding(
+        name, "library function", None, "named like TensorFlow's primitive op of that name, "
+        "which it would shadow; rename the function (or pass --trust)", graph)
+        for name in sorted(shadowing)]
+    for entry in graph_def.library.gradient:
+        for role, name in (("function", entry.function_name), ("gradient", entry.gradient_func)):
+            if tf_ops.is_registered(name):
+                shadowing.add(name)
+                found.append(LibraryFinding(
+                    name, "gradient mapping entry", None,
+                    f"names TensorFlow's primitive op {name!r} as the {role} of "
+                    f"{entry.function_name!r} -> {entry.gradient_func!r}; only functions of "
+                    "the graph's own library may appear there (or pass --trust)", graph))
+    found.extend(
+        Finding(use.op, use.node, use.function,
+                f"names the library function {use.op!r}, which shadows TensorFlow's primitive "
+                "op of that name, so it is unclear which one would run (or pass --trust)", graph)
+        for use in graphs.iter_ops(graph_def) if use.op in shadowing)
+    return found
+
+
 def graph_findings(graph_def: tf_graph_pb2.GraphDef, policy: policy_lib.Policy, *,
                    graph: str = COMPUTATION_GRAPH,
                    bound: frozenset[str] = frozenset()) -> list[Finding]:
@@ -187,6 +237,7 @@ def graph_findings(graph_def: tf_graph_pb2.GraphDef, policy: policy_lib.Policy, 
         return []
     found = list(_oversized_constants(graph_def, policy, graph))
     library = frozenset(graphs.function_names(graph_def))
+    found.extend(shadowing_findings(graph_def, graph=graph))
     found.extend(_scope_findings(graph_def.node, None, library, policy, graph, bound))
     for function in graph_def.library.function:
         found.extend(_scope_findings(function.node_def, function.signature.name, library,

@@ -30,8 +30,10 @@ def validate(files: tuple[str, ...], clients: int | None, arg_format: str | None
              **flags) -> None:
     """Check COMP (and ARG, if given) without executing anything; or several computations.
 
-    Checks that the computation parses; that every node kind and intrinsic is supported; that
-    every reference is bound; that ARG, if given, reads as a value of the parameter type; that
+    Checks that the computation parses; that every node kind and intrinsic is supported, and
+    every intrinsic declared at a type its definition admits; that every reference is bound;
+    that ARG, if given, reads as a value of the parameter type, and that any computation in it
+    (a function-typed argument) passes these same checks and can be called; that
     the number of clients is known when values are placed at CLIENTS; and that `run` would not
     refuse it by policy: every TensorFlow op in its graphs and in dataset values of ARG is
     allowed (same allowlist, --allow-op and --trust as `run`) and the client count is within

@@ -870,10 +870,20 @@ def test_generic_plus_of_per_client_values_is_per_client(runner):
 
 
 def test_generic_plus_of_an_all_equal_and_a_per_client_value(runner):
+    # Declared as its definition (<T,T> -> T) admits; the all-equal operand is assignable to T.
+    comp = _generic("generic_plus", clients(I32))
+    mixed = fl.StructType([clients(I32), clients(I32, all_equal=True)]).to_proto()
+    comp.type.function.parameter.CopyFrom(mixed)
+    getattr(comp, "lambda").result.call.argument.type.CopyFrom(mixed)
+    assert [int(v) for v in runner.run(comp, [[1, 2, 3], 100])] == [101, 102, 103]
+
+
+def test_generic_plus_declared_with_two_different_operand_types_is_refused(runner):
     comp = intrinsic_proto("generic_plus",
                            fl.StructType([clients(I32), clients(I32, all_equal=True)]),
                            clients(I32))
-    assert [int(v) for v in runner.run(comp, [[1, 2, 3], 100])] == [101, 102, 103]
+    with pytest.raises(errors.ComputationError, match="generic_plus.*had substitutions"):
+        runner.run(comp, [[1, 2, 3], 100])
 
 
 def test_generic_zero_of_a_struct_with_a_string(runner):
