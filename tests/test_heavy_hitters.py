@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -181,3 +182,21 @@ def test_a_file_reader_is_still_refused(runner, tmp_path):
     result = runner.invoke(cli, ["validate", str(path)])
     assert result.exit_code == 5, result.output
     assert "TFRecordReaderV2" in result.output and "FIFOQueueV2" not in result.output
+
+
+def test_check_compares_the_rows_as_meta_json_says(runner, tmp_path):
+    """`tffexec check` reads meta.json's `compare`: the case passes in any row order, and a
+    wrong count in one row still fails it."""
+    passed = runner.invoke(cli, ["check", str(CASE), "--form", "comp"])
+    assert passed.exit_code == 0, passed.output
+    copy = tmp_path / CASE.name
+    shutil.copytree(CASE, copy)
+    expected = json.loads((copy / "expected.json").read_text())
+    server = expected["value"]["federated"]["values"][0]
+    counts = next(m for m in server["struct"] if m["name"] == "heavy_hitters_counts")
+    counts["value"]["value"][0] += 1
+    (copy / "expected.pb").unlink()
+    (copy / "expected.json").write_text(json.dumps(expected))
+    failed = runner.invoke(cli, ["check", str(copy), "--form", "comp"])
+    assert failed.exit_code == 1, failed.output
+    assert "heavy_hitters_counts" in failed.output
