@@ -88,10 +88,6 @@ def _node_name(tensor_name: str) -> str:
     return name[1:] if name.startswith("^") else name
 
 
-def _input_node(name: str) -> str:
-    return _node_name(name)
-
-
 class GraphFunction:
     """A `tensorflow` computation made callable: `fn(flat_args) -> flat_results`.
 
@@ -202,16 +198,7 @@ class GraphFunction:
         by_name = {n.name: n for n in graph_def.node}
         if init_name not in by_name:
             raise errors.ComputationError(f"initialize_op {init_name!r} is not a node of the graph")
-        ancestors = set()
-        stack = [init_name]
-        while stack:
-            name = stack.pop()
-            if name in ancestors:
-                continue
-            ancestors.add(name)
-            node = by_name.get(name)
-            if node is not None:
-                stack.extend(_input_node(i) for i in node.input)
+        ancestors = tf_import.needed_nodes(graph_def, [], [init_name])
         for node in graph_def.node:
             if node.name not in ancestors:
                 node.input.append("^" + init_name)
