@@ -13,8 +13,9 @@ memory layout (visibly on `PYTHONHASHSEED`).
 For such graphs we prune on the GraphDef instead, deterministically: keep the nodes the results
 reach (through data and control inputs, stopping at the parameter placeholders), in their
 original order, with control inputs on a parameter placeholder dropped (as `prune` does: a fed
-placeholder never runs), and import that GraphDef once inside a `wrap_function` whose signature is the
-placeholders' own dtypes and shapes, mapping each placeholder to the function's argument.
+placeholder never runs), and import that GraphDef once inside a `wrap_function` whose
+signature is the placeholders' own dtypes and shapes, mapping each placeholder to the
+function's argument.
 TensorFlow's importer handles cycles itself (it is how the graph was built), so nothing depends
 on set order.
 """
