@@ -57,6 +57,8 @@ class Case:
       flags: extra `tffexec run`-style flags (`--allow-op Abort`, `--stack threaded`, ...),
         read by the CLI (`tffexec.cli.case_flags`).
       source: where the case was defined (a directory or `manifest:line`), for messages.
+      compare: meta.json's `compare` object for results TFF returns in a random order
+        (`tffexec.formats.row_sets`), or None.
       problem: why the case cannot run at all (a bad case.json, no expected value), with its
         exit code; such a case is reported as an error without running anything.
     """
@@ -71,6 +73,7 @@ class Case:
     flags: tuple[str, ...] = ()
     source: str = ""
     problem: tuple[str, int] | None = None
+    compare: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +232,7 @@ def case_dir_cases(directory: pathlib.Path, forms: Iterable[str]) -> list[Case]:
             name=name if form == "comp" else f"{name}[{form}]", comp=comp, expected=expected,
             arg=arg, clients=settings.get("clients"), rtol=settings.get("rtol"),
             atol=settings.get("atol"), flags=tuple(settings.get("flags", ())), source=name,
-            problem=problem))
+            problem=problem, compare=settings.get("compare")))
     return cases
 
 
@@ -281,6 +284,10 @@ def _case_settings(document: dict, label: str, *, strict: bool) -> dict[str, Any
             out[key] = float(value)
     if document.get("flags") is not None:
         out["flags"] = _flags(document["flags"], label)
+    from tffexec.formats import row_sets  # noqa: PLC0415 - numpy only when a case is read
+
+    if not strict and row_sets.is_spec(document.get("compare")):
+        out["compare"] = document["compare"]
     if strict:
         for key in ("arg", "expected"):
             value = document.get(key)
@@ -446,6 +453,7 @@ class CaseRunner:
         from tffexec import preflight  # noqa: PLC0415
         from tffexec.formats import compare  # noqa: PLC0415
         from tffexec.formats import loading  # noqa: PLC0415
+        from tffexec.formats import row_sets  # noqa: PLC0415
 
         comp_name = display_path(case.comp)
         computation = loading.load_computation(case.comp, name=comp_name, policy=config.policy)
@@ -466,6 +474,7 @@ class CaseRunner:
             result = self._runner(config).run(computation, argument, clients=settings.clients)
         except errors.ComputationError as e:
             raise e.with_file(comp_name) from None
+        result, expected = row_sets.canonical(result, expected, case.compare)
         return compare.value_differences(result, expected, sig.result_type, rtol=settings.rtol,
                                          atol=settings.atol, path="result")
 

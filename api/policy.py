@@ -34,6 +34,9 @@ DEFAULT_MAX_CLIENTS = 100_000
 #: A sequence with more elements than this is cut with an error when it is materialised or fed
 #: to a graph (`--max-sequence-elements`); infinite datasets are refused outright.
 DEFAULT_MAX_SEQUENCE_ELEMENTS = 1_000_000
+#: A call of a graph that dequeues from an in-memory TensorFlow queue is cancelled (exit 6) after
+#: this many seconds (`--max-queue-wait`): a dequeue from an empty, open queue blocks forever.
+DEFAULT_MAX_QUEUE_WAIT = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Policy:
       max_value_bytes: largest argument file, and largest decoded argument value.
       max_clients: largest number of clients.
       max_sequence_elements: longest sequence that may be materialised or fed to a graph.
+      max_queue_wait: seconds a call of a graph with queue dequeue ops may run (0: unbounded).
     """
 
     trust: bool = False
@@ -57,11 +61,12 @@ class Policy:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_clients: int = DEFAULT_MAX_CLIENTS
     max_sequence_elements: int = DEFAULT_MAX_SEQUENCE_ELEMENTS
+    max_queue_wait: int = DEFAULT_MAX_QUEUE_WAIT
 
     def __post_init__(self):
         object.__setattr__(self, "allowed_ops", frozenset(self.allowed_ops))
         for name in ("max_computation_bytes", "max_value_bytes", "max_clients",
-                     "max_sequence_elements"):
+                     "max_sequence_elements", "max_queue_wait"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

@@ -13,8 +13,10 @@ TextLineDataset, FixedLengthRecordDataset, CSV/LMDB/Sql datasets, MatchingFilesD
 Save/Load/Snapshot datasets, DatasetToTFRecord, DataService*, RegisterDataset), summaries and debug
 ops (which write event files or connect to debug servers), Python callbacks (PyFunc, EagerPyFunc),
 process control (Abort), cross-device and cross-process communication (Send/Recv, Collective*,
-Nccl*, RemoteCall, TPU and XLA ops), ops that reach state outside one call (queues, barriers,
-staging areas, session handles, iterator string handles, Batch/BatchFunction), protobuf ops that
+Nccl*, RemoteCall, TPU and XLA ops), the reference-typed (V1) queue ops and the readers that feed
+from queues (ReaderReadV2, TFRecordReaderV2, WholeFileReaderV2, ...: they read files), ops that
+reach state outside one call (barriers, staging areas, session handles, iterator string handles,
+Batch/BatchFunction), protobuf ops that
 may load descriptors from files (DecodeProtoV2, EncodeProto), and ops that turn runtime strings
 into graphs (DatasetFromGraph; see `op_check` for when it is admitted).
 
@@ -244,6 +246,18 @@ LOGGING = frozenset("""
 Assert Print PrintV2 Timestamp
 """.split())
 
+#: In-memory queues (resource-handle V2 ops only), as TFF's IBLT heavy-hitters decoder uses them.
+#: They touch no file, network or process. Each call gets its own queues (see tf_function), and a
+#: call that can dequeue is bounded by `Policy.max_queue_wait` (a dequeue from an empty queue
+#: would otherwise block forever). The readers that consume a queue of file names are not here.
+QUEUES = frozenset("""
+FIFOQueueV2 PaddingFIFOQueueV2 PriorityQueueV2 QueueCloseV2 QueueDequeueManyV2 QueueDequeueUpToV2
+QueueDequeueV2 QueueEnqueueManyV2 QueueEnqueueV2 QueueIsClosedV2 QueueSizeV2 RandomShuffleQueueV2
+""".split())
+
+#: The queue ops that block while their queue is empty (and the queue is open).
+QUEUE_DEQUEUE_OPS = frozenset({"QueueDequeueV2", "QueueDequeueManyV2", "QueueDequeueUpToV2"})
+
 #: tf.data transformations and in-memory sources (no file, network or snapshot sources).
 DATASETS = frozenset("""
 AnonymousIterator AnonymousIteratorV2 AnonymousIteratorV3 AnonymousMemoryCache
@@ -291,6 +305,7 @@ ALLOWED_OPS: frozenset[str] = frozenset().union(
     VARIABLES,
     LOOKUP,
     DATA_FLOW,
+    QUEUES,
     LOGGING,
     DATASETS,
 )

@@ -33,7 +33,9 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec import tf_runtime
+from tffexec.executors import tf_import
 from tffexec.executors import tf_library
+from tffexec.executors import tf_queues
 from tffexec import policy as policy_lib
 from tffexec.checks import op_check
 from tffexec.executors import tf_resources
@@ -86,10 +88,6 @@ def _node_name(tensor_name: str) -> str:
     return name[1:] if name.startswith("^") else name
 
 
-def _input_node(name: str) -> str:
-    return _node_name(name)
-
-
 class GraphFunction:
     """A `tensorflow` computation made callable: `fn(flat_args) -> flat_results`.
 
@@ -117,6 +115,8 @@ class GraphFunction:
             raise errors.ComputationError(f"graph_def is not a TensorFlow GraphDef: {e}") from None
         self._graph_def = graph_def
         self._resources = tf_resources.plan(graph_def)
+        self._queue_wait = (self._policy.max_queue_wait
+                            if tf_queues.has_dequeue(self._all_nodes(graph_def)) else 0)
         # Library function renames (see `tf_library`): computed once when the library is the same
         # for every instance, i.e. when no function body holds a per-instance shared name.
         self._library_per_instance = any(
@@ -197,16 +197,7 @@ class GraphFunction:
         by_name = {n.name: n for n in graph_def.node}
         if init_name not in by_name:
             raise errors.ComputationError(f"initialize_op {init_name!r} is not a node of the graph")
-        ancestors = set()
-        stack = [init_name]
-        while stack:
-            name = stack.pop()
-            if name in ancestors:
-                continue
-            ancestors.add(name)
-            node = by_name.get(name)
-            if node is not None:
-                stack.extend(_input_node(i) for i in node.input)
+        ancestors = tf_import.needed_nodes(graph_def, [], [init_name])
         for node in graph_def.node:
             if node.name not in ancestors:
                 node.input.append("^" + init_name)
@@ -219,6 +210,9 @@ class GraphFunction:
             tf.graph_util.import_graph_def(graph_def, name="")
 
         try:
+            looped = self._build_looped(graph_def)
+            if looped is not None:
+                return looped
             wrapped = tf.compat.v1.wrap_function(import_graph, signature=[])
             graph = wrapped.graph
             feeds = [graph.as_graph_element(name) for _, name in self.parameter_leaves]
@@ -238,6 +232,17 @@ class GraphFunction:
                 f"the TensorFlow graph does not match its bindings: {e}") from None
         except tf.errors.OpError as e:
             raise errors.ComputationError(f"TensorFlow could not import the graph: {e.message}") from None
+
+    def _build_looped(self, graph_def) -> Callable | None:
+        """A graph with TF1 loops, pruned on its GraphDef (`tf_import`: TensorFlow's `prune`
+        copies loops in an order that depends on object ids); None for other graphs."""
+        feeds = [name for _, name in self.parameter_leaves]
+        token_name = self._proto.session_token_tensor_name
+        names = {node.name for node in graph_def.node}
+        self._feeds_token = bool(token_name) and tf_import.node_name(token_name) in names
+        if self._feeds_token:
+            feeds.append(token_name)
+        return tf_import.import_pruned(graph_def, feeds, [name for _, name in self.result_leaves])
 
     def _instance(self) -> Callable:
         """The compiled function for one call: the shared one, or a fresh import when the graph's
@@ -268,7 +273,11 @@ class GraphFunction:
         try:
             if self._feeds_token:
                 inputs.append(tf.constant(uuid.uuid4().hex))
-            outputs = call_flat(instance, inputs)
+            if self._queue_wait:
+                outputs = tf_queues.call_bounded(lambda: call_flat(instance, inputs),
+                                                 self._queue_wait)
+            else:
+                outputs = call_flat(instance, inputs)
         except tf.errors.OpError as e:
             if sequences.LIMIT_MARKER in e.message:
                 raise self._policy.sequence_too_long() from None
@@ -279,7 +288,6 @@ class GraphFunction:
         results = len(self.result_leaves)
         tf_resources.destroy(tf, outputs[results:])
         return outputs[:results]
-
 
     def _check_graph_string(self, value, index: int) -> None:
         """A string parameter that becomes a graph inside this one: check it as a dataset graph."""
@@ -301,7 +309,7 @@ def _error_cause(message: str) -> str:
     for line in lines:
         if not line.strip() or line[0].isspace():
             continue
-        if line.startswith(("Graph execution error", "Detected at node")):
+        if line.startswith(("Graph execution error", "Detected at node", "<stack traces")):
             continue
         return line.strip()
     return lines[0].strip() if lines else message

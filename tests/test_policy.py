@@ -111,7 +111,8 @@ def test_allowlist_names_only_ops_registered_in_tensorflow():
     "Abort", "Send", "Recv", "CollectiveReduceV2", "RemoteCall", "WholeFileReaderV2",
     "InitializeTableFromTextFileV2", "ImmutableConst", "WriteSummary",
     "CreateSummaryFileWriter", "DebugIdentityV2", "DecodeProtoV2", "GetSessionHandle",
-    "IteratorFromStringHandleV2", "FIFOQueueV2", "DatasetFromGraph", "Batch",
+    "IteratorFromStringHandleV2", "FIFOQueue", "QueueDequeue", "ReaderReadV2", "TFRecordReaderV2",
+    "DatasetFromGraph", "Batch",
 ])
 def test_allowlist_refuses_file_network_and_process_ops(op):
     assert not op_check.allows(STRICT, op)
