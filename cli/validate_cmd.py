@@ -107,11 +107,18 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
                 analysis.ROOT_PATH, "the computation takes no argument, but ARG "
                 f"{common.display_name(arg)} was given"))
         else:
-            value, _, argument_clients = loaders.load_argument_value(
-                arg, computation.type.function.parameter, fmt=arg_format, policy=policy)
+            try:
+                value, _, argument_clients = loaders.load_argument_value(
+                    arg, computation.type.function.parameter, fmt=arg_format, policy=policy)
+            except errors.PolicyError as e:
+                # A limit the argument exceeds (its client count, its size): a problem `run`
+                # refuses with exit 5, reported here with the others.
+                problems.argument.append(analysis.Problem(e.path or analysis.ROOT_PATH,
+                                                          e.message, refused=True))
     try:
-        preflight.prepare(computation, value, clients, policy=policy, problems=problems,
-                         checked=result)
+        if not problems.argument:  # without the argument, its checks would only add noise
+            preflight.prepare(computation, value, clients, policy=policy, problems=problems,
+                              checked=result)
     except errors.ComputationError as e:
         raise e.with_file(comp_input.name) from None
     except errors.TffexecError as e:

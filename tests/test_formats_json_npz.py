@@ -13,6 +13,8 @@ import federated_language as fl
 import numpy as np
 import pytest
 
+from tffexec import policy as policy_lib
+from tffexec.checks import op_check
 from tffexec.errors import ArgumentError
 from tffexec.formats import jsonfmt, loading, npzfmt, values
 from tffexec.formats import types as tt
@@ -50,6 +52,8 @@ def test_hand_written_plain_json_equals_corpus_arg(case, tmp_path):
     path = tmp_path / "arg.json"
     path.write_text(PLAIN_JSON[case])
     got = loading.load_value(path, t)
+    for value in (got, expected):  # loaders check no ops; comparing reads dataset graphs
+        op_check.check_value(value, t, policy_lib.DEFAULT, path="arg")
     assert values.values_equal(got, expected, t) == []  # sequences: compared by elements (TF)
 
 
