@@ -17,7 +17,6 @@ them all), so the two agree.
 """
 from __future__ import annotations
 
-import functools
 
 from typing import Any, Iterator
 
@@ -27,6 +26,7 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec.checks import analysis
+from tffexec.formats import types
 from tffexec.formats.diagnostics import child, item
 
 #: Root node kinds that make a value, never a function.
@@ -40,7 +40,7 @@ def computation_values(value: Any, type_spec, path: str = "arg"
     `value` is in tffexec's representation (as `preflight` converts it): `Struct`s for structs,
     a list per client for `{T}@CLIENTS`, the member itself for all-equal and SERVER values.
     """
-    if not _has_function(type_spec):
+    if not types.contains(type_spec, fl.FunctionType):
         return  # nothing to find: a value holds computations only where its type says so
     pending = [(path, value, type_spec)]
     while pending:
@@ -56,22 +56,6 @@ def computation_values(value: Any, type_spec, path: str = "arg"
             per_client = isinstance(v, (list, tuple)) and not t.all_equal
             members = [(item(here, i), m) for i, m in enumerate(v)] if per_client else [(here, v)]
             pending.extend((p, m, t.member) for p, m in reversed(members))
-
-
-@functools.lru_cache(maxsize=256)
-def _has_function(type_spec) -> bool:
-    """Whether a function type occurs anywhere in `type_spec` (types are immutable and hashable,
-    so each distinct parameter type is walked once, not on every call)."""
-    pending = [type_spec]
-    while pending:
-        t = pending.pop()
-        if isinstance(t, fl.FunctionType):
-            return True
-        if isinstance(t, fl.StructType):
-            pending.extend(element for _, element in t.items())
-        elif isinstance(t, (fl.FederatedType, fl.SequenceType)):
-            pending.append(t.member if isinstance(t, fl.FederatedType) else t.element)
-    return False
 
 
 def problems(value: Any, type_spec, policy, path: str = "arg") -> list[analysis.Problem]:

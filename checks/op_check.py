@@ -48,6 +48,7 @@ from tffexec.checks import graphs
 from tffexec.checks import tf_ops
 from tffexec.formats import limits
 from tffexec.formats import sequences
+from tffexec.formats import types
 from tffexec.formats.diagnostics import child, item
 from tffexec.formats.protos import tf_graph_pb2
 
@@ -498,13 +499,4 @@ def iter_sequences(value, type_spec, path: str = "arg"):
 
 
 def _has_sequence(type_spec) -> bool:
-    stack = [type_spec]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, fl.SequenceType):
-            return True
-        if isinstance(t, fl.StructType):
-            stack.extend(member for _, member in t.items())
-        elif isinstance(t, fl.FederatedType):
-            stack.append(t.member)
-    return False
+    return types.contains(type_spec, fl.SequenceType)

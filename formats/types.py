@@ -151,3 +151,24 @@ def type_str(t: Type | None) -> str:
         return "<no value>"
     return str(t)
 
+
+
+@functools.lru_cache(maxsize=512)
+def contains(type_spec: Type, kind: type) -> bool:
+    """Whether a type of class `kind` (`fl.SequenceType`, `fl.FunctionType`, ...) occurs anywhere
+    in `type_spec`. Types are immutable and hashable, so each distinct type is walked once, not
+    on every call that asks."""
+    pending = [type_spec]
+    while pending:
+        t = pending.pop()
+        if isinstance(t, kind):
+            return True
+        if isinstance(t, fl.StructType):
+            pending.extend(element for _, element in t.items())
+        elif isinstance(t, fl.FederatedType):
+            pending.append(t.member)
+        elif isinstance(t, fl.SequenceType):
+            pending.append(t.element)
+        elif isinstance(t, fl.FunctionType):
+            pending.extend(x for x in (t.parameter, t.result) if x is not None)
+    return False
