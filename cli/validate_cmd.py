@@ -111,10 +111,11 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
                 value, _, argument_clients = loaders.load_argument_value(
                     arg, computation.type.function.parameter, fmt=arg_format, policy=policy)
             except errors.PolicyError as e:
-                # A limit the argument exceeds (its client count, its size): a problem `run`
-                # refuses with exit 5, reported here with the others.
-                problems.argument.append(analysis.Problem(e.path or analysis.ROOT_PATH,
-                                                          e.message, refused=True))
+                if e.path is None:
+                    raise  # the file itself is over a limit: unreadable, exit 5 as for run
+                # A limit a place inside the argument exceeds (its client count, a tensor's
+                # declared size): a problem `run` refuses, reported here with the others.
+                problems.argument.append(analysis.Problem(e.path, e.message, refused=True))
     try:
         if not problems.argument:  # without the argument, its checks would only add noise
             preflight.prepare(computation, value, clients, policy=policy, problems=problems,
