@@ -32,12 +32,12 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec import policy as policy_lib
 from tffexec import tf_runtime
+from tffexec.checks import op_check
 from tffexec.executors import tf_import
 from tffexec.executors import tf_library
 from tffexec.executors import tf_queues
-from tffexec import policy as policy_lib
-from tffexec.checks import op_check
 from tffexec.executors import tf_resources
 from tffexec.formats import sequences
 
