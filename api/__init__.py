@@ -18,6 +18,12 @@ Python API (imported lazily, so `import tffexec` stays instant):
   atomically; a `.pb` is byte-identical to TFF's `serialize_value`. `type` may be omitted for
   arrays, scalars, `Struct`s of them and sequences.
 
+- `tffexec.tensorflow.computation`: write TensorFlow computations without TFF (a decorator like
+  `tff.tensorflow.computation`); importing `tffexec.tensorflow` installs tffexec's context.
+- `tffexec.save(comp, path)` writes a computation as a `Computation` file that TFF 0.87 and
+  `tffexec run` load (graphs made TF 2.14-importable, or refused naming what TF 2.14 lacks);
+  `tffexec.load(path)` reads one back as a callable computation.
+
 The argument of `run`/`Runner.run` may also be a path as an `os.PathLike` (`pathlib.Path`): the
 file is read with `load_value` against the parameter type. A `str` or `bytes` argument is a
 value, never a path, because a computation's parameter may be a string.
@@ -33,6 +39,9 @@ _LAZY = {
     "StackConfig": ("tffexec.factories.config", "StackConfig"),
     "load_value": ("tffexec.value_files", "load_value"),
     "save_value": ("tffexec.value_files", "save_value"),
+    "save": ("tffexec.saving", "save"),
+    "load": ("tffexec.saving", "load"),
+    "tensorflow": ("tffexec.tensorflow", None),
 }
 
 
@@ -41,12 +50,13 @@ def __getattr__(name: str):
         import importlib  # noqa: PLC0415
 
         module, attribute = _LAZY[name]
-        return getattr(importlib.import_module(module), attribute)
+        imported = importlib.import_module(module)
+        return imported if attribute is None else getattr(imported, attribute)
     raise AttributeError(f"module 'tffexec' has no attribute {name!r}")
 
 
 __all__ = ["run", "Runner", "StackConfig", "install_context", "load_value", "save_value",
-           "__version__"]
+           "save", "load", "tensorflow", "__version__"]
 
 
 def __dir__() -> list[str]:

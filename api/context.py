@@ -25,3 +25,16 @@ def install_context(config: Optional[config_lib.StackConfig] = None):
     context = create_context(config)
     federated_language.framework.set_default_context(context)
     return context
+
+
+def ensure_installed():
+    """Installs tffexec as the default context unless someone installed a context already.
+
+    Why: `import tffexec.tensorflow` and `tffexec.load` make computations callable without a
+    setup step, but must not replace a context the user chose (federated-language's initial
+    context is one that only raises).
+    """
+    current = federated_language.framework.get_context_stack().current
+    if type(current).__name__ == "RuntimeErrorContext":
+        return install_context()
+    return current

@@ -19,6 +19,7 @@ from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec import policy as policy_lib
+from tffexec import saving
 from tffexec.checks import op_check
 from tffexec.formats import loading
 from tffexec.formats import types as types_lib
@@ -73,13 +74,16 @@ def save_value(value: Any, path: Union[str, os.PathLike], type: TypeLike = None,
     The whole file is encoded first and then renamed into place, so a failure never leaves a
     partial file. `type` may be omitted for values whose type the value itself says (numpy
     arrays and scalars, `Struct`s of them, sequences); a Python list could be a tensor or one
-    member per client, so a value holding one needs `type`.
+    member per client, so a value holding one needs `type`. A `tf.data.Dataset` is a sequence;
+    dataset graphs are written TF 2.14-importable (`tffexec.formats.tf214_compat`), so that TFF
+    0.87 reads the file too.
 
     Raises:
       tffexec.errors.ArgumentError: the value does not match `type`, its type cannot be told,
         the format cannot be told from the name, or the file cannot be written.
     """
     type_spec = as_type(type)
+    value = saving.compatible_value(value)
     if type_spec is None:
         type_spec = infer_type(value)
     loading.save_value(value, type_spec, pathlib.Path(path), fmt=fmt)
