@@ -44,7 +44,9 @@ def _tensorflow_parts(message: Any):
     for field, value in message.ListFields():
         if field.message_type is None:
             continue
-        if field.label == field.LABEL_REPEATED:
+        repeated = (field.is_repeated if hasattr(field, "is_repeated")  # protobuf >= 6
+                    else field.label == field.LABEL_REPEATED)
+        if repeated:
             for item in value:
                 yield from _tensorflow_parts(item)
         else:
