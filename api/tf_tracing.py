@@ -11,6 +11,8 @@ rules so that one Python function gives the same computation in both:
   placeholder), a `Struct` of those per struct;
 - variables created while tracing (recorded through `tf.variable_creator_scope`) and table
   initialisers are run by the computation's `initialize_op`;
+- calling another `tensorflow` computation inside the function imports its graph (its
+  initialize op joins this one's), as TFF's tracing context does;
 - results: tensors (variables are read), datasets, and Python structures: lists/tuples are
   unnamed structs; dicts, namedtuples, attrs classes and named `Struct`s are named structs.
   The Python container is kept on the result type, so calling the computation gives the same
@@ -160,6 +162,82 @@ def _capture_result(value: Any, binding: computation_pb2.TensorFlow.Binding) -> 
     return fl.TensorType(dtype, shape)
 
 
+def _members(value: Any) -> list:
+    """The members of a Python structure, in order (Struct, dict, attrs, tuple, list)."""
+    if isinstance(value, structure.Struct):
+        return [member for _, member in structure.iter_elements(value)]
+    if isinstance(value, dict):
+        return list(value.values())
+    if attrs.has(type(value)):
+        return list(attrs.astuple(value, recurse=False))
+    return list(value)
+
+
+def _feed(binding: computation_pb2.TensorFlow.Binding, value: Any, input_map: dict) -> None:
+    """Maps the placeholders of an inner computation's parameter to the outer graph's values."""
+    tf = _tf()
+    kind = binding.WhichOneof("binding")
+    if kind == "struct":
+        for member_binding, member in zip(binding.struct.element, _members(value), strict=True):
+            _feed(member_binding, member, input_map)
+    elif kind == "sequence":
+        input_map[binding.sequence.variant_tensor_name] = tf.data.experimental.to_variant(value)
+    elif kind == "tensor":
+        input_map[binding.tensor.tensor_name] = value
+
+
+def _result_names(binding: computation_pb2.TensorFlow.Binding) -> list[str]:
+    kind = binding.WhichOneof("binding")
+    if kind == "struct":
+        return [name for member in binding.struct.element for name in _result_names(member)]
+    if kind == "sequence":
+        return [binding.sequence.variant_tensor_name]
+    return [binding.tensor.tensor_name]
+
+
+def _rebuild(type_spec: fl.Type, tensors: Any) -> Any:
+    """The inner computation's result as Python values of the outer graph."""
+    tf = _tf()
+    if isinstance(type_spec, fl.StructType):
+        return structure.Struct([(name, _rebuild(member, tensors))
+                                 for name, member in type_spec.items()])
+    if isinstance(type_spec, fl.SequenceType):
+        return tf.data.experimental.from_variant(next(tensors), spec_of_type(type_spec.element))
+    return next(tensors)
+
+
+class _InliningContext(fl.framework.SyncContext):
+    """Calling a `tensorflow` computation while tracing another one imports its graph (as TFF).
+
+    The inner computation's initialize op joins the outer one's (`init_ops`).
+    """
+
+    def __init__(self, session_token: Any):
+        self.session_token = session_token
+        self.init_ops: list = []
+
+    def invoke(self, comp: Any, arg: Any) -> Any:
+        tf = _tf()
+        proto = comp.to_proto()
+        if proto.WhichOneof("computation") != "tensorflow":
+            raise TypeError("only tensorflow computations can be called inside a tensorflow "
+                            f"computation, not a {proto.WhichOneof('computation')} one")
+        inner = proto.tensorflow
+        input_map: dict = {}
+        if inner.session_token_tensor_name:
+            input_map[inner.session_token_tensor_name] = self.session_token
+        if inner.HasField("parameter"):
+            _feed(inner.parameter, arg, input_map)
+        names = _result_names(inner.result) + ([inner.initialize_op] if inner.initialize_op else [])
+        imported = tf.compat.v1.import_graph_def(
+            tf.compat.v1.GraphDef.FromString(inner.graph_def.value), input_map=input_map,
+            return_elements=names, name="subcomputation")
+        if inner.initialize_op:
+            self.init_ops.append(imported.pop())
+        result = _rebuild(comp.type_signature.result, iter(imported))
+        return fl.framework.type_to_py_container(result, comp.type_signature.result)
+
+
 def trace(fn: Callable[..., Any], parameter_type: Optional[fl.Type]
           ) -> tuple[computation_pb2.Computation, fl.FunctionType]:
     """Traces `fn` (no argument, or one of `parameter_type`) into a `tensorflow` computation.
@@ -179,7 +257,9 @@ def trace(fn: Callable[..., Any], parameter_type: Optional[fl.Type]
 
     with graph.as_default():
         token = tf.compat.v1.placeholder(tf.string, shape=(), name=SESSION_TOKEN_NAME)
-        with tf.variable_creator_scope(record):
+        inlining = _InliningContext(token)
+        with tf.variable_creator_scope(record), \
+                fl.framework.get_context_stack().install(inlining):
             if parameter_type is None:
                 result = fn()
             else:
@@ -190,6 +270,7 @@ def trace(fn: Callable[..., Any], parameter_type: Optional[fl.Type]
         if created:
             initializers.append(tf.compat.v1.initializers.variables(created))
         initializers.extend(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS))
+        initializers.extend(inlining.init_ops)
         if initializers:
             proto.tensorflow.initialize_op = tf.group(*initializers, name="initializers").name
         result_type = _capture_result(result, proto.tensorflow.result)

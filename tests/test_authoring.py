@@ -176,6 +176,27 @@ def test_seeded_random_ops_give_the_values_tensorflow_gives_for_that_seed(stack)
     np.testing.assert_array_equal(server, at_clients([0.0])[1])  # the op seed fixes it
 
 
+def test_a_tensorflow_computation_called_inside_another_is_inlined_with_its_initialisers(stack):
+    @computation(np.float32, np.float32)
+    def offset_sum(x, y):
+        offset = tf.Variable(1.0)
+        return {"sum": x + y + offset, "product": x * y}
+
+    @computation(fl.SequenceType(np.float32))
+    def total(numbers):
+        return numbers.reduce(np.float32(0), lambda a, b: a + b)
+
+    @computation(np.float32)
+    def outer(x):
+        return offset_sum(x, 2.0)["sum"] * 10 + total(tf.data.Dataset.from_tensors(x).repeat(2))
+
+    @fl.federated_computation(_clients(np.float32))
+    def at_clients(xs):
+        return fl.federated_map(outer, xs)
+
+    assert at_clients([3.0, 0.0]) == [(3 + 2 + 1) * 10 + 6, (0 + 2 + 1) * 10]
+
+
 def test_untyped_parameters_make_a_computation_traced_per_argument_type():
     @computation
     def double(x):
