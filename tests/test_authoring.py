@@ -332,8 +332,11 @@ def _differences(got_path: pathlib.Path, expected_path: pathlib.Path, type_spec)
     return compare.value_differences(got, expected, type_spec, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("script,folder", [("federated_mean.py", "mean"), ("fedavg.py", "fedavg")])
-def test_example_saved_and_run_by_tffexec_equals_python_and_tff(tmp_path, runner, script, folder):
+@pytest.mark.parametrize("script,folder,name", [("federated_mean.py", "mean", "mean_celsius"),
+                                                ("fedavg.py", "fedavg", "next_round"),
+                                                ("keras_eval.py", "keras_eval", "evaluate")])
+def test_example_saved_and_run_by_tffexec_equals_python_and_tff(tmp_path, runner, script, folder,
+                                                                name):
     names = _run_example(script, tmp_path)
     comp = tffexec.load(tmp_path / "comp.pb")
     result = runner.invoke(cli, ["run", str(tmp_path / "comp.pb"), str(tmp_path / "arg.pb"),
@@ -341,9 +344,9 @@ def test_example_saved_and_run_by_tffexec_equals_python_and_tff(tmp_path, runner
     assert result.exit_code == 0, result.output
     result_type = comp.type_signature.result
     assert not _differences(tmp_path / "out.pb", AUTHORING / folder / "tff_result.pb", result_type)
-    authored = names["mean_celsius" if folder == "mean" else "next_round"]
     argument = tffexec.load_value(tmp_path / "arg.pb", comp.type_signature.parameter)
-    in_python = authored(*argument) if folder == "fedavg" else authored(argument)
+    several = isinstance(comp.type_signature.parameter, fl.StructType)
+    in_python = names[name](*argument) if several else names[name](argument)
     expected = loading.load_value(AUTHORING / folder / "tff_result.pb", result_type)
     in_python = _as_struct(in_python)
     assert not compare.value_differences(in_python, expected, result_type, rtol=1e-5, atol=1e-6)

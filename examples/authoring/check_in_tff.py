@@ -1,13 +1,14 @@
 """Loads the computations tffexec authored (examples/authoring/) in real TFF 0.87 and runs them.
 
 Run under the TFF 0.87 environment (Python 3.11, TensorFlow 2.14), from the repository root,
-after `federated_mean.py`, `fedavg.py` and `features.py` wrote their folders:
+after `federated_mean.py`, `fedavg.py`, `features.py` and `keras_eval.py` wrote their
+folders:
 
     /work/peer/bin/python examples/authoring/check_in_tff.py > /tmp/check_in_tff.log 2>&1
 
 It writes TFF's results next to the inputs, so tffexec's tests compare against TFF without TFF:
 - mean/tff_result.pb: `comp(arg)`;
-- fedavg/tff_result.pb, features/tff_result.pb: `comp(arg)`;
+- fedavg/, features/, keras_eval/ tff_result.pb: `comp(arg)`;
 - fedavg/tff_state.pb and fedavg/tff_losses.json: `init()` then ROUNDS rounds of `next` on
   every client (clients/ in name order), as `tffexec iterate --rounds ROUNDS` without -k does.
 """
@@ -63,6 +64,7 @@ def main() -> None:
     run_once(HERE / "mean")
     run_once(HERE / "fedavg")
     run_once(HERE / "features")
+    run_once(HERE / "keras_eval")
     run_rounds(HERE / "fedavg")
 
 
