@@ -13,7 +13,8 @@ rules so that one Python function gives the same computation in both:
   initialisers are run by the computation's `initialize_op`;
 - calling another `tensorflow` computation inside the function imports its graph (its
   initialize op joins this one's), as TFF's tracing context does;
-- results: tensors (variables are read), datasets, and Python structures: lists/tuples are
+- results: tensors (variables are read), datasets, sparse and ragged tensors (as TFF: named
+  structs of their component tensors), and Python structures: lists/tuples are
   unnamed structs; dicts, namedtuples, attrs classes and named `Struct`s are named structs.
   The Python container is kept on the result type, so calling the computation gives the same
   container back.
@@ -107,10 +108,23 @@ def _stamp_parameter(type_spec: fl.Type, name: str,
     raise TypeError(f"a tensorflow computation cannot take a parameter of type {type_spec}")
 
 
+class _Parts:
+    """A composite tensor's component tensors, bound as a named struct as TFF binds them.
+
+    No Python container: federated-language cannot rebuild a `tf.SparseTensor` from its parts,
+    so calling the computation gives the named struct of component arrays.
+    """
+
+    def __init__(self, members: list):
+        self.members = members
+
+
 def _named_members(value: Any) -> Optional[tuple[list, Optional[type]]]:
     """(name, member) pairs and the container of a named Python structure, else None."""
     if isinstance(value, structure.Struct):
         return list(structure.iter_elements(value)), None
+    if isinstance(value, _Parts):
+        return value.members, None
     if hasattr(value, "_asdict") and isinstance(value, tuple):
         return list(value._asdict().items()), type(value)
     if attrs.has(type(value)):
@@ -140,6 +154,14 @@ def _capture_result(value: Any, binding: computation_pb2.TensorFlow.Binding) -> 
         binding.struct.SetInParent()
         types = [_capture_result(member, binding.struct.element.add()) for member in value]
         return fl.StructWithPythonType(types, type(value))
+    if isinstance(value, tf.SparseTensor):  # as TFF: a named struct of its three tensors
+        return _capture_result(_Parts([
+            ("indices", value.indices), ("values", value.values),
+            ("dense_shape", value.dense_shape)]), binding)
+    if isinstance(value, tf.RaggedTensor):
+        return _capture_result(_Parts([
+            ("flat_values", value.flat_values),
+            ("nested_row_splits", value.nested_row_splits)]), binding)
     if isinstance(value, tf.data.Dataset):
         element_type = type_of_spec(value.element_spec)
         with tf.device("/device:cpu:0"):

@@ -197,6 +197,21 @@ def test_a_tensorflow_computation_called_inside_another_is_inlined_with_its_init
     assert at_clients([3.0, 0.0]) == [(3 + 2 + 1) * 10 + 6, (0 + 2 + 1) * 10]
 
 
+def test_sparse_and_ragged_results_are_named_structs_of_their_component_tensors():
+    @computation
+    def sparse_and_ragged():
+        return (tf.SparseTensor(indices=[[0, 1], [2, 3]], values=[1.0, 2.0], dense_shape=[3, 4]),
+                tf.RaggedTensor.from_row_splits([1, 2, 3], [0, 1, 3]))
+
+    assert str(sparse_and_ragged.type_signature) == (
+        "( -> <<indices=int64[2,2],values=float32[2],dense_shape=int64[2]>,"
+        "<flat_values=int32[3],nested_row_splits=<int64[3]>>>)")
+    sparse, ragged = sparse_and_ragged()
+    assert sparse["indices"].tolist() == [[0, 1], [2, 3]] and sparse["dense_shape"].tolist() == [3, 4]
+    assert ragged["flat_values"].tolist() == [1, 2, 3]
+    assert ragged["nested_row_splits"][0].tolist() == [0, 1, 3]
+
+
 def test_untyped_parameters_make_a_computation_traced_per_argument_type():
     @computation
     def double(x):
