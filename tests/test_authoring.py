@@ -317,6 +317,14 @@ def test_saving_a_computation_without_types_is_refused(tmp_path):
         tffexec.save(computation(lambda x: x), tmp_path / "comp.pb")
 
 
+def test_loading_a_file_that_is_not_a_computation_names_it(tmp_path):
+    (tmp_path / "notes.pb").write_bytes(b"not a computation")
+    with pytest.raises(errors.ComputationError, match="notes.pb"):
+        tffexec.load(tmp_path / "notes.pb")
+    with pytest.raises(errors.TffexecError, match="missing.pb"):
+        tffexec.load(str(tmp_path / "missing.pb"))
+
+
 def test_load_gives_a_computation_usable_inside_federated_computations():
     mean = tffexec.load(AUTHORING / "mean" / "comp.pb")
 
