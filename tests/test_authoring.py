@@ -338,15 +338,20 @@ def test_load_gives_a_computation_usable_inside_federated_computations():
 
 # -- round trips: Python, tffexec run / iterate, TFF 0.87 --------------------------------------
 
-def _run_example(script: str, outdir: pathlib.Path) -> dict:
-    """Runs examples/authoring/<script> as `python <script> OUTDIR` does; returns its globals."""
-    argv = sys.argv
-    sys.argv = [str(AUTHORING / script), str(outdir)]
+def _run_script(script: pathlib.Path, *args: str) -> dict:
+    """Runs a script as `python SCRIPT ARGS...` does (its folder first on sys.path, its output
+    captured), in this process; returns its globals."""
+    argv, path = sys.argv, list(sys.path)
+    sys.argv, sys.path[:0] = [str(script), *args], [str(script.parent)]
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return runpy.run_path(str(AUTHORING / script), run_name="__main__")
+            return runpy.run_path(str(script), run_name="__main__")
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
+
+
+def _run_example(script: str, outdir: pathlib.Path) -> dict:
+    return _run_script(AUTHORING / script, str(outdir))
 
 
 def _differences(got_path: pathlib.Path, expected_path: pathlib.Path, type_spec) -> list:
@@ -439,13 +444,7 @@ def test_the_documentation_code_runs_and_prints_what_its_comments_say(tmp_path, 
         for command in code.replace("\\\n", " ").splitlines():
             words = shlex.split(command)
             if words[0] == "python":
-                sys_argv = sys.argv
-                sys.argv = words[1:]
-                try:
-                    with contextlib.redirect_stdout(io.StringIO()):
-                        runpy.run_path(str(REPO / words[1]), run_name="__main__")
-                finally:
-                    sys.argv = sys_argv
+                _run_script(REPO / words[1], *words[2:])
                 continue
             assert words[0] == "tffexec", command
             result = runner.invoke(cli, words[1:])

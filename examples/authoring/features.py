@@ -9,14 +9,13 @@ examples/authoring/features/); `check_in_tff.py` runs them in TFF 0.87.
 """
 import collections
 import pathlib
-import sys
 
 import federated_language as fl
 import numpy as np
 import tensorflow as tf
 
-import tffexec
 import tffexec.tensorflow
+from case_files import output_folder, save_case
 
 Reading = collections.namedtuple("Reading", ["city", "celsius"])
 READING = Reading(fl.TensorType(np.str_), fl.TensorType(np.float32))
@@ -53,12 +52,8 @@ def main(outdir: pathlib.Path) -> None:
     readings, counts = arguments()
     for client in features(readings, counts):
         print(client)
-    outdir.mkdir(parents=True, exist_ok=True)
-    tffexec.save(features, outdir / "comp.pb")
-    tffexec.save_value({"readings": readings, "counts": counts}, outdir / "arg.pb",
-                       type=features.type_signature.parameter)
+    save_case(features, {"readings": readings, "counts": counts}, outdir)
 
 
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1
-         else pathlib.Path(__file__).with_name("features"))
+    main(output_folder(__file__, "features"))

@@ -13,7 +13,6 @@ Writes to OUTDIR (default: examples/authoring/fedavg/): `init.pb` and `next.pb` 
 (the initial state and every client's data), and `clients/client_N.pb` (one dataset each).
 """
 import pathlib
-import sys
 
 import federated_language as fl
 import numpy as np
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 import tffexec
 import tffexec.tensorflow
+from case_files import output_folder, save_case
 
 MODEL = fl.StructWithPythonType([("w", fl.TensorType(np.float32, [2])),
                                  ("b", fl.TensorType(np.float32))], dict)
@@ -93,16 +93,13 @@ def main(outdir: pathlib.Path) -> None:
     for round_number in range(3):
         state, loss = next_round(state, data)
         print(f"round {round_number + 1}: loss {loss:.4f}, model {state}")
-    (outdir / "clients").mkdir(parents=True, exist_ok=True)
+    save_case(next_round, {"state": initialize(), "data": data}, outdir)
+    (outdir / "clients").mkdir(exist_ok=True)
     tffexec.save(initialize, outdir / "init.pb")
     tffexec.save(next_round, outdir / "next.pb")
-    tffexec.save(next_round, outdir / "comp.pb")
-    tffexec.save_value({"state": initialize(), "data": data}, outdir / "arg.pb",
-                       type=next_round.type_signature.parameter)
     for i, dataset in enumerate(data):
         tffexec.save_value(dataset, outdir / "clients" / f"client_{i}.pb")
 
 
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1
-         else pathlib.Path(__file__).with_name("fedavg"))
+    main(output_folder(__file__, "fedavg"))

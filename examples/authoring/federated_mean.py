@@ -6,13 +6,12 @@ Writes OUTDIR/comp.pb (default: examples/authoring/mean/) and arg.pb, after call
 computation in Python; then try `tffexec run OUTDIR/comp.pb OUTDIR/arg.pb`.
 """
 import pathlib
-import sys
 
 import federated_language as fl
 import numpy as np
 
-import tffexec
 import tffexec.tensorflow
+from case_files import output_folder, save_case
 
 
 @tffexec.tensorflow.computation(np.float32)
@@ -30,10 +29,8 @@ READINGS = [np.float32(v) for v in (50.0, 59.0, 68.0, 77.0)]
 
 def main(outdir: pathlib.Path) -> None:
     print(mean_celsius.type_signature, "->", mean_celsius(READINGS))  # 17.5
-    outdir.mkdir(parents=True, exist_ok=True)
-    tffexec.save(mean_celsius, outdir / "comp.pb")
-    tffexec.save_value(READINGS, outdir / "arg.pb", type=mean_celsius.type_signature.parameter)
+    save_case(mean_celsius, READINGS, outdir)
 
 
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("mean"))
+    main(output_folder(__file__, "mean"))

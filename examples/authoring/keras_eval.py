@@ -12,15 +12,14 @@ values to a layer's variables would race with that read. Writes OUTDIR/comp.pb a
 examples/authoring/keras_eval/).
 """
 import pathlib
-import sys
 
 import federated_language as fl
 import keras
 import numpy as np
 import tensorflow as tf
 
-import tffexec
 import tffexec.tensorflow
+from case_files import output_folder, save_case
 
 WEIGHTS = fl.StructWithPythonType([("kernel", fl.TensorType(np.float32, [2, 1])),
                                    ("bias", fl.TensorType(np.float32, [1]))], dict)
@@ -63,12 +62,8 @@ def arguments() -> tuple:
 def main(outdir: pathlib.Path) -> None:
     weights, data = arguments()
     print(evaluate.type_signature, "->", evaluate(weights, data))
-    outdir.mkdir(parents=True, exist_ok=True)
-    tffexec.save(evaluate, outdir / "comp.pb")
-    tffexec.save_value({"weights": weights, "data": data}, outdir / "arg.pb",
-                       type=evaluate.type_signature.parameter)
+    save_case(evaluate, {"weights": weights, "data": data}, outdir)
 
 
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1
-         else pathlib.Path(__file__).with_name("keras_eval"))
+    main(output_folder(__file__, "keras_eval"))
