@@ -126,12 +126,14 @@ def tensorflow_computation(fn: Callable[..., Any], parameter_type: Any = None
                            ) -> computation_pb2.Computation:
     """The `Computation` proto of `fn` traced with one parameter of `parameter_type` (or none).
 
-    Lower level than `computation`: `fn` always takes the whole parameter as one argument.
+    Lower level than `computation`: `fn` always takes the whole parameter as one argument, and
+    the graph has no session token placeholder, so its only inputs are the parameter's (tests
+    that call the graph with flat inputs rely on it).
     """
     parameter_type = to_type(parameter_type) if parameter_type is not None else None
     one_arg = fl.framework.wrap_as_zero_or_one_arg_callable(fn, parameter_type, unpack=False) \
         if parameter_type is not None else fn
-    return tf_tracing.trace(one_arg, parameter_type)[0]
+    return tf_tracing.trace(one_arg, parameter_type, session_token=False)[0]
 
 
 def as_computation(proto: computation_pb2.Computation) -> fl.framework.ConcreteComputation:

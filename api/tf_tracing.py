@@ -246,7 +246,7 @@ class _InliningContext(fl.framework.SyncContext):
                             f"computation, not a {proto.WhichOneof('computation')} one")
         inner = proto.tensorflow
         input_map: dict = {}
-        if inner.session_token_tensor_name:
+        if inner.session_token_tensor_name and self.session_token is not None:
             input_map[inner.session_token_tensor_name] = self.session_token
         if inner.HasField("parameter"):
             _feed(inner.parameter, arg, input_map)
@@ -260,12 +260,13 @@ class _InliningContext(fl.framework.SyncContext):
         return fl.framework.type_to_py_container(result, comp.type_signature.result)
 
 
-def trace(fn: Callable[..., Any], parameter_type: Optional[fl.Type]
-          ) -> tuple[computation_pb2.Computation, fl.FunctionType]:
+def trace(fn: Callable[..., Any], parameter_type: Optional[fl.Type], *,
+          session_token: bool = True) -> tuple[computation_pb2.Computation, fl.FunctionType]:
     """Traces `fn` (no argument, or one of `parameter_type`) into a `tensorflow` computation.
 
     Returns the proto and its function type, whose result keeps the Python containers `fn`
-    returned (the proto's type cannot say them).
+    returned (the proto's type cannot say them). `session_token=False` leaves out TFF's
+    session token placeholder (graphs whose only inputs are the parameter's).
     """
     tf = _tf()
     proto = computation_pb2.Computation()
@@ -278,7 +279,8 @@ def trace(fn: Callable[..., Any], parameter_type: Optional[fl.Type]
         return variable
 
     with graph.as_default():
-        token = tf.compat.v1.placeholder(tf.string, shape=(), name=SESSION_TOKEN_NAME)
+        token = (tf.compat.v1.placeholder(tf.string, shape=(), name=SESSION_TOKEN_NAME)
+                 if session_token else None)
         inlining = _InliningContext(token)
         with tf.variable_creator_scope(record), \
                 fl.framework.get_context_stack().install(inlining):
@@ -296,7 +298,8 @@ def trace(fn: Callable[..., Any], parameter_type: Optional[fl.Type]
         if initializers:
             proto.tensorflow.initialize_op = tf.group(*initializers, name="initializers").name
         result_type = _capture_result(result, proto.tensorflow.result)
-    proto.tensorflow.session_token_tensor_name = token.name
+    if token is not None:
+        proto.tensorflow.session_token_tensor_name = token.name
     proto.tensorflow.graph_def.CopyFrom(any_pb2.Any(
         type_url="type.googleapis.com/tensorflow.GraphDef",
         value=graph.as_graph_def().SerializeToString(deterministic=True)))
