@@ -33,6 +33,7 @@ _LAZY = {
     "StackConfig": ("tffexec.factories.config", "StackConfig"),
     "load_value": ("tffexec.value_files", "load_value"),
     "save_value": ("tffexec.value_files", "save_value"),
+    "ClientColumns": ("tffexec.formats.columns", "ClientColumns"),
 }
 
 
@@ -46,7 +47,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["run", "Runner", "StackConfig", "install_context", "load_value", "save_value",
-           "__version__"]
+           "ClientColumns", "__version__"]
 
 
 def __dir__() -> list[str]:
