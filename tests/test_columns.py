@@ -20,6 +20,7 @@ from tffexec import runner as runner_lib
 from tffexec import tensorflow as tfc
 from tffexec.cli import main as cli_main
 from tffexec.cli import value_render
+from tffexec.executors import client_work
 from tffexec.factories import config as config_lib
 from tffexec.formats import loading
 from tffexec.formats.columns import ClientColumns
@@ -91,17 +92,30 @@ def test_map_over_npz_columns_builds_no_member_and_equals_the_per_client_path(tm
     np.testing.assert_array_equal(result, per_client)
 
 
-def test_a_cheap_map_of_100000_clients_is_one_tensorflow_call_once_its_cost_is_known():
-    x = _rows(100_000, seed=2)
+def _steady_calls(clients: int) -> int:
+    """Batched TensorFlow calls of one map+mean call over `clients` clients, once the chunk
+    size is learnt (two calls before)."""
     comp = runner_lib.to_proto(str(MAP_MEAN))
-    policy = policy_lib.Policy(max_clients=100_000)
+    policy = policy_lib.Policy(max_clients=clients)
     with runner_lib.Runner(config_lib.StackConfig(policy=policy)) as runner:
-        prepared = runner.prepare(comp, x)
-        runner.call(prepared)  # the first call learns what a chunk costs
+        prepared = runner.prepare(comp, _rows(clients, seed=2))
+        runner.call(prepared)  # traces, then learns what a chunk costs
         runner.call(prepared)
-        calls = _batched_calls(runner, 100_000)
+        calls = _batched_calls(runner, clients)
         runner.call(prepared)
-        assert _batched_calls(runner, 100_000) - calls == 1
+        return _batched_calls(runner, clients) - calls
+
+
+def test_a_cheap_map_of_100000_small_tensors_is_one_tensorflow_call(monkeypatch):
+    # However busy the machine (time is not what is tested here), the byte cap decides.
+    monkeypatch.setattr(client_work.BatchingClientWork, "TARGET_CHUNK_S", 1e6)
+    assert _steady_calls(100_000) == 1
+
+
+def test_chunks_are_capped_by_the_bytes_of_their_inputs(monkeypatch):
+    monkeypatch.setattr(client_work.BatchingClientWork, "TARGET_CHUNK_S", 1e6)
+    monkeypatch.setattr(client_work.BatchingClientWork, "CHUNK_BYTES", 1000 * 16 * 4)
+    assert _steady_calls(5_500) == 6  # 1 000 clients of float32[16] per call
 
 
 def test_api_takes_an_array_with_a_client_axis_as_the_list_of_its_rows():
