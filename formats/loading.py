@@ -35,7 +35,7 @@ from federated_language.proto import computation_pb2
 from tffexec import policy as policy_lib
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
 from tffexec.formats import EXTENSION_FORMATS, VALUE_FORMATS
-from tffexec.formats import atomic, jsonfmt, limits, npzfmt, protoparse
+from tffexec.formats import atomic, jsonfmt, limits, npzfmt, protoparse, wire_columns
 from tffexec.formats import types as tt
 from tffexec.formats.columns import ClientColumns
 from tffexec.formats.normalize import infer_clients
@@ -357,7 +357,7 @@ def _value_from_pb(data: bytes, type_hint, path: str,
             raise ArgumentError(f"value nested too deeply (more than "
                                 f"{protoparse.RECURSION_LIMIT} levels, the protobuf limit)")
         raise ArgumentError(f"not a serialized value: {_other_kind(data, 'value')}")
-    fast = _columnar_clients(pb, type_hint, path, policy)
+    fast = _columnar_clients(pb, data, type_hint, path, policy)
     if fast is not None:
         return fast
     if not _plausible_value(pb):
@@ -372,7 +372,7 @@ def _value_from_pb(data: bytes, type_hint, path: str,
     return value_from_proto(pb, type_hint, path)
 
 
-def _columnar_clients(pb: executor_pb2.Value, type_hint, path: str,
+def _columnar_clients(pb: executor_pb2.Value, data: bytes, type_hint, path: str,
                       policy: policy_lib.Policy) -> tuple[object, fl.Type] | None:
     """A `{T}@CLIENTS` of numeric scalars of one dtype, or of numeric arrays of one dtype and
     shape in raw content (how TFF writes per-client numbers and tensors), decoded in one pass
@@ -382,7 +382,8 @@ def _columnar_clients(pb: executor_pb2.Value, type_hint, path: str,
     member is an `Array` of a known dtype, as large as the first one (at most 16 bytes for a
     scalar, its content's length for raw content), and there are no more of them than
     `max_clients`; their total is checked against the value limit before anything is decoded.
-    A million members cost one walk instead of three, and no per-client object.
+    A million members cost one walk instead of three, and no per-client object. `pb` loses its
+    unknown fields only when it had none (`data`: the bytes it was parsed from).
     """
     if pb.WhichOneof("value") != "federated" or len(pb.federated.value) < 2:
         return None
@@ -391,10 +392,19 @@ def _columnar_clients(pb: executor_pb2.Value, type_hint, path: str,
         return None
     member_bytes = len(first.array.content) if first.array.HasField("content") else 16
     count = len(pb.federated.value)
-    if count > policy.max_clients or _has_unknown_fields(pb):
+    if count > policy.max_clients:
         return None  # the general path reports it, naming the place
+    # Unknown fields, found without copying a million members: what is left after dropping
+    # them re-encodes to the `size` bytes read only if there were none (or the encoding was
+    # not canonical: the general path then looks at the bytes again).
+    pb.DiscardUnknownFields()
+    if pb.ByteSize() != len(data):
+        pb.ParseFromString(data)  # the unknown fields back, for the general path to name them
+        return None
     limits.check_bytes(member_bytes * count, policy.max_value_bytes, path=path)
-    return columnar_clients(pb.federated, type_hint, path)
+    contents = (wire_columns.member_contents(data, pb) if first.array.HasField("content") and
+                first.array.WhichOneof("kind") is None else None)
+    return columnar_clients(pb.federated, type_hint, path, contents)
 
 
 def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 
 import federated_language as fl
+import numpy as np
 from federated_language.common_libs import structure
 from federated_language.types import placements
 
@@ -120,15 +121,17 @@ def _struct(spb, hint, path):
             fl.StructType(list(zip(names, types))))
 
 
-def columnar_clients(fpb, hint: fl.Type | None, path: str = "value"
+def columnar_clients(fpb, hint: fl.Type | None, path: str = "value", contents=None
                      ) -> tuple[ClientColumns, fl.Type] | None:
     """A federated value decoded straight into client columns if all its members are numeric
     scalars of one dtype (`_scalar_members`) or numeric arrays of one dtype and shape in raw
-    content (`_raw_members`); None otherwise, or when it is not a per-client value."""
-    return _federated(fpb, hint, path, columns_only=True)
+    content (`_raw_members`); None otherwise, or when it is not a per-client value.
+    `contents`: the members' raw contents already gathered from the file's bytes
+    (`wire_columns.member_contents`), when they could be."""
+    return _federated(fpb, hint, path, columns_only=True, contents=contents)
 
 
-def _federated(fpb, hint, path, columns_only: bool = False):
+def _federated(fpb, hint, path, columns_only: bool = False, contents=None):
     if hint is not None and not isinstance(hint, fl.FederatedType):
         raise _mismatch(hint, "a federated value", path)
     has_type = fpb.HasField("type") and fpb.type.placement.WhichOneof("placement") == "value"
@@ -158,7 +161,7 @@ def _federated(fpb, hint, path, columns_only: bool = False):
     fast = None
     if len(members) > 1 and not all_equal:
         fast = (_scalar_members(members, member_hint, path)
-                or _raw_members(members, member_hint, path))
+                or _raw_members(members, member_hint, path, contents))
     if fast is not None and not (hint is not None and hint.all_equal):
         return fast[0], fl.FederatedType(member_hint or fast[1], placement, False)
     if columns_only:
@@ -210,7 +213,8 @@ def _scalar_members(members, hint, path: str) -> tuple[list, fl.Type] | None:
     return ClientColumns(member_type, [decoded]), member_type
 
 
-def _raw_members(members, hint, path: str) -> tuple[ClientColumns, fl.Type] | None:
+def _raw_members(members, hint, path: str, contents=None
+                 ) -> tuple[ClientColumns, fl.Type] | None:
     """(client columns, member type) when all members are numeric `Array`s of one dtype and one
     shape in raw `content` (how TFF 0.87 writes every non-scalar tensor): their bytes are copied
     into one preallocated buffer and decoded as one [clients, *shape] array. None when any
@@ -223,13 +227,18 @@ def _raw_members(members, hint, path: str) -> tuple[ClientColumns, fl.Type] | No
     if first is None or not first.HasField("content") or first.WhichOneof("kind") is not None \
             or first.shape.unknown_rank:
         return None
-    dtype_enum, dims, size = first.dtype, list(first.shape.dim), len(first.content)
-    buffer = bytearray(size * len(members))
+    dtype_enum, shape, size = first.dtype, first.shape, len(first.content)
+    dims = list(shape.dim)
+    count = len(members)
+    if contents is not None:  # gathered from the bytes: every member checked there
+        members, buffer = (), np.ascontiguousarray(contents).reshape(-1)
+    else:
+        buffer = bytearray(size * count)
     offset = 0
     for m in members:
         a = m.array  # an empty default for another kind: its dtype or content differ below
         content = a.content
-        if len(content) != size or a.dtype != dtype_enum or a.shape.dim != dims or \
+        if len(content) != size or a.dtype != dtype_enum or a.shape != shape or \
                 a.WhichOneof("kind") is not None:
             return None
         buffer[offset:offset + size] = content
@@ -238,8 +247,7 @@ def _raw_members(members, hint, path: str) -> tuple[ClientColumns, fl.Type] | No
         dtype = tt.dtype_from_enum(dtype_enum)
         if tt.is_string(dtype):
             return None
-        column = _decode(arrays.raw_to_array, (buffer,
-                                               dtype, (len(members), *dims)), path)
+        column = _decode(arrays.raw_to_array, (buffer, dtype, (count, *dims)), path)
         _, member_type = _tensor(column[0], hint, item(path, 0))
     except ArgumentError:
         return None  # the general path names the member at fault

@@ -247,3 +247,25 @@ def test_iterate_data_from_one_npz_stays_columns_and_a_round_gathers_its_clients
     picked = data.values.take(chosen)
     assert ClientColumns.members_built == before
     np.testing.assert_array_equal(picked.leaves[0], x[chosen])
+
+
+def test_ragged_pb_members_decode_member_by_member_into_a_list():
+    vector = fl.FederatedType(fl.TensorType(np.float32, [None]), C)
+    members = [np.arange(n, dtype=np.float32) for n in (2, 3, 2)]
+    data = value_to_proto(members, vector).SerializeToString()
+    value = loading.load_value(data, vector, fmt="pb")
+    assert isinstance(value, list) and [len(v) for v in value] == [2, 3, 2]
+    for got, want in zip(value, members):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_pb_with_an_unknown_field_in_a_member_is_still_refused_naming_it():
+    from federated_language.proto import array_pb2  # noqa: PLC0415
+
+    pb = value_to_proto(list(_rows(5)), CLIENT_ROWS)
+    member = pb.federated.value[4].array
+    with_unknown = array_pb2.Array()
+    with_unknown.ParseFromString(member.SerializeToString() + b"\x78\x01")  # field 15 = 1
+    member.CopyFrom(with_unknown)
+    with pytest.raises(errors.ArgumentError, match="unknown field"):
+        loading.load_value(pb.SerializeToString(), CLIENT_ROWS, fmt="pb")
