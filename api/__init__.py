@@ -42,6 +42,7 @@ _LAZY = {
     "save": ("tffexec.saving", "save"),
     "load": ("tffexec.saving", "load"),
     "tensorflow": ("tffexec.tensorflow", None),
+    "ClientColumns": ("tffexec.formats.columns", "ClientColumns"),
 }
 
 
@@ -56,7 +57,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["run", "Runner", "StackConfig", "install_context", "load_value", "save_value",
-           "save", "load", "tensorflow", "__version__"]
+           "save", "load", "tensorflow", "ClientColumns", "__version__"]
 
 
 def __dir__() -> list[str]:

@@ -52,6 +52,7 @@ from tffexec import runner as runner_lib
 from tffexec.checkpoints import CHECKPOINT_FILE, Checkpoint, Checkpoints  # noqa: F401 - API
 from tffexec.factories import config as config_lib
 from tffexec.formats import VALUE_EXTENSIONS, loading
+from tffexec.formats.columns import ClientColumns
 
 #: Extensions of client value files in a DATA directory.
 #: How errors call the parameters whose name a caller may replace (see `names` in `resume`).
@@ -201,7 +202,8 @@ class TrainingProcess:
         sig = self.signature
         elements: list[Any] = [None, None]
         elements[sig.state_index] = state
-        elements[sig.data_index] = list(client_values)
+        elements[sig.data_index] = (client_values if isinstance(client_values, ClientColumns)
+                                    else list(client_values))
         names = sig.parameter_names
         argument = structure.Struct(list(zip(names, elements)))
         try:
@@ -239,7 +241,7 @@ class ClientData:
     were read from (named by errors about the data), when from a file or directory."""
 
     names: list[str]
-    values: list[Any]
+    values: list[Any] | ClientColumns  # columns when the file held them (rounds gather)
     source: Optional[str] = None
 
     def __len__(self) -> int:
@@ -282,11 +284,21 @@ def load_clients(source: str | os.PathLike, client_type: fl.Type, *,
     if not path.exists():
         raise errors.ArgumentError("no such file or directory", file=str(path))
     all_clients = fl.FederatedType(client_type, fl.CLIENTS)
-    values = list(preflight.load_checked_value(path, all_clients, policy=policy, fmt=fmt,
-                                               name=str(path), path="clients"))
+    values = preflight.load_checked_value(path, all_clients, policy=policy, fmt=fmt,
+                                          name=str(path), path="clients")
+    if not isinstance(values, ClientColumns):  # columns stay columns: rounds slice them
+        values = list(values)
     if not values:
         raise errors.ArgumentError("the value holds no clients", file=str(path))
     return ClientData([f"client_{i}" for i in range(len(values))], values, str(path))
+
+
+def _take(values, chosen: list[int]):
+    """The chosen clients' values: a gather per column for columns (the round's cost then
+    depends on K, not on the N clients loaded), else a list."""
+    if isinstance(values, ClientColumns):
+        return values.take(chosen)
+    return [values[i] for i in chosen]
 
 
 def sample_clients(num_clients: int, clients_per_round: Optional[int], seed: int,
@@ -440,7 +452,7 @@ def run_rounds(process: TrainingProcess, data: ClientData, rounds: int, *,
     for r in range(start_round + 1, rounds + 1):
         chosen = sample_clients(len(data), clients_per_round, seed, r)
         start = time.perf_counter()
-        state, metrics_value = process.next(state, [data.values[i] for i in chosen])
+        state, metrics_value = process.next(state, _take(data.values, chosen))
         seconds = time.perf_counter() - start
         metrics = ({} if metrics_value is None else
                    flatten_metrics(metrics_value, sig.metrics_type,

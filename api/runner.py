@@ -28,6 +28,7 @@ from tffexec import stages
 from tffexec.factories import config as config_lib
 from tffexec.factories import executor_factory
 from tffexec.checks import analysis
+from tffexec.formats import columns as columns_lib
 from tffexec.formats import loading
 
 # The pieces of a prepared run, importable from here as well (`Runner.prepare` returns them).
@@ -119,17 +120,26 @@ class Runner:
         """The stack `call` runs `prepared` on: built on first use, then cached per client count."""
         return self.factory.create_executor({federated_language.CLIENTS: prepared.clients})
 
-    def call(self, prepared: preflight.Prepared) -> Any:
-        """Runs a prepared computation on the stack for its client count (built on first use)."""
+    def call(self, prepared: preflight.Prepared, *, columns: bool = False) -> Any:
+        """Runs a prepared computation on the stack for its client count (built on first use).
+
+        `columns=True` returns `{T}@CLIENTS` results as they were computed, as
+        `tffexec.ClientColumns` where batched (one array per tensor leaf, leading axis =
+        clients), instead of a list per client: for results of many clients that are written
+        to npz or summarised, no per-client object is built.
+        """
         function_type = prepared.signature.function_type
         executor = self.stack(prepared)
         fn = executor.value(prepared.computation, function_type)
         if not isinstance(function_type, federated_language.FunctionType):
-            return executor.materialize(fn)
-        parameter_type = prepared.signature.parameter_type
-        argument = (executor.value(prepared.argument, parameter_type)
-                    if parameter_type is not None else None)
-        return executor.materialize(executor.call(fn, argument))
+            result, result_type = executor.materialize(fn), function_type
+        else:
+            parameter_type = prepared.signature.parameter_type
+            argument = (executor.value(prepared.argument, parameter_type)
+                        if parameter_type is not None else None)
+            result = executor.materialize(executor.call(fn, argument))
+            result_type = function_type.result
+        return result if columns else columns_lib.as_lists(result, result_type)
 
     def run(self, computation: ComputationLike, arg: Any = None, *,
             clients: Optional[int] = None) -> Any:
@@ -156,8 +166,9 @@ def run(computation: ComputationLike, arg: Any = None, *, clients: Optional[int]
       arg: the argument: a value file as an `os.PathLike` (`pathlib.Path("arg.pb")`; .pb, .json
         or .npz by extension, else sniffed), a `Value` proto, or tffexec's Python representation
         (numpy arrays, Python numbers and lists are accepted and converted to the parameter's
-        dtypes; a `{T}@CLIENTS` value is a list with one member per client; named structs are
-        dicts or `Struct`s). A `str` or `bytes` argument is a value, never a path.
+        dtypes; a `{T}@CLIENTS` value is a list with one member per client, or columns: a numpy
+        array whose first axis is the clients, or a dict/`Struct` of such arrays for a struct
+        member, taken without splitting it into members; named structs are dicts or `Struct`s). A `str` or `bytes` argument is a value, never a path.
       clients: the number of clients when the argument does not determine it.
       stack: a `StackConfig` describing the stack; defaults to the local stack.
       seed: makes random TensorFlow ops reproducible.

@@ -223,7 +223,7 @@ def _execute(comp: str, arg: str | None, arg_parts, *, arg_format: str | None, c
             runner.stack(prepared)
         with stages.stage(stages.CALL):
             try:
-                result = runner.call(prepared)
+                result = runner.call(prepared, columns=True)  # written without members
             except errors.ComputationError as e:
                 raise e.with_file(comp_input.name) from None
 

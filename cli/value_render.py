@@ -14,6 +14,8 @@ from federated_language.common_libs import structure
 from rich.markup import escape
 from rich.tree import Tree
 
+from tffexec.formats.columns import ClientColumns
+
 SUMMARY_THRESHOLD = 20  # items; above this a tensor is summarised unless --full
 MAX_CLIENTS_SHOWN = 10
 EDGE_ITEMS = 3
@@ -71,6 +73,8 @@ def _clients_label(value, type_spec) -> str:
     if isinstance(type_spec.member, federated_language.SequenceType) and count:
         lengths = [len(member.elements()) for member in value]
         text += f", elements per client: {_range(lengths)}"
+    elif isinstance(value, ClientColumns):
+        pass  # one shape for every client, by construction: no member is looked at
     elif isinstance(type_spec.member, federated_language.TensorType) and count:
         shapes = {np.shape(member) for member in value}
         if len(shapes) > 1:

@@ -17,6 +17,7 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
+from tffexec.formats.columns import ClientColumns
 
 
 class ExecValue(federated_language.framework.ExecutorValue):
@@ -132,7 +133,7 @@ def struct_type(elements: Iterable[tuple[Optional[str], ExecValue]]):
 
 def check_client_list(value, type_spec, num_clients: int) -> None:
     """A `{T}@CLIENTS` value given as data must be a list with one member per client."""
-    if not isinstance(value, (list, tuple)):
+    if not isinstance(value, (list, tuple, ClientColumns)):
         raise errors.ArgumentError(
             f"a value of type {type_spec} must be a list with one member per client")
     if len(value) != num_clients:

@@ -21,46 +21,13 @@ from typing import Optional, Sequence
 
 import federated_language
 import numpy as np
-from federated_language.common_libs import structure
+
+from tffexec.formats import columns as columns_lib
 
 
-
-def leaf_types(type_spec) -> Optional[list]:
-    """The tensor types of `type_spec`'s leaves in binding order; None if a leaf is not a tensor."""
-    out: list = []
-    stack = [type_spec]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, federated_language.StructType):
-            stack.extend(reversed([member for _, member in t.items()]))
-        elif isinstance(t, federated_language.TensorType):
-            out.append(t)
-        else:
-            return None
-    return out
-
-
-def _flatten(value, type_spec, out: list) -> bool:
-    if isinstance(type_spec, federated_language.StructType):
-        if not isinstance(value, structure.Struct):
-            return False
-        elements = structure.to_elements(value)
-        if len(elements) != len(type_spec):
-            return False
-        return all(_flatten(v, t, out) for (_, v), (_, t) in zip(elements, type_spec.items()))
-    out.append(value)
-    return True
-
-
-def _pack(leaves: Sequence, type_spec):
-    iterator = iter(leaves)
-
-    def build(t):
-        if isinstance(t, federated_language.StructType):
-            return structure.Struct([(name, build(member)) for name, member in t.items()])
-        return next(iterator)
-
-    return build(type_spec)
+leaf_types = columns_lib.leaf_types
+_flatten = columns_lib.flatten
+pack = columns_lib.pack
 
 
 def leaves_of(value, type_spec) -> Optional[list]:
@@ -72,11 +39,6 @@ def leaves_of(value, type_spec) -> Optional[list]:
     if len(flat) != len(types) or not all(_fits(v, t) for v, t in zip(flat, types)):
         return None
     return flat
-
-
-def pack(leaves: Sequence, type_spec):
-    """The plain value of `type_spec` with these leaves (the inverse of `leaves_of`)."""
-    return _pack(leaves, type_spec)
 
 
 def _fits(array, tensor_type) -> bool:
@@ -114,6 +76,12 @@ class Batch:
         types = leaf_types(member_type)
         if types is None or not values:
             return None
+        if isinstance(values, columns_lib.ClientColumns):
+            # Columns from the loaders or the API: one check per leaf, nothing per client.
+            if len(values.leaves) != len(types) or not all(
+                    columns_lib.fits_column(c, t) for c, t in zip(values.leaves, types)):
+                return None
+            return cls(member_type, len(values), list(values.leaves), [True] * len(types))
         if isinstance(member_type, federated_language.TensorType):
             # One tensor per client (the common case): one check per client, one stack.
             dtype = np.dtype(member_type.dtype)
@@ -200,8 +168,16 @@ class Batch:
         return np.broadcast_to(leaf, (self.count,) + leaf.shape)
 
     def member(self, client: int):
-        return _pack([leaf[client] if s else leaf for leaf, s in zip(self.leaves, self.stacked)],
+        return pack([leaf[client] if s else leaf for leaf, s in zip(self.leaves, self.stacked)],
                      self.member_type)
 
     def members(self) -> list:
         return [self.member(i) for i in range(self.count)]
+
+    def to_columns(self):
+        """The clients as `ClientColumns` (a shared leaf as a read-only broadcast view), or the
+        per-client list when the member type has no tensor leaf to hold them."""
+        if not self.leaves:
+            return self.members()
+        return columns_lib.ClientColumns(self.member_type,
+                                         [self.column(i) for i in range(len(self.leaves))])

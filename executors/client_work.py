@@ -44,10 +44,12 @@ class ClientWork(abc.ABC):
       batching: whether `map_batched`/`fold_batched` can ever succeed; the federating executor
         then holds CLIENTS values as columns (`Batch`es) where it can.
       parallel: whether `run_tasks` runs its tasks in parallel.
+      threads: how many tasks run at once.
     """
 
     batching: bool = False
     parallel: bool = False
+    threads: int = 1
 
     @abc.abstractmethod
     def map(self, executor: base.SyncExecutor, function: base.ExecValue,
@@ -248,11 +250,16 @@ class BatchingClientWork(ClientWork):
 
     batching = True
 
-    #: Clients per vectorised call to start with: small enough that a chunk's intermediates stay
-    #: in cache (a 1 000-client batch of 64x64 matmuls ran 2x slower than per-client calls) and
-    #: that the threaded stack has chunks to spread over its threads; grown for cheap functions
-    #: (see FAST_CHUNK_S).
+    #: Clients in the first vectorised call of a function (nothing is known of its cost yet):
+    #: small enough that a chunk's intermediates stay in cache (a 1 000-client batch of 64x64
+    #: matmuls ran 2x slower than per-client calls); later chunks are sized from its time.
     CHUNK = 128
+    #: At most this many bytes of client inputs in one call (the stacked leaves' rows).
+    CHUNK_BYTES = 128 * 2**20
+    #: A chunk is grown until one call takes about this long: cheap functions then run all
+    #: their clients in one call (per-call overhead ~0.1-0.4 ms vanishes), expensive ones keep
+    #: cache-sized chunks.
+    TARGET_CHUNK_S = 0.05
 
     def __init__(self, inner: ClientWork, leaf: tensorflow_executor.TensorFlowExecutor,
                  chunk: Optional[int] = None):
@@ -284,49 +291,70 @@ class BatchingClientWork(ClientWork):
             chunk_key = id(closure[1].comp)  # protos are unhashable; a stale id only costs speed
         key = next(_task_keys)
         activity.report(intrinsic, 0, batch.count, key)
-        size = self._chunk_sizes.get(chunk_key, self.chunk)
+        cap = self._byte_cap(batch)
+        size = min(cap, self._chunk_sizes.get(chunk_key, self.chunk))
         if not any(batch.stacked) or batch.count <= size:
+            began, traces = time.perf_counter(), self.functions.traces
             result = apply(batch, result_type)
+            if result is not None and any(batch.stacked) and traces == self.functions.traces:
+                self._learn(chunk_key, batch.count, time.perf_counter() - began, cap)
         else:
-            parts = (self._chunks_in_parallel(apply, batch, result_type, size, chunk_key)
+            parts = (self._chunks_in_parallel(apply, batch, result_type, size, chunk_key, cap)
                      if self.inner.parallel else
-                     self._chunks_in_turn(apply, batch, result_type, size, chunk_key))
+                     self._chunks_in_turn(apply, batch, result_type, size, chunk_key, cap))
             result = None if parts is None else batch_lib.Batch.concat(parts)
         if result is not None:
             activity.report(intrinsic, batch.count, batch.count, key)
         return result
 
-    #: A chunk that takes less than this is too small: the next one is twice as large (up to
-    #: MAX_CHUNK), remembered per function. Cheap functions end up with a few large calls
-    #: (per-call overhead ~0.1-0.4 ms vanishes), expensive ones keep cache-sized chunks.
-    FAST_CHUNK_S = 0.002
-    MAX_CHUNK = 16384
+    def _byte_cap(self, batch) -> int:
+        """The most clients of `batch` whose stacked inputs fit in CHUNK_BYTES."""
+        per_client = sum(leaf.nbytes // max(1, batch.count)
+                         for leaf, stacked in zip(batch.leaves, batch.stacked) if stacked)
+        return max(1, self.CHUNK_BYTES // max(1, per_client))
 
-    def _chunks_in_turn(self, apply, batch, result_type, size, chunk_key):
+    def _learn(self, chunk_key, clients: int, seconds: float, cap: int) -> int:
+        """Records what a call of `clients` clients took; the size for the next chunk.
+
+        Sized by time within a byte cap, not by doubling a count: a full chunk that took less
+        than half of TARGET_CHUNK_S makes the next one as large as TARGET_CHUNK_S allows at its
+        time per client, so a cheap map reaches one call for all its clients after a call or
+        two, and an expensive one keeps cache-sized chunks. Sizes only grow (timings on a busy
+        machine are noisy; a size that once ran fast enough is kept).
+        """
+        size = self._chunk_sizes.get(chunk_key, self.chunk)
+        if clients >= size and seconds < self.TARGET_CHUNK_S / 2:
+            grown = min(cap, int(self.TARGET_CHUNK_S * clients / max(seconds, 1e-9)))
+            if grown > size:
+                self._chunk_sizes[chunk_key] = grown
+                return grown
+        return min(size, cap)
+
+    def _chunks_in_turn(self, apply, batch, result_type, size, chunk_key, cap):
         parts, start = [], 0
         while start < batch.count:
             part = batch.slice(start, min(start + size, batch.count))
-            began = time.perf_counter()
+            began, traces = time.perf_counter(), self.functions.traces
             result = apply(part, result_type)
             if result is None:
                 return None
             parts.append(result)
             start += part.count
-            if time.perf_counter() - began < self.FAST_CHUNK_S and size < self.MAX_CHUNK \
-                    and part.count == size:
-                size *= 2
-                self._chunk_sizes[chunk_key] = size
+            if traces == self.functions.traces:  # tracing time says nothing of the cost
+                size = self._learn(chunk_key, part.count, time.perf_counter() - began, cap)
         return parts
 
-    def _chunks_in_parallel(self, apply, batch, result_type, size, chunk_key):
+    def _chunks_in_parallel(self, apply, batch, result_type, size, chunk_key, cap):
         chunks = [batch.slice(start, min(start + size, batch.count))
                   for start in range(0, batch.count, size)]
-        began = time.perf_counter()
+        began, traces = time.perf_counter(), self.functions.traces
         parts = self.inner.run_tasks([functools.partial(apply, chunk, result_type)
                                       for chunk in chunks])
-        per_chunk = (time.perf_counter() - began) / max(1, len(chunks))
-        if per_chunk < self.FAST_CHUNK_S and size < self.MAX_CHUNK and len(chunks) > 2:
-            self._chunk_sizes[chunk_key] = size * 2
+        # The chunks ran side by side: one chunk took about the wall time over the rounds of
+        # chunks the threads went through.
+        rounds = -(-len(chunks) // max(1, self.inner.threads))
+        if traces == self.functions.traces:
+            self._learn(chunk_key, size, (time.perf_counter() - began) / max(1, rounds), cap)
         return None if any(p is None for p in parts) else parts
 
     def fold_batched(self, zero_leaves: list, accumulate: base.ExecValue, batch, *,

@@ -36,6 +36,7 @@ from tffexec.executors import base
 from tffexec.executors import federated_intrinsics
 from tffexec.executors import numeric
 from tffexec.executors.base import IntrinsicRep, StructRep
+from tffexec.formats.columns import ClientColumns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,8 +262,8 @@ class ComposingExecutor(base.StructLayer):
             base.check_client_list(value, type_spec, self.num_clients)
             offset = self.children[0].first_client
             return self.clients(
-                [c.executor.value(list(value[c.first_client - offset:
-                                             c.first_client - offset + c.num_clients]), type_spec)
+                [c.executor.value(_client_slice(value, c.first_client - offset, c.num_clients),
+                                  type_spec)
                  for c in self.children], type_spec)
         if isinstance(type_spec, federated_language.StructType) and \
                 federated_language.framework.type_contains(
@@ -302,3 +303,10 @@ class ComposingExecutor(base.StructLayer):
                 members.extend(child.executor.materialize(child_value))
             return members
         raise errors.ComputationError(f"cannot return intrinsic {rep.uri} as a value")
+
+
+def _client_slice(value, start: int, count: int):
+    """Clients start..start+count-1 of a `{T}@CLIENTS` value: a view of client columns, or a
+    list of the members."""
+    part = value[start:start + count]
+    return part if isinstance(part, ClientColumns) else list(part)

@@ -280,7 +280,7 @@ class FederatingExecutor(base.StructLayer):
         rep = value.rep
         if isinstance(rep, Placed):
             if rep.members is None:
-                return rep.batch.members()
+                return rep.batch.to_columns()  # results stay columnar (formats/columns.py)
             members = [self.child.materialize(m) for m in rep.members]
             if rep.all_equal:
                 return members[0] if members else None

@@ -146,6 +146,7 @@ class BatchedFunctions:
         self._refused: set = set()
         self._lock = threading.Lock()
         self.calls = 0  # batched TensorFlow calls made (observable by tests and benchmarks)
+        self.traces = 0  # batched functions traced (a call that traced says little of its cost)
         self.jit = True  # compile folds with XLA where it can
 
     def function_of(self, value: base.ExecValue) -> Optional[tensorflow_executor.LeafFunction]:
@@ -290,6 +291,7 @@ class BatchedFunctions:
                 compiled = self._compiled.get(key)
                 if compiled is None and key not in self._refused:
                     try:
+                        self.traces += 1
                         compiled = self._compiled[key] = build()
                     except Exception as e:  # noqa: BLE001 - pfor/tracing refuse in several ways
                         self._refused.add(key)

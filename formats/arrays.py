@@ -105,6 +105,13 @@ def _from_items(items, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np
     return flat.reshape(shape)
 
 
+def raw_to_array(args: tuple) -> np.ndarray:
+    """(raw bytes, dtype, shape) -> the array: the raw `content` of several equal members
+    decoded at once (`values._raw_members`); the length is checked against the shape."""
+    raw, dtype, shape = args
+    return _from_raw(raw, dtype, shape, "Array")
+
+
 def _shape_from_dims(dims, unknown_rank: bool, what: str) -> tuple[int, ...]:
     if unknown_rank:
         raise ArgumentError(f"{what}: a tensor value must have a known shape (unknown_rank set)")

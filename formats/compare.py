@@ -10,6 +10,7 @@ import federated_language as fl
 import numpy as np
 
 from tffexec.formats import types as tt
+from tffexec.formats.columns import ClientColumns
 from tffexec.formats.diagnostics import child, describe, item
 from tffexec.formats.sequences import SequenceValue
 
@@ -32,6 +33,10 @@ def value_differences(a: object, b: object, type_spec: fl.Type, rtol: float = 0.
     return out
 
 
+#: The forms of a `{T}@CLIENTS` value: a per-client list, or columns.
+_CLIENTS = (list, tuple, ClientColumns)
+
+
 def _diff(a, b, t, rtol, atol, path, out) -> None:
     if isinstance(t, fl.TensorType):
         _diff_tensor(a, b, t, rtol, atol, path, out)
@@ -46,7 +51,7 @@ def _diff(a, b, t, rtol, atol, path, out) -> None:
         if t.all_equal:
             _diff(a, b, t.member, rtol, atol, path, out)
             return
-        if not isinstance(a, (list, tuple)) or not isinstance(b, (list, tuple)):
+        if not isinstance(a, _CLIENTS) or not isinstance(b, _CLIENTS):
             out.append((path, f"{describe(a)} vs {describe(b)}"))
         elif len(a) != len(b):
             out.append((path, f"{len(a)} clients vs {len(b)} clients"))

@@ -10,6 +10,7 @@ import numpy as np
 from federated_language.common_libs import structure
 
 from tffexec.formats import types as tt
+from tffexec.formats.columns import ClientColumns
 from tffexec.formats.sequences import SequenceValue
 
 
@@ -53,4 +54,6 @@ def describe(value: object) -> str:
         return f"a {type(value).__name__} of {len(value)} item{'' if len(value) == 1 else 's'}"
     if isinstance(value, SequenceValue):
         return f"a sequence of {tt.type_str(value.element_type)}"
+    if isinstance(value, ClientColumns):
+        return f"client columns of {len(value)} clients"
     return f"a {type(value).__module__}.{type(value).__qualname__}"

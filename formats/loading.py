@@ -35,12 +35,13 @@ from federated_language.proto import computation_pb2
 from tffexec import policy as policy_lib
 from tffexec.errors import ArgumentError, ComputationError, PolicyError, TffexecError
 from tffexec.formats import EXTENSION_FORMATS, VALUE_FORMATS
-from tffexec.formats import atomic, jsonfmt, limits, npzfmt, protoparse
+from tffexec.formats import atomic, jsonfmt, limits, npzfmt, protoparse, wire_columns
 from tffexec.formats import types as tt
+from tffexec.formats.columns import ClientColumns
 from tffexec.formats.normalize import infer_clients
 from tffexec.formats.protos import executor_pb2, tf_graph_pb2
 from tffexec.formats.sequences import SequenceValue
-from tffexec.formats.values import scalar_clients, value_from_proto, value_to_proto
+from tffexec.formats.values import columnar_clients, value_from_proto, value_to_proto
 
 Source = str | bytes | bytearray | pathlib.Path
 FORMATS = VALUE_FORMATS
@@ -309,7 +310,9 @@ def _check_materialized(value: object, type_spec: fl.Type, policy: policy_lib.Po
     stack = [value]
     while stack:
         v = stack.pop()
-        if isinstance(v, np.ndarray):
+        if isinstance(v, ClientColumns):
+            total += v.nbytes
+        elif isinstance(v, np.ndarray):
             if v.dtype.kind == "O":
                 total += sum(len(x) if isinstance(x, (bytes, str)) else 8 for x in v.flat)
             else:
@@ -354,7 +357,7 @@ def _value_from_pb(data: bytes, type_hint, path: str,
             raise ArgumentError(f"value nested too deeply (more than "
                                 f"{protoparse.RECURSION_LIMIT} levels, the protobuf limit)")
         raise ArgumentError(f"not a serialized value: {_other_kind(data, 'value')}")
-    fast = _scalar_clients(pb, type_hint, path, policy)
+    fast = _columnar_clients(pb, data, type_hint, path, policy)
     if fast is not None:
         return fast
     if not _plausible_value(pb):
@@ -369,22 +372,39 @@ def _value_from_pb(data: bytes, type_hint, path: str,
     return value_from_proto(pb, type_hint, path)
 
 
-def _scalar_clients(pb: executor_pb2.Value, type_hint, path: str,
-                    policy: policy_lib.Policy) -> tuple[object, fl.Type] | None:
-    """A `{T}@CLIENTS` of numeric scalars of one dtype (how TFF writes per-client numbers),
-    decoded in one pass over its members; None for any other value.
+def _columnar_clients(pb: executor_pb2.Value, data: bytes, type_hint, path: str,
+                      policy: policy_lib.Policy) -> tuple[object, fl.Type] | None:
+    """A `{T}@CLIENTS` of numeric scalars of one dtype, or of numeric arrays of one dtype and
+    shape in raw content (how TFF writes per-client numbers and tensors), decoded in one pass
+    over its members into client columns; None for any other value.
 
     For such a value the separate plausibility and declared-size walks are implied: every
-    member is an `Array` of a known dtype, at most 16 bytes decoded, and there are no more of
-    them than `max_clients`. A million members cost one walk instead of three.
+    member is an `Array` of a known dtype, as large as the first one (at most 16 bytes for a
+    scalar, its content's length for raw content), and there are no more of them than
+    `max_clients`; their total is checked against the value limit before anything is decoded.
+    A million members cost one walk instead of three, and no per-client object. `pb` loses its
+    unknown fields only when it had none (`data`: the bytes it was parsed from).
     """
     if pb.WhichOneof("value") != "federated" or len(pb.federated.value) < 2:
         return None
+    first = pb.federated.value[0]
+    if first.WhichOneof("value") != "array":
+        return None
+    member_bytes = len(first.array.content) if first.array.HasField("content") else 16
     count = len(pb.federated.value)
-    if count > policy.max_clients or _has_unknown_fields(pb):
+    if count > policy.max_clients:
         return None  # the general path reports it, naming the place
-    limits.check_bytes(16 * count, policy.max_value_bytes, path=path)
-    return scalar_clients(pb.federated, type_hint, path)
+    # Unknown fields, found without copying a million members: what is left after dropping
+    # them re-encodes to the `size` bytes read only if there were none (or the encoding was
+    # not canonical: the general path then looks at the bytes again).
+    pb.DiscardUnknownFields()
+    if pb.ByteSize() != len(data):
+        pb.ParseFromString(data)  # the unknown fields back, for the general path to name them
+        return None
+    limits.check_bytes(member_bytes * count, policy.max_value_bytes, path=path)
+    contents = (wire_columns.member_contents(data, pb) if first.array.HasField("content") and
+                first.array.WhichOneof("kind") is None else None)
+    return columnar_clients(pb.federated, type_hint, path, contents)
 
 
 def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:

@@ -12,13 +12,16 @@ Accepted loose input, by type:
             for ints must be finite and integral; bools are only accepted for bool tensors.
   struct    `Struct`, a dict/Mapping or namedtuple with exactly the type's element names (an
             unnamed element's key is its index, "1"), or a list/tuple with one entry per element.
-  {T}@CLIENTS  a list/tuple with one member per client (or an array, split on its first axis).
+  {T}@CLIENTS  a list/tuple with one member per client, or columns (`ClientColumns`, an array
+            with a leading client axis, a struct of such arrays); kept as `ClientColumns` when
+            the members share dtype and shape per leaf (see formats/columns.py).
   T@SERVER, T@CLIENTS (all_equal)  the member value itself.
   sequence  a `SequenceValue`, a list of elements, or a `tf.data.Dataset`.
   function  a `computation_pb2.Computation`.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import NoReturn, Sequence
 
@@ -28,6 +31,7 @@ from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
 from tffexec.errors import ArgumentError
+from tffexec.formats import columns as columns_lib
 from tffexec.formats import types as tt
 from tffexec.formats.diagnostics import child, describe, item
 from tffexec.formats.sequences import SequenceValue
@@ -258,13 +262,76 @@ def _struct(value: object, t: fl.StructType, path: str) -> structure.Struct:
 def _federated(value: object, t: fl.FederatedType, path: str) -> object:
     if t.all_equal:
         return _norm(value, t.member, path)
+    columns = _as_columns(value, t.member, path)
+    if columns is not None:
+        return columns
     if isinstance(value, np.ndarray) and value.ndim >= 1:
         value = list(value)
     if not isinstance(value, (list, tuple)):
         _fail(path, t, value, "a list with one value per client is expected")
     if _already_tensors(value, t.member):
-        return list(value)
-    return [_norm(v, t.member, item(path, i)) for i, v in enumerate(value)]
+        return columns_lib.stack_members(value, t.member) or list(value)
+    members = [_norm(v, t.member, item(path, i)) for i, v in enumerate(value)]
+    # Stacked once here, so that no later step (embedding, every call of a prepared run) does
+    # per-client work; ragged members keep the list.
+    return columns_lib.stack_members(members, t.member) or members
+
+
+def _as_columns(value: object, member: fl.Type, path: str) -> columns_lib.ClientColumns | None:
+    """`value` as client columns when it is given as columns: `ClientColumns`, a numpy array
+    with a leading client axis for a tensor member, or a struct (dict, `Struct`, namedtuple) of
+    such arrays for a struct member; None for a per-client list.
+
+    Each column is checked (and converted) as one tensor of the member leaf's type with an extra
+    leading dimension: no per-client work. An array that does not fit is split into members
+    instead, so that the error names the client.
+    """
+    if isinstance(value, columns_lib.ClientColumns):
+        types = columns_lib.leaf_types(member)
+        if types is not None and len(types) == len(value.leaves) and all(
+                columns_lib.fits_column(c, lt) for c, lt in zip(value.leaves, types)):
+            return value
+        value = columns_lib.pack(value.leaves, value.member_type)
+    elif isinstance(value, np.ndarray):
+        if not isinstance(member, fl.TensorType) or value.ndim < 1 or value.dtype.kind == "O":
+            return None
+    elif not isinstance(member, fl.StructType) or not (
+            isinstance(value, (structure.Struct, Mapping))
+            or (isinstance(value, tuple) and hasattr(value, "_asdict"))):
+        return None
+    column_type = _column_type(member)
+    if column_type is None:
+        return None
+    try:
+        converted = _norm(value, column_type, path)
+    except ArgumentError:
+        if isinstance(value, np.ndarray):
+            return None  # checked client by client, for an error naming the client
+        raise
+    leaves: list = []
+    columns_lib.flatten(converted, column_type, leaves)
+    if len({np.shape(leaf)[0] for leaf in leaves}) != 1:
+        counts = ", ".join(str(np.shape(leaf)[0]) for leaf in leaves)
+        raise ArgumentError(f"client columns of different lengths ({counts}): every array of a "
+                            f"{{{tt.type_str(member)}}}@CLIENTS value needs the same number of "
+                            "clients on its first axis", path=path)
+    return columns_lib.ClientColumns(member, leaves)
+
+
+@functools.lru_cache(maxsize=256)
+def _column_type(member: fl.Type) -> fl.Type | None:
+    """The type of `member`'s columns: each tensor leaf with a leading client dimension of any
+    size; None when a leaf is not a tensor (or has an unknown rank)."""
+    if isinstance(member, fl.TensorType):
+        if member.shape is None:
+            return None
+        return fl.TensorType(member.dtype, [None, *member.shape])
+    if isinstance(member, fl.StructType):
+        elements = [(n, _column_type(et)) for n, et in member.items()]
+        if not elements or any(et is None for _, et in elements):
+            return None
+        return fl.StructType(elements)
+    return None
 
 
 def _already_tensors(values: Sequence, member: fl.Type) -> bool:

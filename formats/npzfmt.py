@@ -8,7 +8,8 @@ Layout:
     elements, its index (`model/0`, `data/x`); a top-level tensor that is not inside a struct
     uses the key `value`. Federated levels add no part.
   * a `{T}@CLIENTS` leaf is stacked along a new leading client axis when all clients' shapes
-    agree, else stored per client as `path/#<client>` (`data/x/#0`, `data/x/#1`, ...).
+    agree, else stored per client as `path/#<client>` (`data/x/#0`, `data/x/#1`, ...). Stacked
+    arrays are read as client columns (`formats/columns.py`), never split into members.
   * strings are stored as numpy unicode arrays (bytes that are not UTF-8: numpy `S` arrays);
     bfloat16 as float32 (exact), since numpy saves bfloat16 as opaque 2-byte records.
   * loading always uses `allow_pickle=False`; sequences and computations are not supported.
@@ -25,6 +26,7 @@ from federated_language.common_libs import structure
 
 from tffexec.errors import ArgumentError
 from tffexec.formats import types as tt
+from tffexec.formats.columns import ClientColumns
 from tffexec.formats.diagnostics import child
 from tffexec.formats.normalize import normalize
 
@@ -82,6 +84,9 @@ def _flatten(v: object, t: fl.Type, parts: list[str], out: dict) -> None:
             _flatten(x, et, parts + [n or str(i)], out)
     elif isinstance(t, fl.FederatedType) and t.all_equal:
         _flatten(v, t.member, parts, out)
+    elif isinstance(t, fl.FederatedType) and isinstance(v, ClientColumns):
+        for (suffix, _, _), column in zip(_leaves(t.member, []), v.leaves):
+            out[_key(parts + suffix)] = _to_npz_array(column, parts + suffix)  # as stacked
     elif isinstance(t, fl.FederatedType):
         for suffix, index, lt in _leaves(t.member, []):
             per_client = [_pick(m, index) for m in v]
@@ -190,25 +195,30 @@ class _Reader:
                 raise
         raise _unsupported(t, parts)
 
-    def clients(self, t: fl.FederatedType, parts: list[str]) -> list:
-        per_leaf: dict[tuple[str, ...], list] = {}
+    def clients(self, t: fl.FederatedType, parts: list[str]) -> ClientColumns | list:
+        """The clients of a `{T}@CLIENTS` value: its stacked arrays used as they are (columns,
+        not split into members) when every leaf is stacked, else a per-client list."""
+        per_leaf: dict[tuple[str, ...], object] = {}
         counts: list[tuple[str, int]] = []
+        all_stacked = True
         for suffix, _, lt in _leaves(t.member, []):
             key = _key(parts + suffix)
             if key in self.files:
-                stacked = self.load(key, lt)
-                if stacked.ndim == 0:
+                values = self.load(key, lt)
+                if values.ndim == 0:
                     raise ArgumentError(f"npz key {key!r} is a scalar; a {{T}}@CLIENTS leaf "
                                         "needs a leading client axis")
-                values = list(stacked)
             else:
                 values = self.per_client(key, lt)
+                all_stacked = False
             per_leaf[tuple(suffix)] = values
             counts.append((key, len(values)))
         for key, n in counts[1:]:
             if n != counts[0][1]:
                 raise ArgumentError(f"inconsistent client counts in npz: {counts[0][0]!r} has "
                                     f"{counts[0][1]} clients, {key!r} has {n}")
+        if all_stacked and per_leaf:
+            return ClientColumns(t.member, list(per_leaf.values()))  # checked by normalize
         n = counts[0][1] if counts else 0
         return [_assemble(t.member, [], lambda s, i=i: per_leaf[tuple(s)][i]) for i in range(n)]
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 import functools
 
 import federated_language as fl
+import numpy as np
 from federated_language.common_libs import structure
 from federated_language.types import placements
 
 from tffexec.errors import ArgumentError
 from tffexec.formats import arrays
 from tffexec.formats import types as tt
+from tffexec.formats.columns import ClientColumns
 from tffexec.formats.compare import value_differences, values_equal  # noqa: F401 - re-export
 from tffexec.formats.diagnostics import child, item
 from tffexec.formats.normalize import infer_clients, normalize  # noqa: F401 - re-export
@@ -30,7 +32,7 @@ from tffexec.formats.sequences import SequenceValue
 
 TENSOR_PROTO_URL = "type.googleapis.com/tensorflow.TensorProto"
 
-__all__ = ["value_from_proto", "value_to_proto", "scalar_clients", "normalize", "infer_clients",
+__all__ = ["value_from_proto", "value_to_proto", "columnar_clients", "normalize", "infer_clients",
            "values_equal", "value_differences", "SequenceValue"]
 
 
@@ -119,14 +121,17 @@ def _struct(spb, hint, path):
             fl.StructType(list(zip(names, types))))
 
 
-def scalar_clients(fpb, hint: fl.Type | None, path: str = "value"
-                   ) -> tuple[list, fl.Type] | None:
-    """A federated value decoded only if all its members are numeric scalars of one dtype
-    (see `_scalar_members`); None otherwise, or when it is not a per-client value."""
-    return _federated(fpb, hint, path, scalars_only=True)
+def columnar_clients(fpb, hint: fl.Type | None, path: str = "value", contents=None
+                     ) -> tuple[ClientColumns, fl.Type] | None:
+    """A federated value decoded straight into client columns if all its members are numeric
+    scalars of one dtype (`_scalar_members`) or numeric arrays of one dtype and shape in raw
+    content (`_raw_members`); None otherwise, or when it is not a per-client value.
+    `contents`: the members' raw contents already gathered from the file's bytes
+    (`wire_columns.member_contents`), when they could be."""
+    return _federated(fpb, hint, path, columns_only=True, contents=contents)
 
 
-def _federated(fpb, hint, path, scalars_only: bool = False):
+def _federated(fpb, hint, path, columns_only: bool = False, contents=None):
     if hint is not None and not isinstance(hint, fl.FederatedType):
         raise _mismatch(hint, "a federated value", path)
     has_type = fpb.HasField("type") and fpb.type.placement.WhichOneof("placement") == "value"
@@ -153,10 +158,13 @@ def _federated(fpb, hint, path, scalars_only: bool = False):
     if hint is not None and proto_member is not None and not hint.member.is_assignable_from(
             proto_member):
         raise _mismatch(hint, f"members of type {tt.type_str(proto_member)}", path)
-    fast = _scalar_members(members, member_hint, path) if len(members) > 1 else None
+    fast = None
+    if len(members) > 1 and not all_equal:
+        fast = (_scalar_members(members, member_hint, path)
+                or _raw_members(members, member_hint, path, contents))
     if fast is not None and not (hint is not None and hint.all_equal):
         return fast[0], fl.FederatedType(member_hint or fast[1], placement, False)
-    if scalars_only:
+    if columns_only:
         return None
     decoded = [value_from_proto(m, member_hint, path if all_equal else item(path, i))
                for i, m in enumerate(members)]
@@ -202,7 +210,48 @@ def _scalar_members(members, hint, path: str) -> tuple[list, fl.Type] | None:
     except ArgumentError:
         return None  # the general path names the member at fault
     _, member_type = _tensor(decoded[0, ...], hint, item(path, 0))
-    return [decoded[i, ...] for i in range(len(decoded))], member_type
+    return ClientColumns(member_type, [decoded]), member_type
+
+
+def _raw_members(members, hint, path: str, contents=None
+                 ) -> tuple[ClientColumns, fl.Type] | None:
+    """(client columns, member type) when all members are numeric `Array`s of one dtype and one
+    shape in raw `content` (how TFF 0.87 writes every non-scalar tensor): their bytes are copied
+    into one preallocated buffer and decoded as one [clients, *shape] array. None when any
+    member differs: the general path then decodes (and reports on) each member.
+
+    The caller has checked the declared sizes (all members are as large as the first, which
+    `loading` checks against the value limit before calling).
+    """
+    first = members[0].array if members[0].WhichOneof("value") == "array" else None
+    if first is None or not first.HasField("content") or first.WhichOneof("kind") is not None \
+            or first.shape.unknown_rank:
+        return None
+    dtype_enum, shape, size = first.dtype, first.shape, len(first.content)
+    dims = list(shape.dim)
+    count = len(members)
+    if contents is not None:  # gathered from the bytes: every member checked there
+        members, buffer = (), np.ascontiguousarray(contents).reshape(-1)
+    else:
+        buffer = bytearray(size * count)
+    offset = 0
+    for m in members:
+        a = m.array  # an empty default for another kind: its dtype or content differ below
+        content = a.content
+        if len(content) != size or a.dtype != dtype_enum or a.shape != shape or \
+                a.WhichOneof("kind") is not None:
+            return None
+        buffer[offset:offset + size] = content
+        offset += size
+    try:
+        dtype = tt.dtype_from_enum(dtype_enum)
+        if tt.is_string(dtype):
+            return None
+        column = _decode(arrays.raw_to_array, (buffer, dtype, (count, *dims)), path)
+        _, member_type = _tensor(column[0], hint, item(path, 0))
+    except ArgumentError:
+        return None  # the general path names the member at fault
+    return ClientColumns(member_type, [column]), member_type
 
 
 def _one_array(template, field: str, items: list):

@@ -59,7 +59,9 @@ def test_map_and_mean_run_as_one_call_and_equal_the_per_client_result_bit_for_bi
         leaf_calls):
     values = list(np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32))
     batched, per_client, calls = _run_both(_tanh_map_mean(), values, 300)
-    assert calls == math.ceil(300 / client_work.BatchingClientWork.CHUNK)  # one per chunk
+    # The first call of a function is a small chunk; once its cost is known, the rest of the
+    # clients go in as few calls as the time and byte targets allow.
+    assert calls <= math.ceil(300 / client_work.BatchingClientWork.CHUNK)
     assert batched.dtype == np.float32
     np.testing.assert_array_equal(batched, per_client)
     # The per-client stack made 300 calls; the batched one none per client.
