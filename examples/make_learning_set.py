@@ -318,30 +318,25 @@ def main(argv) -> int:
   ap.add_argument('outdir', nargs='?', default=os.path.join(
       os.path.dirname(os.path.abspath(__file__)), 'learning'),
                   help='where the case folders go (default: examples/learning)')
-  ap.add_argument('--only', nargs='*', default=None, help='case names')
+  ap.add_argument('--only', nargs='*', default=None, choices=[c.name for c in CASES],
+                  metavar='NAME', help='case names (see --list)')
   ap.add_argument('--timing-runs', type=int, default=5)
   ap.add_argument('--list', action='store_true', help='print the case names and stop')
   ap.add_argument('--trim-only', action='store_true',
                   help='only drop the files trim() drops from existing case folders')
   args = ap.parse_args(argv)
+  selected = [c for c in CASES if not args.only or c.name in args.only]
   if args.list:
     print('\n'.join(c.name for c in CASES), flush=True)
     return 0
   if args.trim_only:
-    for c in CASES:
-      if (not args.only or c.name in args.only) and os.path.isdir(
-          os.path.join(args.outdir, c.name)):
+    for c in selected:
+      if os.path.isdir(os.path.join(args.outdir, c.name)):
         trim(os.path.join(args.outdir, c.name))
     return 0
-  unknown = sorted(set(args.only or ()) - {c.name for c in CASES})
-  if unknown:
-    print(f'unknown case(s): {", ".join(unknown)}', flush=True)
-    return 2
   os.makedirs(args.outdir, exist_ok=True)
   failures = []
-  for c in CASES:
-    if args.only and c.name not in args.only:
-      continue
+  for c in selected:
     try:
       m = mc.generate_case(c, args.outdir, args.timing_runs)
       trim(os.path.join(args.outdir, c.name))
@@ -354,20 +349,10 @@ def main(argv) -> int:
       traceback.print_exc()
       failures.append((c.name, f'{type(e).__name__}: {e}'))
       print(f'[FAIL] {c.name}: {type(e).__name__}: {str(e)[:500]}', flush=True)
-  print(f'DONE failures={len(failures)}', flush=True)
-  for name, error in failures:
-    print(f'  {name}: {error}', flush=True)
+  print('\n  '.join([f'DONE failures={len(failures)}'] + [f'{n}: {e}' for n, e in failures]),
+        flush=True)
   return 1 if failures else 0
 
 
 if __name__ == '__main__':
-  rc = 1
-  try:
-    rc = main(sys.argv[1:])
-  except SystemExit as e:  # argparse: usage errors (2) and --help (0)
-    rc = e.code if isinstance(e.code, int) else 2
-  finally:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    mc.kill_worker_children()
-    os._exit(rc)  # pylint: disable=protected-access
+  mc.run_script(main)
