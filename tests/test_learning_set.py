@@ -4,8 +4,9 @@ Each case (written by examples/make_learning_set.py with real TFF 0.87) is one `
 round: the state from `initialize` plus the clients' tf.data datasets in, `<state, metrics>` out.
 A case runs through one tffexec `Runner` on the default stack (batching on) and is compared with
 TFF's expected.pb under the tolerance its meta.json records (`compare`), as `run --expect`
-compares: two quick rounds always, every round with TFFEXEC_LEARNING_SET=all. The set also has to stay what the benchmark needs: every workload at 10 and 100
-clients, TFF's timing recorded, and small enough to commit.
+compares: two quick rounds always, every round with TFFEXEC_LEARNING_SET=all. The set also has
+to stay what the benchmark needs: every workload at 10 and 100 clients, TFF's timing recorded,
+and small enough to commit.
 """
 from __future__ import annotations
 
