@@ -160,8 +160,10 @@ class TffexecSide:
             return "ok (type only)"
         expected, _ = self._values.value_from_proto(
             self._pb2.Value.FromString(expected_path.read_bytes()), result_type)
-        diffs = self._values.values_equal(result, expected, result_type, rtol=RTOL, atol=ATOL,
-                                          path="result")
+        tolerance = meta.get("compare") or {}  # a case may record its own (examples/learning)
+        diffs = self._values.values_equal(result, expected, result_type,
+                                          rtol=tolerance.get("rtol", RTOL),
+                                          atol=tolerance.get("atol", ATOL), path="result")
         return "ok" if not diffs else f"DIFF at {', '.join(diffs[:3])}"
 
 

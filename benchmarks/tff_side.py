@@ -18,6 +18,12 @@ Prints exactly one JSON line to stdout:
     {"case": ..., "median_s": ..., "min_s": ..., "max_s": ..., "runs": N, ...}
 Everything else (TF logs, the worker's output) goes to stderr. The
 worker_binary subprocess is killed (by pid) at exit.
+
+With --serve (no CASE_DIR) it keeps TFF imported and answers timing
+requests, one JSON line on stdin each ({"case_dir", "comp", "runs",
+"warmup"}), with one JSON line on stdout each (after a first
+{"ready": true} line); benchmarks/bench_learning.py uses it to interleave
+TFF's runs with tffexec's case by case, in steady state.
 """
 
 import argparse
@@ -76,26 +82,16 @@ def _has_clients_value(type_spec, tff):
   return False
 
 
-def main(argv):
-  ap = argparse.ArgumentParser(description='Time TFF 0.87 on a case folder.')
-  ap.add_argument('case_dir')
-  ap.add_argument('--runs', type=int, default=15)
-  ap.add_argument('--warmup', type=int, default=1)
-  ap.add_argument('--comp', default='comp.pb',
-                  help='computation file in CASE_DIR (e.g. native_comp.pb)')
-  ap.add_argument('--context', choices=('auto', 'native', 'test'),
-                  default='auto',
-                  help='auto: test context if meta.json says so, else native')
-  ap.add_argument('--num-clients', type=int, default=None,
-                  help='default_num_clients (default: meta.json num_clients '
-                       'when the argument has no CLIENTS values, else 0)')
-  args = ap.parse_args(argv)
+def load_case(tff, case_dir, comp_file='comp.pb', context='auto', num_clients=None):
+  """Deserializes CASE_DIR's computation and argument; returns (call, info).
 
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  `call()` runs the computation on the argument in TFF's sync local C++ context (chosen here and
+  set as the default context again on every call, so cases with different contexts interleave).
+  """
   from tensorflow_federated.proto.v0 import computation_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_federated.proto.v0 import executor_pb2  # pylint: disable=g-import-not-at-top
 
-  case_dir = args.case_dir.rstrip('/')
+  case_dir = case_dir.rstrip('/')
   meta = {}
   meta_path = os.path.join(case_dir, 'meta.json')
   if os.path.exists(meta_path):
@@ -103,7 +99,7 @@ def main(argv):
       meta = json.load(f)
 
   comp_pb = computation_pb2.Computation()
-  with open(os.path.join(case_dir, args.comp), 'rb') as f:
+  with open(os.path.join(case_dir, comp_file), 'rb') as f:
     comp_pb.ParseFromString(f.read())
   comp = tff.framework.deserialize_computation(comp_pb)
   param_t = comp.type_signature.parameter
@@ -115,55 +111,121 @@ def main(argv):
       value_pb.ParseFromString(f.read())
     arg, _ = tff.framework.deserialize_value(value_pb, param_t)
 
-  if args.num_clients is not None:
-    num_clients = args.num_clients
-  elif _has_clients_value(param_t, tff):
-    num_clients = 0  # TFF infers it from the argument
-  else:
-    num_clients = int(meta.get('num_clients') or 0)
+  if num_clients is None:
+    if _has_clients_value(param_t, tff):
+      num_clients = 0  # TFF infers it from the argument
+    else:
+      num_clients = int(meta.get('num_clients') or 0)
 
-  kind = args.context
+  kind = context
   if kind == 'auto':
     kind = 'test' if 'backends.test' in meta.get('runtime', '') else 'native'
-  if kind == 'test':
-    ctx = tff.backends.test.create_sync_test_cpp_execution_context(
-        default_num_clients=num_clients)
-  else:
-    ctx = tff.backends.native.create_sync_local_cpp_execution_context(
-        default_num_clients=num_clients)
-  tff.framework.set_default_context(ctx)
+  ctx = _context(tff, kind, num_clients)
 
   def call():
+    tff.framework.set_default_context(ctx)
     return comp(arg) if param_t is not None else comp()
 
+  info = {'case': meta.get('name') or os.path.basename(case_dir), 'comp_file': comp_file,
+          'context': kind, 'default_num_clients': num_clients}
+  return call, info
+
+
+_CONTEXTS = {}
+
+
+def _context(tff, kind, num_clients):
+  """One execution context (one worker_binary) per (kind, default_num_clients)."""
+  key = (kind, num_clients)
+  if key not in _CONTEXTS:
+    if kind == 'test':
+      _CONTEXTS[key] = tff.backends.test.create_sync_test_cpp_execution_context(
+          default_num_clients=num_clients)
+    else:
+      _CONTEXTS[key] = tff.backends.native.create_sync_local_cpp_execution_context(
+          default_num_clients=num_clients)
+  return _CONTEXTS[key]
+
+
+def time_calls(call, runs, warmup):
+  """Median/min/max seconds of `runs` calls after `warmup` untimed ones (and the first call)."""
   first_call_s = None
-  for i in range(args.warmup):
+  for i in range(warmup):
     t0 = time.perf_counter()
     call()
     if i == 0:
       first_call_s = time.perf_counter() - t0
   times = []
-  for _ in range(args.runs):
+  for _ in range(runs):
     t0 = time.perf_counter()
     call()
     times.append(time.perf_counter() - t0)
   if first_call_s is None and times:
     first_call_s = times[0]
+  out = {'runs': runs, 'warmup': warmup, 'first_call_s': first_call_s, 'times_s': times}
+  if times:
+    out.update(median_s=statistics.median(times), min_s=min(times), max_s=max(times))
+  return out
 
-  result = {
-      'case': meta.get('name') or os.path.basename(case_dir),
-      'median_s': statistics.median(times),
-      'min_s': min(times),
-      'max_s': max(times),
-      'runs': args.runs,
-      'warmup': args.warmup,
-      'first_call_s': first_call_s,
-      'comp_file': args.comp,
-      'context': kind,
-      'default_num_clients': num_clients,
-      'tff_version': tff.__version__,
-  }
-  os.write(_REAL_STDOUT, (json.dumps(result) + '\n').encode())
+
+def _write_line(obj):
+  os.write(_REAL_STDOUT, (json.dumps(obj) + '\n').encode())
+
+
+def serve(tff):
+  """--serve: one request per stdin line, one JSON answer line each, until EOF.
+
+  A request is {"case_dir": ..., "comp": "comp.pb", "runs": N, "warmup": W}. Cases are
+  deserialized once and kept, so a benchmark can interleave cases with the other side's runs
+  and measure TFF in steady state (its Python-side compile cache stays warm).
+  """
+  loaded = {}
+  _write_line({'ready': True, 'tff_version': tff.__version__})
+  for line in sys.stdin:
+    if not line.strip():
+      continue
+    req = json.loads(line)
+    key = (req['case_dir'], req.get('comp', 'comp.pb'))
+    try:
+      if key not in loaded:
+        loaded[key] = load_case(tff, key[0], key[1])
+      call, info = loaded[key]
+      _write_line({**info, **time_calls(call, int(req.get('runs', 3)),
+                                        int(req.get('warmup', 0)))})
+    except Exception as e:  # pylint: disable=broad-except
+      _write_line({'error': f'{type(e).__name__}: {str(e)[:500]}'})
+  return 0
+
+
+def main(argv):
+  ap = argparse.ArgumentParser(description='Time TFF 0.87 on a case folder.')
+  ap.add_argument('case_dir', nargs='?')
+  ap.add_argument('--runs', type=int, default=15)
+  ap.add_argument('--warmup', type=int, default=1)
+  ap.add_argument('--comp', default='comp.pb',
+                  help='computation file in CASE_DIR (e.g. native_comp.pb)')
+  ap.add_argument('--context', choices=('auto', 'native', 'test'),
+                  default='auto',
+                  help='auto: test context if meta.json says so, else native')
+  ap.add_argument('--num-clients', type=int, default=None,
+                  help='default_num_clients (default: meta.json num_clients '
+                       'when the argument has no CLIENTS values, else 0)')
+  ap.add_argument('--serve', action='store_true',
+                  help='answer timing requests read from stdin (JSON lines), one JSON '
+                       'line each, with TFF and the cases kept loaded')
+  args = ap.parse_args(argv)
+  if not args.serve and not args.case_dir:
+    ap.error('CASE_DIR is required (or --serve)')
+
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  if args.serve:
+    return serve(tff)
+  call, info = load_case(tff, args.case_dir, args.comp, args.context, args.num_clients)
+  result = {**info, **time_calls(call, args.runs, args.warmup),
+            'tff_version': tff.__version__}
+  del result['times_s']
+  _write_line(result)
   return 0
 
 

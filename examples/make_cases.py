@@ -1836,7 +1836,9 @@ def main(argv):
   return 1 if failures else 0
 
 
-if __name__ == '__main__':
+def run_script(main) -> None:
+  """Runs a generator's `main(argv)` and exits with its status, killing TFF's worker_binary
+  children first (they hold stdout/stderr; a normal exit could wait on them)."""
   rc = 1
   try:
     rc = main(sys.argv[1:])
@@ -1847,3 +1849,7 @@ if __name__ == '__main__':
     sys.stderr.flush()
     kill_worker_children()
     os._exit(rc)  # pylint: disable=protected-access
+
+
+if __name__ == '__main__':
+  run_script(main)

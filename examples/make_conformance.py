@@ -661,13 +661,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-  rc = 1
-  try:
-    rc = main(sys.argv[1:])
-  except SystemExit as e:  # argparse: usage errors (2) and --help (0)
-    rc = e.code if isinstance(e.code, int) else 2
-  finally:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    mc.kill_worker_children()
-    os._exit(rc)  # pylint: disable=protected-access
+  mc.run_script(main)
