@@ -53,3 +53,24 @@ def listen(listener: Callable[[Event], None]) -> Iterator[None]:
     finally:
         with _lock:
             _listeners.remove(listener)
+
+
+# -- execution paths -------------------------------------------------------------------------------
+_paths: dict[str, int] = {}
+
+
+def count_path(path: str) -> None:
+    """Counts one client-graph call that took `path` (e.g. "tensor loop", "tf.data")."""
+    with _lock:
+        _paths[path] = _paths.get(path, 0) + 1
+
+
+def path_counts() -> dict[str, int]:
+    """Calls per path since the process started (or the last `reset_paths`)."""
+    with _lock:
+        return dict(_paths)
+
+
+def reset_paths() -> None:
+    with _lock:
+        _paths.clear()

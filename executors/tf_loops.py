@@ -1,0 +1,483 @@
+"""Client training as a tensor loop: `ReduceDataset` over a sequence parameter becomes a `While`.
+
+Why. A `tff.learning` client graph reduces its dataset parameter with `ReduceDataset` (the
+`for batch in dataset` loop of the client update). TensorFlow builds the tf.data pipeline and
+instantiates the reduce function afresh on every execution of that op, which costs far more than
+the model's math on small clients. tffexec holds the client's dataset as element tensors already
+(`SequenceValue.elements()`), so where the graph only reduces the sequence it was given we feed
+those elements as `TensorList`s and run the SAME reduce function in a functional `While` loop
+compiled once with the graph.
+
+What is rewritten (`plan` decides, `rewrite` applies, `element_lists` feeds):
+- a `variant` parameter (a sequence passed as a dataset) every use of which is the dataset input
+  of a `ReduceDataset`, directly or through function-call ops (each called function reached
+  from one call site only, so its body may change);
+- the reduce function (and every function it reaches) has no stateful random op: a
+  `ReduceDataset` re-creates its kernels on every execution, restarting a seeded random stream,
+  while a loop body would continue it.
+Anything else keeps tf.data. The parameter placeholder stays a `variant`: it carries a
+`TensorList` of one `TensorList` per element component (in tf.nest order) instead of a dataset.
+
+Semantics kept exactly: the loop calls the reduce function once per element, in order, with the
+state, the element's components and the captured arguments, as `ReduceDataset` does; elements of
+different shapes (a ragged last batch) are separate list items; the While kernel runs one
+iteration at a time (not lowered to Switch/Merge, one parallel iteration), so the function's
+variable reads and writes happen in the same order; Grappler is off inside the call, as for
+tf.data's instantiation of the reduce function. `TFFEXEC_TENSOR_LOOPS=0` turns the rewrite off
+(to compare with the tf.data path).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+from typing import Any, Iterable
+
+import federated_language as fl
+import numpy as np
+
+from tffexec import tf_runtime
+from tffexec.formats import sequences
+from tffexec.formats import types as tt
+
+#: Environment switch: "0" keeps every graph on the tf.data path.
+ENV_SWITCH = "TFFEXEC_TENSOR_LOOPS"
+
+_CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
+#: Random ops without "Random" in their name (stateful ones are refused in reduce functions).
+_RANDOM_OPS = frozenset({"Multinomial", "TruncatedNormal", "ParameterizedTruncatedNormal"})
+_RANDOM_PREFIXES = ("StatefulUniform", "StatefulStandardNormal", "StatefulTruncatedNormal", "Rng",
+                    "NonDeterministic")
+#: Dataset ops that make the order or content of an argument dataset vary between iterations.
+_NONDETERMINISTIC_DATASET_MARKERS = ("Shuffle", "Sampl", "Random", "DirectedInterleave")
+
+
+def enabled() -> bool:
+    """Whether tensor loops are on (`TFFEXEC_TENSOR_LOOPS` is not "0")."""
+    return os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reduce:
+    """One `ReduceDataset` node to rewrite: `scope` is None (top-level graph) or a function."""
+
+    scope: str | None
+    node: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopPlan:
+    """Which parameters are fed as element lists and which reductions become loops.
+
+    `parameters` maps a parameter leaf index to the dtypes (TensorFlow enums) of its element
+    components, as the reduce functions expect them.
+    """
+
+    parameters: dict[int, tuple[int, ...]]
+    reduces: tuple[Reduce, ...]
+
+
+# -- eligibility ---------------------------------------------------------------------------------
+def _node_name(reference: str) -> str:
+    name = reference.split(":")[0]
+    return name[1:] if name.startswith("^") else name
+
+
+def _is_random(op: str, stateful: bool) -> bool:
+    return stateful and ("Random" in op or op in _RANDOM_OPS or op.startswith(_RANDOM_PREFIXES))
+
+
+class _Library:
+    """The graph's function library, indexed for the walk."""
+
+    def __init__(self, graph_def):
+        self.functions = {f.signature.name: f for f in graph_def.library.function}
+        self.call_sites: dict[str, int] = {}
+        bodies = [graph_def.node] + [f.node_def for f in graph_def.library.function]
+        for nodes in bodies:
+            for node in nodes:
+                for name in self._callees(node):
+                    self.call_sites[name] = self.call_sites.get(name, 0) + 1
+
+    def _callees(self, node) -> Iterable[str]:
+        if node.op in self.functions:
+            yield node.op
+        for value in node.attr.values():
+            kind = value.WhichOneof("value")
+            if kind == "func":
+                yield value.func.name
+            elif kind == "list":
+                yield from (f.name for f in value.list.func)
+
+    def reaches_random(self, name: str) -> bool:
+        """Whether function `name`, or one it reaches, holds a stateful random op."""
+        from tensorflow.python.framework import op_def_registry  # noqa: PLC0415 - lazy TF
+
+        seen, stack = set(), [name]
+        while stack:
+            current = stack.pop()
+            if current in seen or current not in self.functions:
+                continue
+            seen.add(current)
+            for node in self.functions[current].node_def:
+                op_def = op_def_registry.get(node.op)
+                if op_def is not None and _is_random(node.op, op_def.is_stateful):
+                    return True
+                stack.extend(self._callees(node))
+        return False
+
+
+def plan(graph_def, parameter_leaves: list, result_leaves: list) -> LoopPlan | None:
+    """The loop plan of a graph, or None when no sequence parameter can be fed as a loop.
+
+    `parameter_leaves`/`result_leaves` are `GraphFunction`'s (kind, tensor name) lists.
+    """
+    library = _Library(graph_def)
+    fetched = {_node_name(name) for _, name in result_leaves}
+    parameters: dict[int, tuple[int, ...]] = {}
+    reduces: list[Reduce] = []
+    for index, (kind, tensor) in enumerate(parameter_leaves):
+        if kind != "variant" or _node_name(tensor) in fetched:
+            continue
+        found: list[tuple[Reduce, tuple[int, ...]]] = []
+        if not _trace(graph_def.node, None, _node_name(tensor), library, found) or not found:
+            continue
+        dtypes = {d for _, d in found}
+        if len(dtypes) != 1 or not next(iter(dtypes)):
+            continue  # reductions that disagree on the element (or an empty element)
+        parameters[index] = dtypes.pop()
+        reduces.extend(r for r, _ in found)
+    if not parameters:
+        return None
+    return LoopPlan(parameters, tuple(reduces))
+
+
+def _uses(nodes, scope: str | None, source: str) -> Iterable[tuple[Any, int]]:
+    """(node, input position) of every data use of `source` (a node or function argument)."""
+    for node in nodes:
+        for position, reference in enumerate(node.input):
+            if reference.startswith("^"):
+                continue
+            parts = reference.split(":")
+            if parts[0] != source:
+                continue
+            if scope is None and len(parts) > 1 and parts[-1] != "0":
+                continue
+            yield node, position
+
+
+def _trace(nodes, scope: str | None, source: str, library: _Library,
+           found: list) -> bool:
+    """Follows the dataset `source` through call ops; False when a use is not a loop candidate.
+    Appends (Reduce, element dtypes) for every reduction reached."""
+    if scope is not None:
+        function = library.functions[scope]
+        if any(reference.split(":")[0] == source for reference in function.ret.values()):
+            return False
+    for node, position in _uses(nodes, scope, source):
+        if node.op == "ReduceDataset" and position == 0:
+            reduce_fn = node.attr["f"].func.name
+            if reduce_fn not in library.functions or library.reaches_random(reduce_fn):
+                return False
+            args = library.functions[reduce_fn].signature.input_arg
+            states = len(node.attr["Tstate"].list.type)
+            captured = len(node.attr["Targuments"].list.type)
+            dtypes = tuple(a.type for a in args[states:len(args) - captured])
+            found.append((Reduce(scope, node.name), dtypes))
+            continue
+        callee = node.attr["f"].func.name if node.op in _CALL_OPS else (
+            node.op if node.op in library.functions else None)
+        if callee is None or callee not in library.functions or library.call_sites[callee] != 1:
+            return False
+        args = library.functions[callee].signature.input_arg
+        if position >= len(args):
+            return False
+        if not _trace(library.functions[callee].node_def, callee, args[position].name, library,
+                      found):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _dataset_graph_deterministic(digest: bytes, graph_bytes: bytes) -> bool:
+    del digest  # the cache key's cheap half
+    tf = tf_runtime.tensorflow()
+    from tensorflow.python.framework import op_def_registry  # noqa: PLC0415 - lazy TF
+
+    try:
+        graph_def = tf.compat.v1.GraphDef.FromString(graph_bytes)
+    except Exception:  # noqa: BLE001 - protobuf raises several kinds; tf.data reports it
+        return False
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    for node in nodes:
+        if node.op.startswith("Stateless"):
+            continue
+        if any(marker in node.op for marker in _NONDETERMINISTIC_DATASET_MARKERS):
+            return False
+        op_def = op_def_registry.get(node.op)
+        if op_def is not None and _is_random(node.op, op_def.is_stateful):
+            return False
+        deterministic = node.attr.get("deterministic")
+        if deterministic is not None and deterministic.s == b"false":
+            return False
+    return True
+
+
+def loopable(sequence) -> bool:
+    """Whether a sequence value may be fed as element lists: its elements are at hand or come
+    from a dataset graph whose order and content do not vary between iterations."""
+    if sequence.has_graph_def:
+        data = sequence.graph_def()
+        return _dataset_graph_deterministic(hashlib.sha256(data).digest()[:8], data)
+    return sequence.is_materialized
+
+
+# -- the rewrite ---------------------------------------------------------------------------------
+def rewrite(graph_def, loop_plan: LoopPlan) -> None:
+    """Replaces each planned `ReduceDataset` by a `While` over element lists, in place."""
+    by_scope: dict[str | None, list[str]] = {}
+    for reduce in loop_plan.reduces:
+        by_scope.setdefault(reduce.scope, []).append(reduce.node)
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    for scope, names in by_scope.items():
+        function = functions[scope] if scope is not None else None
+        nodes = function.node_def if function is not None else graph_def.node
+        for name in names:
+            _rewrite_reduce(graph_def, function, nodes, name)
+
+
+def _attr_types(node, name: str) -> list[int]:
+    return list(node.attr[name].list.type)
+
+
+def _rewrite_reduce(graph_def, function, nodes, name: str) -> None:
+    tf = tf_runtime.tensorflow()
+    variant, int32 = tf.variant.as_datatype_enum, tf.int32.as_datatype_enum
+    node = next(n for n in nodes if n.name == name)
+    reduce_fn = node.attr["f"].func
+    signature = next(f.signature for f in graph_def.library.function
+                     if f.signature.name == reduce_fn.name)
+    states, captured = _attr_types(node, "Tstate"), _attr_types(node, "Targuments")
+    elements = [a.type for a in signature.input_arg[len(states):len(signature.input_arg)
+                                                    - len(captured)]]
+    data = [i for i in node.input if not i.startswith("^")]
+    controls = [i for i in node.input if i.startswith("^")]
+    state_in, captured_in = data[1:1 + len(states)], data[1 + len(states):]
+    in_function = function is not None
+    prefix = f"{name}/tffexec_loop"
+
+    def out(node_name: str, arg: str, index: int = 0) -> str:
+        return f"{node_name}:{arg}:{index}" if in_function else f"{node_name}:{index}"
+
+    new_nodes = [_const(f"{prefix}/unknown_shape", np.int32(-1), int32),
+                 _const(f"{prefix}/zero", np.int32(0), int32)]
+    lists = []
+    for k in range(len(elements)):
+        new_nodes.append(_const(f"{prefix}/component_{k}", np.int32(k), int32))
+        new_nodes.append(_node(f"{prefix}/list_{k}", "TensorListGetItem",
+                               [data[0], out(f"{prefix}/component_{k}", "output"),
+                                out(f"{prefix}/unknown_shape", "output")],
+                               element_dtype=_type(variant)))
+        lists.append(out(f"{prefix}/list_{k}", "item"))
+    new_nodes.append(_node(f"{prefix}/length", "TensorListLength", [lists[0]]))
+    loop_types = states + [int32, int32] + [variant] * len(elements) + captured
+    cond, body = _loop_functions(graph_def, name, reduce_fn, states, elements, captured)
+    loop = _node(name, "While",
+                 state_in + [out(f"{prefix}/zero", "output"), out(f"{prefix}/length", "length")]
+                 + lists + captured_in + controls,
+                 T=_types(loop_types), parallel_iterations=_int(1),
+                 _lower_using_switch_merge=_bool(False))
+    loop.attr["cond"].func.name = cond
+    loop.attr["body"].func.name = body
+    loop.device = node.device
+    position = list(nodes).index(node)
+    del nodes[position]
+    for offset, new in enumerate(new_nodes + [loop]):
+        nodes.insert(position + offset, new)
+    if in_function:  # outputs were `name:components:k`; the loop's are `name:output:k`
+        _rename_output(function, name, "components", "output")
+
+
+def _loop_functions(graph_def, name: str, reduce_fn, states, elements, captured):
+    """Adds the loop's cond and body functions to the library; returns their names."""
+    tf = tf_runtime.tensorflow()
+    int32 = tf.int32.as_datatype_enum
+    variant = tf.variant.as_datatype_enum
+    suffix = hashlib.sha256(f"{reduce_fn.name}/{name}".encode()).hexdigest()[:12]
+    arg_types = ([(f"state_{i}", t) for i, t in enumerate(states)]
+                 + [("index", int32), ("length", int32)]
+                 + [(f"list_{i}", variant) for i in range(len(elements))]
+                 + [(f"captured_{i}", t) for i, t in enumerate(captured)])
+
+    cond = graph_def.library.function.add()
+    cond.signature.name = f"tffexec_loop_cond_{suffix}"
+    _signature(cond, arg_types, [("more", tf.bool.as_datatype_enum)])
+    cond.node_def.append(_node("less", "Less", ["index", "length"], T=_type(int32)))
+    cond.ret["more"] = "less:z:0"
+
+    body = graph_def.library.function.add()
+    body.signature.name = f"tffexec_loop_body_{suffix}"
+    _signature(body, arg_types, [(f"out_{n}", t) for n, t in arg_types])
+    body.node_def.append(_const("unknown_shape", np.int32(-1), int32))
+    body.node_def.append(_const("one", np.int32(1), int32))
+    items = []
+    for k, dtype in enumerate(elements):
+        body.node_def.append(_node(f"item_{k}", "TensorListGetItem",
+                                   [f"list_{k}", "index", "unknown_shape:output:0"],
+                                   element_dtype=_type(dtype)))
+        items.append(f"item_{k}:item:0")
+    call = _node("call", "StatefulPartitionedCall",
+                 [f"state_{i}" for i in range(len(states))] + items
+                 + [f"captured_{i}" for i in range(len(captured))],
+                 Tin=_types(states + list(elements) + captured), Tout=_types(states),
+                 config_proto=_grappler_off())
+    call.attr["f"].func.CopyFrom(reduce_fn)
+    body.node_def.append(call)
+    body.node_def.append(_node("next", "AddV2", ["index", "one:output:0"], T=_type(int32)))
+    for i in range(len(states)):
+        body.ret[f"out_state_{i}"] = f"call:output:{i}"
+    body.ret["out_index"] = "next:z:0"
+    for n, _ in arg_types:
+        if not n.startswith(("state_", "index")):
+            body.ret[f"out_{n}"] = n
+    body.signature.control_output.append("call")
+    body.control_ret["call"] = "call"
+    return cond.signature.name, body.signature.name
+
+
+def _rename_output(function, node: str, old: str, new: str) -> None:
+    prefix = f"{node}:{old}:"
+
+    def fix(reference: str) -> str:
+        return f"{node}:{new}:{reference[len(prefix):]}" if reference.startswith(prefix) else reference
+
+    for other in function.node_def:
+        for i, reference in enumerate(other.input):
+            other.input[i] = fix(reference)
+    for key, reference in list(function.ret.items()):
+        function.ret[key] = fix(reference)
+
+
+# -- NodeDef / AttrValue builders ------------------------------------------------------------------
+def _node(name: str, op: str, inputs: list[str], **attrs):
+    tf = tf_runtime.tensorflow()
+    node = tf.compat.v1.NodeDef(name=name, op=op, input=inputs)
+    for key, value in attrs.items():
+        node.attr[key].CopyFrom(value)
+    return node
+
+
+def _const(name: str, value: np.ndarray, dtype: int):
+    tf = tf_runtime.tensorflow()
+    return _node(name, "Const", [], dtype=_type(dtype),
+                 value=tf.compat.v1.AttrValue(tensor=tf.make_tensor_proto(value)))
+
+
+def _type(dtype: int):
+    return tf_runtime.tensorflow().compat.v1.AttrValue(type=dtype)
+
+
+def _types(dtypes: list[int]):
+    tf = tf_runtime.tensorflow()
+    return tf.compat.v1.AttrValue(list=tf.compat.v1.AttrValue.ListValue(type=dtypes))
+
+
+def _int(value: int):
+    return tf_runtime.tensorflow().compat.v1.AttrValue(i=value)
+
+
+def _bool(value: bool):
+    return tf_runtime.tensorflow().compat.v1.AttrValue(b=value)
+
+
+def _grappler_off():
+    tf = tf_runtime.tensorflow()
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    return tf.compat.v1.AttrValue(s=config.SerializeToString(deterministic=True))
+
+
+def _signature(function, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]]) -> None:
+    for name, dtype in inputs:
+        function.signature.input_arg.add(name=name, type=dtype)
+    for name, dtype in outputs:
+        function.signature.output_arg.add(name=name, type=dtype)
+    function.signature.is_stateful = True
+
+
+# -- the feed ------------------------------------------------------------------------------------
+def element_lists(sequence, dtypes: tuple[int, ...]):
+    """The `variant` a rewritten graph takes for `sequence`: a TensorList holding one TensorList
+    per element component (tf.nest order), items in element order, each with its own shape."""
+    tf = tf_runtime.tensorflow()
+    elements = sequence.elements()
+    leaves = [_leaves(e, sequence.element_type) for e in elements]
+    unknown = tf.constant(-1, tf.int32)
+    outer = tf.raw_ops.EmptyTensorList(element_shape=unknown, max_num_elements=-1,
+                                       element_dtype=tf.variant)
+    for k, dtype in enumerate(dtypes):
+        tf_dtype = tf.dtypes.as_dtype(dtype)
+        column = [leaf[k] for leaf in leaves]
+        outer = tf.raw_ops.TensorListPushBack(
+            input_handle=outer, tensor=_column_list(tf, column, tf_dtype, unknown))
+    return outer
+
+
+def _column_list(tf, column: list, dtype, unknown):
+    """One component's items as a TensorList: runs of equal shape stacked, the rest pushed."""
+    if not column:
+        return tf.raw_ops.EmptyTensorList(element_shape=unknown, max_num_elements=-1,
+                                          element_dtype=dtype)
+    shape = np.shape(column[0])
+    run = 1
+    while run < len(column) and np.shape(column[run]) == shape:
+        run += 1
+    handle = tf.raw_ops.TensorListFromTensor(
+        tensor=tf.constant(np.stack(column[:run]), dtype=dtype), element_shape=unknown)
+    for item in column[run:]:
+        handle = tf.raw_ops.TensorListPushBack(input_handle=handle,
+                                               tensor=tf.constant(item, dtype=dtype))
+    return handle
+
+
+def _members(element_type) -> list | None:
+    """A struct's (name, type) members in tf.nest order (named structs by sorted name, as
+    datasets order dicts), or None for a tensor."""
+    if not isinstance(element_type, fl.StructType):
+        return None
+    members = list(enumerate(element_type.items()))
+    if members and all(name is not None for _, (name, _) in members):
+        members.sort(key=lambda member: member[1][0])
+    return [(i, member_type) for i, (_, member_type) in members]
+
+
+def _leaves(value, element_type) -> list:
+    """The element's tensors in tf.nest order."""
+    members = _members(element_type)
+    if members is None:
+        return [value]
+    return [leaf for i, member_type in members for leaf in _leaves(value[i], member_type)]
+
+
+def element_dtypes(element_type) -> tuple[int, ...]:
+    """The TensorFlow dtype enums of an element type's leaves, in tf.nest order."""
+    members = _members(element_type)
+    if members is None:
+        return (tt.dtype_to_enum(element_type.dtype),)
+    return tuple(d for _, member_type in members for d in element_dtypes(member_type))
+
+
+def feeds_loops(loop_plan: LoopPlan, flat_args: list) -> bool:
+    """Whether this call's sequences can all be fed as element lists (else the call keeps
+    tf.data): each is a `SequenceValue` with a deterministic source and the element dtypes
+    the reduce functions take."""
+    for index, dtypes in loop_plan.parameters.items():
+        value = flat_args[index]
+        if not isinstance(value, sequences.SequenceValue) or not loopable(value):
+            return False
+        if element_dtypes(value.element_type) != dtypes:
+            return False
+    return True
