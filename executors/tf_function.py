@@ -129,6 +129,7 @@ class GraphFunction:
         self._loops = (tf_loops.plan(graph_def, self.parameter_leaves, self.result_leaves)
                        if tf_loops.enabled() else None)
         self._looped: Callable | None = None
+        self._takes_sequences = any(kind != "tensor" for kind, _ in self.parameter_leaves)
         self._batchable: bool | None = None  # computed on first use (see `batchable`)
         self._feeds_token = False  # whether instances feed the session token (`_build_instance`)
         if self._resources.stateless:
@@ -287,7 +288,7 @@ class GraphFunction:
                 inputs.append(tf.raw_ops.DatasetToGraphV2(input_dataset=variant))
             else:
                 inputs.append(tf.convert_to_tensor(value))
-        if self._loops is not None:
+        if self._takes_sequences:
             activity.count_path("tensor loop" if looped else "tf.data")
         instance = self._instance(looped)
         try:

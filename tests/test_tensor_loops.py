@@ -6,6 +6,9 @@ path counter.
 """
 from __future__ import annotations
 
+import json
+import re
+
 import federated_language as fl
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from tffexec import policy as policy_lib
 from tffexec import runner as runner_lib
 from tffexec import tensorflow as tfc
 from tffexec.checks import op_check
+from tffexec.cli.main import cli
 from tffexec.executors import activity
 from tffexec.executors import tf_loops
 from tffexec.formats import sequences
@@ -79,7 +83,7 @@ def test_reduction_of_a_ragged_sequence_takes_the_loop_and_equals_tf_data(monkey
     arg = lambda: sequences.SequenceValue(ROW, elements=elements)  # noqa: E731 - per run
     looped, looped_paths, plain, plain_paths = _both(monkeypatch, _training_step(), arg)
     assert looped_paths == {"tensor loop": 1}
-    assert plain_paths == {}
+    assert plain_paths == {"tf.data": 1}
     assert _bits(looped) == _bits(plain)
     assert int(looped[1]) == 4
 
@@ -116,7 +120,7 @@ def test_stateful_random_op_in_the_reduce_function_keeps_tf_data(monkeypatch):
         fl.SequenceType(ROW))
     arg = lambda: sequences.SequenceValue(ROW, elements=_batches([2, 2]))  # noqa: E731
     _, paths = _run(monkeypatch, True, comp, arg)
-    assert paths == {}  # no plan: the graph runs as before, on tf.data
+    assert paths == {"tf.data": 1}  # no plan: the graph runs as before
 
 
 def test_shuffle_inside_the_graph_keeps_tf_data(monkeypatch):
@@ -126,7 +130,7 @@ def test_shuffle_inside_the_graph_keeps_tf_data(monkeypatch):
         fl.SequenceType(ROW))
     arg = lambda: sequences.SequenceValue(ROW, elements=_batches([2, 2, 2]))  # noqa: E731
     _, paths = _run(monkeypatch, True, comp, arg)
-    assert paths == {}
+    assert paths == {"tf.data": 1}
 
 
 def _graph_sequence(dataset) -> sequences.SequenceValue:
@@ -168,5 +172,31 @@ def test_keras_training_round_takes_the_loop_and_equals_tf_data_bit_for_bit(monk
         monkeypatch, case / "comp.pb", case / "arg.pb")
     clients = looped_paths.get("tensor loop", 0)
     assert clients > 0 and looped_paths == {"tensor loop": clients}
-    assert plain_paths == {}
+    assert plain_paths == {"tf.data": clients}
     assert _bits(looped) == _bits(plain)
+
+
+# -- the path counts in the CLI -------------------------------------------------------------------
+SMALL = CONFORMANCE / "seq_tf_reduce_then_sum"
+
+
+def _cli(runner, *args):
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_verbose_run_logs_the_path_of_the_client_graphs(runner, monkeypatch):
+    result = _cli(runner, "run", "-v", SMALL / "comp.pb", SMALL / "arg.pb")
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"client graph paths: tensor loop \d+$", result.stderr, re.M)
+    monkeypatch.setenv(tf_loops.ENV_SWITCH, "0")
+    result = _cli(runner, "run", "-v", SMALL / "comp.pb", SMALL / "arg.pb")
+    assert re.search(r"client graph paths: tf.data \d+$", result.stderr, re.M)
+
+
+def test_benchmark_json_counts_the_paths_of_every_run(runner):
+    result = _cli(runner, "benchmark", SMALL / "comp.pb", SMALL / "arg.pb", "--runs", "2",
+                  "--warmup", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    # first call + warm-up + runs, each calling the client graph once per client
+    assert doc["paths"] == {"tensor loop": 4 * doc["clients"]}
