@@ -22,6 +22,7 @@ has its value checked as a dataset graph on every call, before the graph runs.
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 import zlib
 from typing import Any, Callable
@@ -132,10 +133,12 @@ class GraphFunction:
         self._takes_sequences = any(kind != "tensor" for kind, _ in self.parameter_leaves)
         self._batchable: bool | None = None  # computed on first use (see `batchable`)
         self._feeds_token = False  # whether instances feed the session token (`_build_instance`)
+        self._build_lock = threading.Lock()
         if self._resources.stateless:
-            self._shared = self._build_instance()
             if self._loops is not None:
-                self._looped = self._build_instance(looped=True)
+                self._looped = self._build_looped_once()
+            if self._loops is None:  # the graph as written is built when a call first needs it
+                self._shared = self._build_instance()
 
     @property
     def session_token_name(self) -> str:
@@ -255,11 +258,24 @@ class GraphFunction:
             feeds.append(token_name)
         return tf_import.import_pruned(graph_def, feeds, [name for _, name in self.result_leaves])
 
+    def _build_looped_once(self) -> Callable | None:
+        """The shared looped instance; None (and no loops from now on) when TensorFlow refuses
+        the rewritten graph, which then runs as written."""
+        try:
+            return self._build_instance(looped=True)
+        except errors.ComputationError:
+            self._loops = None
+            return None
+
     def _instance(self, looped: bool) -> Callable:
         """The compiled function for one call: the shared one, or a fresh import when the graph's
         resources cannot be made per-call otherwise (see `tf_resources`)."""
         if looped:
             return self._looped if self._looped is not None else self._build_instance(looped=True)
+        if self._shared is None and self._resources.stateless:
+            with self._build_lock:
+                if self._shared is None:
+                    self._shared = self._build_instance()
         return self._shared if self._shared is not None else self._build_instance()
 
     def __call__(self, flat_args: list) -> list:

@@ -45,6 +45,8 @@ from tffexec.formats import types as tt
 ENV_SWITCH = "TFFEXEC_TENSOR_LOOPS"
 
 _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
+#: Dataset stages between the parameter and `ReduceDataset` that a loop reproduces.
+_STAGES = frozenset({"TakeDataset", "RepeatDataset"})
 #: Random ops without "Random" in their name (stateful ones are refused in reduce functions).
 _RANDOM_OPS = frozenset({"Multinomial", "TruncatedNormal", "ParameterizedTruncatedNormal"})
 _RANDOM_PREFIXES = ("StatefulUniform", "StatefulStandardNormal", "StatefulTruncatedNormal", "Rng",
@@ -60,10 +62,16 @@ def enabled() -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Reduce:
-    """One `ReduceDataset` node to rewrite: `scope` is None (top-level graph) or a function."""
+    """One `ReduceDataset` node to rewrite: `scope` is None (top-level graph) or a function.
+
+    `source` is the reference to the dataset parameter in that scope; `stages` are the dataset
+    stages between it and the reduction, source first, as (node, op, count reference, count).
+    """
 
     scope: str | None
     node: str
+    source: str = ""
+    stages: tuple[tuple[str, str, str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,15 +175,40 @@ def _uses(nodes, scope: str | None, source: str) -> Iterable[tuple[Any, int]]:
             yield node, position
 
 
+def _stage(nodes, node, position: int, take_follows: bool) -> tuple[str, str, str, int] | None:
+    """A `TakeDataset`/`RepeatDataset` stage with a constant count, as (node, op, count
+    reference, count); None for anything else (an endless repeat only when a take follows)."""
+    if node.op not in _STAGES or position != 0:
+        return None
+    count_node = next((n for n in nodes if n.name == _node_name(node.input[1])), None)
+    if count_node is None or count_node.op != "Const":
+        return None
+    tf = tf_runtime.tensorflow()
+    count = int(tf.make_ndarray(count_node.attr["value"].tensor))
+    if node.op == "RepeatDataset" and count < 0 and not take_follows:
+        return None
+    return node.name, node.op, node.input[1], count
+
+
 def _trace(nodes, scope: str | None, source: str, library: _Library,
-           found: list) -> bool:
-    """Follows the dataset `source` through call ops; False when a use is not a loop candidate.
-    Appends (Reduce, element dtypes) for every reduction reached."""
+           found: list, origin: str | None = None, stages: tuple = ()) -> bool:
+    """Follows the dataset `source` through call ops and take/repeat stages; False when a use is
+    not a loop candidate. Appends (Reduce, element dtypes) for every reduction reached."""
     if scope is not None:
         function = library.functions[scope]
         if any(reference.split(":")[0] == source for reference in function.ret.values()):
             return False
     for node, position in _uses(nodes, scope, source):
+        if node.op in _STAGES:
+            uses = list(_uses(nodes, scope, node.name))
+            take_follows = bool(uses) and all(u.op == "TakeDataset" for u, _ in uses)
+            stage = _stage(nodes, node, position, take_follows)
+            if stage is None or not _trace(nodes, scope, node.name, library, found,
+                                           origin or source, stages + (stage,)):
+                return False
+            continue
+        if stages and node.op != "ReduceDataset":
+            return False  # a stage's output only feeds reductions in its own scope
         if node.op == "ReduceDataset" and position == 0:
             reduce_fn = node.attr["f"].func.name
             if reduce_fn not in library.functions or library.reaches_random(reduce_fn):
@@ -184,7 +217,7 @@ def _trace(nodes, scope: str | None, source: str, library: _Library,
             states = len(node.attr["Tstate"].list.type)
             captured = len(node.attr["Targuments"].list.type)
             dtypes = tuple(a.type for a in args[states:len(args) - captured])
-            found.append((Reduce(scope, node.name), dtypes))
+            found.append((Reduce(scope, node.name, origin or source, stages), dtypes))
             continue
         callee = node.attr["f"].func.name if node.op in _CALL_OPS else (
             node.op if node.op in library.functions else None)
@@ -237,26 +270,71 @@ def loopable(sequence) -> bool:
 
 # -- the rewrite ---------------------------------------------------------------------------------
 def rewrite(graph_def, loop_plan: LoopPlan) -> None:
-    """Replaces each planned `ReduceDataset` by a `While` over element lists, in place."""
-    by_scope: dict[str | None, list[str]] = {}
-    for reduce in loop_plan.reduces:
-        by_scope.setdefault(reduce.scope, []).append(reduce.node)
+    """Replaces each planned `ReduceDataset` (and its take/repeat stages) by a `While` over
+    element lists, in place."""
     functions = {f.signature.name: f for f in graph_def.library.function}
-    for scope, names in by_scope.items():
-        function = functions[scope] if scope is not None else None
+    for reduce in loop_plan.reduces:
+        function = functions[reduce.scope] if reduce.scope is not None else None
         nodes = function.node_def if function is not None else graph_def.node
-        for name in names:
-            _rewrite_reduce(graph_def, function, nodes, name)
+        _rewrite_reduce(graph_def, function, nodes, reduce)
+    for reduce in loop_plan.reduces:  # the stages now feed nothing
+        function = functions[reduce.scope] if reduce.scope is not None else None
+        nodes = function.node_def if function is not None else graph_def.node
+        stage_nodes = {stage[0] for stage in reduce.stages}
+        for index in reversed(range(len(nodes))):
+            if nodes[index].name in stage_nodes:
+                del nodes[index]
 
 
 def _attr_types(node, name: str) -> list[int]:
     return list(node.attr[name].list.type)
 
 
-def _rewrite_reduce(graph_def, function, nodes, name: str) -> None:
+class _Builder:
+    """Adds nodes to one scope (the top-level graph or a function body), naming their outputs
+    the way that scope references them."""
+
+    def __init__(self, prefix: str, in_function: bool):
+        self.prefix, self.in_function, self.nodes = prefix, in_function, []
+
+    def add(self, name: str, op: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(_node(f"{self.prefix}/{name}", op, inputs, **attrs))
+        return f"{self.prefix}/{name}:{output}:0" if self.in_function else f"{self.prefix}/{name}:0"
+
+    def const(self, name: str, value, dtype: int) -> str:
+        self.nodes.append(_const(f"{self.prefix}/{name}", value, dtype))
+        return f"{self.prefix}/{name}:output:0" if self.in_function else f"{self.prefix}/{name}:0"
+
+
+def _lengths(build: _Builder, first_list: str, stages) -> tuple[str, list[str]]:
+    """(the number of iterations, the moduli that map an iteration to an element, outermost
+    first): a repeat stage maps iteration i to i mod (its input's length)."""
+    tf = tf_runtime.tensorflow()
+    int32, int64 = tf.int32.as_datatype_enum, tf.int64.as_datatype_enum
+    length = build.add("length32", "TensorListLength", [first_list], "length")
+    length = build.add("length", "Cast", [length], "y", SrcT=_type(int32), DstT=_type(int64))
+    moduli = []
+    for k, (_, op, count_ref, count) in enumerate(stages):
+        if op == "TakeDataset":
+            if count >= 0:
+                length = build.add(f"take_{k}", "Minimum", [length, count_ref], "z",
+                                   T=_type(int64))
+            continue
+        moduli.append(length)
+        if count >= 0:
+            length = build.add(f"repeat_{k}", "Mul", [length, count_ref], "z", T=_type(int64))
+        else:  # endless (a take follows): as long as int64 allows, or empty
+            sign = build.add(f"repeat_{k}_sign", "Sign", [length], "y", T=_type(int64))
+            most = build.const(f"repeat_{k}_most", np.int64(np.iinfo(np.int64).max), int64)
+            length = build.add(f"repeat_{k}", "Mul", [sign, most], "z", T=_type(int64))
+    return length, moduli[::-1]
+
+
+def _rewrite_reduce(graph_def, function, nodes, reduce: Reduce) -> None:
     tf = tf_runtime.tensorflow()
     variant, int32 = tf.variant.as_datatype_enum, tf.int32.as_datatype_enum
-    node = next(n for n in nodes if n.name == name)
+    int64 = tf.int64.as_datatype_enum
+    node = next(n for n in nodes if n.name == reduce.node)
     reduce_fn = node.attr["f"].func
     signature = next(f.signature for f in graph_def.library.function
                      if f.signature.name == reduce_fn.name)
@@ -266,28 +344,20 @@ def _rewrite_reduce(graph_def, function, nodes, name: str) -> None:
     data = [i for i in node.input if not i.startswith("^")]
     controls = [i for i in node.input if i.startswith("^")]
     state_in, captured_in = data[1:1 + len(states)], data[1 + len(states):]
-    in_function = function is not None
-    prefix = f"{name}/tffexec_loop"
-
-    def out(node_name: str, arg: str, index: int = 0) -> str:
-        return f"{node_name}:{arg}:{index}" if in_function else f"{node_name}:{index}"
-
-    new_nodes = [_const(f"{prefix}/unknown_shape", np.int32(-1), int32),
-                 _const(f"{prefix}/zero", np.int32(0), int32)]
-    lists = []
-    for k in range(len(elements)):
-        new_nodes.append(_const(f"{prefix}/component_{k}", np.int32(k), int32))
-        new_nodes.append(_node(f"{prefix}/list_{k}", "TensorListGetItem",
-                               [data[0], out(f"{prefix}/component_{k}", "output"),
-                                out(f"{prefix}/unknown_shape", "output")],
-                               element_dtype=_type(variant)))
-        lists.append(out(f"{prefix}/list_{k}", "item"))
-    new_nodes.append(_node(f"{prefix}/length", "TensorListLength", [lists[0]]))
-    loop_types = states + [int32, int32] + [variant] * len(elements) + captured
-    cond, body = _loop_functions(graph_def, name, reduce_fn, states, elements, captured)
-    loop = _node(name, "While",
-                 state_in + [out(f"{prefix}/zero", "output"), out(f"{prefix}/length", "length")]
-                 + lists + captured_in + controls,
+    build = _Builder(f"{reduce.node}/tffexec_loop", function is not None)
+    unknown = build.const("unknown_shape", np.int32(-1), int32)
+    lists = [build.add(f"list_{k}", "TensorListGetItem",
+                       [reduce.source, build.const(f"component_{k}", np.int32(k), int32), unknown],
+                       "item", element_dtype=_type(variant))
+             for k in range(len(elements))]
+    length, moduli = _lengths(build, lists[0], reduce.stages)
+    zero = build.const("zero", np.int64(0), int64)
+    loop_types = (states + [int64, int64] + [int64] * len(moduli) + [variant] * len(elements)
+                  + captured)
+    cond, body = _loop_functions(graph_def, reduce.scope, reduce.node, reduce_fn, states,
+                                 elements, captured, len(moduli))
+    loop = _node(reduce.node, "While",
+                 state_in + [zero, length] + moduli + lists + captured_in + controls,
                  T=_types(loop_types), parallel_iterations=_int(1),
                  _lower_using_switch_merge=_bool(False))
     loop.attr["cond"].func.name = cond
@@ -295,38 +365,47 @@ def _rewrite_reduce(graph_def, function, nodes, name: str) -> None:
     loop.device = node.device
     position = list(nodes).index(node)
     del nodes[position]
-    for offset, new in enumerate(new_nodes + [loop]):
+    for offset, new in enumerate(build.nodes + [loop]):
         nodes.insert(position + offset, new)
-    if in_function:  # outputs were `name:components:k`; the loop's are `name:output:k`
-        _rename_output(function, name, "components", "output")
+    if function is not None:  # outputs were `name:components:k`; the loop's are `name:output:k`
+        _rename_output(function, reduce.node, "components", "output")
 
 
-def _loop_functions(graph_def, name: str, reduce_fn, states, elements, captured):
+def _loop_functions(graph_def, scope: str | None, name: str, reduce_fn, states, elements,
+                    captured, moduli: int):
     """Adds the loop's cond and body functions to the library; returns their names."""
     tf = tf_runtime.tensorflow()
-    int32 = tf.int32.as_datatype_enum
+    int32, int64 = tf.int32.as_datatype_enum, tf.int64.as_datatype_enum
     variant = tf.variant.as_datatype_enum
-    suffix = hashlib.sha256(f"{reduce_fn.name}/{name}".encode()).hexdigest()[:12]
+    suffix = hashlib.sha256(f"{reduce_fn.name}/{scope}/{name}/{moduli}".encode()).hexdigest()[:12]
     arg_types = ([(f"state_{i}", t) for i, t in enumerate(states)]
-                 + [("index", int32), ("length", int32)]
+                 + [("index", int64), ("length", int64)]
+                 + [(f"modulus_{i}", int64) for i in range(moduli)]
                  + [(f"list_{i}", variant) for i in range(len(elements))]
                  + [(f"captured_{i}", t) for i, t in enumerate(captured)])
 
     cond = graph_def.library.function.add()
     cond.signature.name = f"tffexec_loop_cond_{suffix}"
     _signature(cond, arg_types, [("more", tf.bool.as_datatype_enum)])
-    cond.node_def.append(_node("less", "Less", ["index", "length"], T=_type(int32)))
+    cond.node_def.append(_node("less", "Less", ["index", "length"], T=_type(int64)))
     cond.ret["more"] = "less:z:0"
 
     body = graph_def.library.function.add()
     body.signature.name = f"tffexec_loop_body_{suffix}"
     _signature(body, arg_types, [(f"out_{n}", t) for n, t in arg_types])
     body.node_def.append(_const("unknown_shape", np.int32(-1), int32))
-    body.node_def.append(_const("one", np.int32(1), int32))
+    body.node_def.append(_const("one", np.int64(1), int64))
+    position = "index"
+    for i in range(moduli):  # outermost repeat first
+        body.node_def.append(_node(f"wrap_{i}", "FloorMod", [position, f"modulus_{i}"],
+                                   T=_type(int64)))
+        position = f"wrap_{i}:z:0"
+    body.node_def.append(_node("position", "Cast", [position], SrcT=_type(int64),
+                               DstT=_type(int32)))
     items = []
     for k, dtype in enumerate(elements):
         body.node_def.append(_node(f"item_{k}", "TensorListGetItem",
-                                   [f"list_{k}", "index", "unknown_shape:output:0"],
+                                   [f"list_{k}", "position:y:0", "unknown_shape:output:0"],
                                    element_dtype=_type(dtype)))
         items.append(f"item_{k}:item:0")
     call = _node("call", "StatefulPartitionedCall",
@@ -336,7 +415,7 @@ def _loop_functions(graph_def, name: str, reduce_fn, states, elements, captured)
                  config_proto=_grappler_off())
     call.attr["f"].func.CopyFrom(reduce_fn)
     body.node_def.append(call)
-    body.node_def.append(_node("next", "AddV2", ["index", "one:output:0"], T=_type(int32)))
+    body.node_def.append(_node("next", "AddV2", ["index", "one:output:0"], T=_type(int64)))
     for i in range(len(states)):
         body.ret[f"out_state_{i}"] = f"call:output:{i}"
     body.ret["out_index"] = "next:z:0"

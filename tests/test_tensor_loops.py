@@ -113,6 +113,38 @@ def test_struct_elements_reach_the_reduce_function_in_dataset_order(monkeypatch)
     assert float(looped) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("stages", [
+    lambda ds: ds.take(2),
+    lambda ds: ds.take(-1),
+    lambda ds: ds.take(9),
+    lambda ds: ds.repeat(3),
+    lambda ds: ds.repeat(0),
+    lambda ds: ds.repeat().take(7),
+    lambda ds: ds.take(2).repeat(2).take(3).repeat(2),
+], ids=["take", "take_all", "take_more", "repeat", "repeat_none", "endless_take",
+        "nested"])
+def test_take_and_repeat_stages_loop_over_the_same_elements_as_tf_data(monkeypatch, stages):
+    comp = tfc.tensorflow_computation(
+        lambda ds: stages(ds).reduce((tf.constant(0.0, F32), tf.constant(0, tf.int64)),
+                                     lambda s, b: (s[0] * 0.5 + tf.reduce_sum(b), s[1] + 1)),
+        fl.SequenceType(ROW))
+    arg = lambda: sequences.SequenceValue(ROW, elements=_batches([2, 2, 1]))  # noqa: E731
+    looped, looped_paths, plain, _ = _both(monkeypatch, comp, arg)
+    assert looped_paths == {"tensor loop": 1}
+    assert _bits(looped) == _bits(plain)
+
+
+def test_endless_repeat_without_take_is_not_a_loop():
+    comp = tfc.tensorflow_computation(
+        lambda ds: ds.repeat().reduce(tf.constant(0.0, F32), lambda s, b: s + tf.reduce_sum(b)),
+        fl.SequenceType(ROW))
+    graph_def = tf.compat.v1.GraphDef.FromString(comp.tensorflow.graph_def.value)
+    from tffexec.executors import tf_function  # noqa: PLC0415
+
+    function = tf_function.GraphFunction(comp.tensorflow)
+    assert tf_loops.plan(graph_def, function.parameter_leaves, function.result_leaves) is None
+
+
 def test_stateful_random_op_in_the_reduce_function_keeps_tf_data(monkeypatch):
     comp = tfc.tensorflow_computation(
         lambda ds: ds.reduce(tf.constant(0.0, F32),
