@@ -37,6 +37,7 @@ from tffexec import policy as policy_lib
 from tffexec import tf_runtime
 from tffexec.checks import op_check
 from tffexec.executors import activity
+from tffexec.executors import tf_call_config
 from tffexec.executors import tf_import
 from tffexec.executors import tf_library
 from tffexec.executors import tf_loops
@@ -76,10 +77,7 @@ def _stateful_ops(graph_def) -> set[str]:
     from tensorflow.python.framework import op_def_registry  # noqa: PLC0415 - TF loads lazily
 
     found = set()
-    nodes = list(graph_def.node)
-    for function in graph_def.library.function:
-        nodes.extend(function.node_def)
-    for node in nodes:
+    for node in tf_call_config.graph_nodes(graph_def):
         op_def = op_def_registry.get(node.op)
         if op_def is None or op_def.is_stateful:
             found.add(node.op)
@@ -116,7 +114,7 @@ class GraphFunction:
             graph_def = tf.compat.v1.GraphDef.FromString(proto.graph_def.value)
         except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
             raise errors.ComputationError(f"graph_def is not a TensorFlow GraphDef: {e}") from None
-        self._graph_def = graph_def
+        self._graph_def = self._optimised_once(graph_def)
         self._resources = tf_resources.plan(graph_def)
         self._queue_wait = (self._policy.max_queue_wait
                             if tf_queues.has_dequeue(self._all_nodes(graph_def)) else 0)
@@ -160,15 +158,20 @@ class GraphFunction:
                 and not _stateful_ops(self._graph_def))
         return self._batchable
 
-    @staticmethod
-    def _all_nodes(graph_def):
-        yield from graph_def.node
-        for function in graph_def.library.function:
-            yield from function.node_def
+    _all_nodes = staticmethod(tf_call_config.graph_nodes)
 
     @staticmethod
     def _has_shared_name(node) -> bool:
         return "shared_name" in node.attr
+
+    @staticmethod
+    def _optimised_once(graph_def):
+        """The GraphDef as every instance imports it, whatever the call: Grappler off inside
+        its call ops and tf.data's per-execution rewrites off before its reductions (see
+        `tf_call_config`). Done here, once per graph, so no instance or call repeats it."""
+        tf_call_config.disable_grappler_in_calls(graph_def)
+        tf_call_config.freeze_dataset_options(graph_def)
+        return graph_def
 
     def prepared_graph_def(self, looped: bool = False):
         """A copy of the GraphDef with unique shared names, seeds, the init dependency and
@@ -179,6 +182,7 @@ class GraphFunction:
         graph_def.CopyFrom(self._graph_def)
         if looped:
             tf_loops.rewrite(graph_def, self._loops)
+            tf_call_config.disable_grappler_in_calls(graph_def)  # the loop's call op too
         suffix = f"_tffexec{next(_instance_counter)}_{uuid.uuid4().hex[:8]}"
         for node in self._all_nodes(graph_def):
             if "shared_name" in node.attr:

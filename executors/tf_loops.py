@@ -22,9 +22,9 @@ Semantics kept exactly: the loop calls the reduce function once per element, in 
 state, the element's components and the captured arguments, as `ReduceDataset` does; elements of
 different shapes (a ragged last batch) are separate list items; the While kernel runs one
 iteration at a time (not lowered to Switch/Merge, one parallel iteration), so the function's
-variable reads and writes happen in the same order; Grappler is off inside the call, as for
-tf.data's instantiation of the reduce function. `TFFEXEC_TENSOR_LOOPS=0` turns the rewrite off
-(to compare with the tf.data path).
+variable reads and writes happen in the same order; Grappler is off inside the call
+(`tf_call_config`), as for tf.data's instantiation of the reduce function.
+`TFFEXEC_TENSOR_LOOPS=0` turns the rewrite off (to compare with the tf.data path).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ ENV_SWITCH = "TFFEXEC_TENSOR_LOOPS"
 
 _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 #: Dataset stages between the parameter and `ReduceDataset` that a loop reproduces.
-_STAGES = frozenset({"TakeDataset", "RepeatDataset"})
+_STAGES = frozenset({"TakeDataset", "RepeatDataset", "OptionsDataset"})
 #: Random ops without "Random" in their name (stateful ones are refused in reduce functions).
 _RANDOM_OPS = frozenset({"Multinomial", "TruncatedNormal", "ParameterizedTruncatedNormal"})
 _RANDOM_PREFIXES = ("StatefulUniform", "StatefulStandardNormal", "StatefulTruncatedNormal", "Rng",
@@ -177,9 +177,12 @@ def _uses(nodes, scope: str | None, source: str) -> Iterable[tuple[Any, int]]:
 
 def _stage(nodes, node, position: int, take_follows: bool) -> tuple[str, str, str, int] | None:
     """A `TakeDataset`/`RepeatDataset` stage with a constant count, as (node, op, count
-    reference, count); None for anything else (an endless repeat only when a take follows)."""
+    reference, count), or an `OptionsDataset`; None for anything else (an endless repeat only
+    when a take follows)."""
     if node.op not in _STAGES or position != 0:
         return None
+    if node.op == "OptionsDataset":  # tf.data settings (`tf_call_config`): same elements
+        return node.name, node.op, "", 0
     count_node = next((n for n in nodes if n.name == _node_name(node.input[1])), None)
     if count_node is None or count_node.op != "Const":
         return None
@@ -315,6 +318,8 @@ def _lengths(build: _Builder, first_list: str, stages) -> tuple[str, list[str]]:
     length = build.add("length", "Cast", [length], "y", SrcT=_type(int32), DstT=_type(int64))
     moduli = []
     for k, (_, op, count_ref, count) in enumerate(stages):
+        if op == "OptionsDataset":
+            continue
         if op == "TakeDataset":
             if count >= 0:
                 length = build.add(f"take_{k}", "Minimum", [length, count_ref], "z",
@@ -411,8 +416,7 @@ def _loop_functions(graph_def, scope: str | None, name: str, reduce_fn, states, 
     call = _node("call", "StatefulPartitionedCall",
                  [f"state_{i}" for i in range(len(states))] + items
                  + [f"captured_{i}" for i in range(len(captured))],
-                 Tin=_types(states + list(elements) + captured), Tout=_types(states),
-                 config_proto=_grappler_off())
+                 Tin=_types(states + list(elements) + captured), Tout=_types(states))
     call.attr["f"].func.CopyFrom(reduce_fn)
     body.node_def.append(call)
     body.node_def.append(_node("next", "AddV2", ["index", "one:output:0"], T=_type(int64)))
@@ -470,13 +474,6 @@ def _int(value: int):
 
 def _bool(value: bool):
     return tf_runtime.tensorflow().compat.v1.AttrValue(b=value)
-
-
-def _grappler_off():
-    tf = tf_runtime.tensorflow()
-    config = tf.compat.v1.ConfigProto()
-    config.graph_options.rewrite_options.disable_meta_optimizer = True
-    return tf.compat.v1.AttrValue(s=config.SerializeToString(deterministic=True))
 
 
 def _signature(function, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]]) -> None:

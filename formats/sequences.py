@@ -183,7 +183,7 @@ class SequenceValue:
         if self._elements is not None:
             if len(self._elements) > limit:
                 raise policy.sequence_too_long(len(self._elements))
-            return self.to_dataset()
+            return for_calls(self.to_dataset())
         dataset = self.to_dataset()
         count = _cardinality(dataset)
         if count == _INFINITE:
@@ -191,8 +191,8 @@ class SequenceValue:
         if count > limit:
             raise policy.sequence_too_long(count)
         if count >= 0:
-            return dataset
-        return _guarded(dataset, limit)
+            return for_calls(dataset)
+        return for_calls(_guarded(dataset, limit))
 
     def __repr__(self) -> str:
         parts = [tt.type_str(self._element_type)]
@@ -201,6 +201,27 @@ class SequenceValue:
         if self._elements is not None:
             parts.append(f"elements={len(self._elements)}")
         return f"SequenceValue({', '.join(parts)})"
+
+
+def call_options() -> Any:
+    """The `tf.data.Options` of every dataset tffexec feeds to a graph: no static graph
+    rewrites of the pipeline and no autotuning model.
+
+    A graph that reduces its dataset parameter (`ReduceDataset`, as every `tff.learning` client
+    does) finalises the dataset on every execution, and with tf.data's defaults that means
+    rewriting the pipeline graph and building an autotuning model per client call. Neither
+    option changes which elements come out or their order.
+    """
+    tf = _tf()
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
+    return options
+
+
+def for_calls(dataset: Any) -> Any:
+    """`dataset` with `call_options()` (what `bounded_dataset` hands to graphs)."""
+    return dataset.with_options(call_options())
 
 
 def _tf():
