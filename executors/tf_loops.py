@@ -435,7 +435,9 @@ def _rename_output(function, node: str, old: str, new: str) -> None:
     prefix = f"{node}:{old}:"
 
     def fix(reference: str) -> str:
-        return f"{node}:{new}:{reference[len(prefix):]}" if reference.startswith(prefix) else reference
+        if not reference.startswith(prefix):
+            return reference
+        return f"{node}:{new}:{reference[len(prefix):]}"
 
     for other in function.node_def:
         for i, reference in enumerate(other.input):
