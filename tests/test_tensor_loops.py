@@ -165,6 +165,16 @@ def test_shuffle_inside_the_graph_keeps_tf_data(monkeypatch):
     assert paths == {"tf.data": 1}
 
 
+def test_sequence_that_is_also_returned_keeps_tf_data(monkeypatch):
+    comp = tfc.tensorflow_computation(
+        lambda ds: (ds.reduce(tf.constant(0.0, F32), lambda s, b: s + tf.reduce_sum(b)), ds),
+        fl.SequenceType(ROW))
+    arg = lambda: sequences.SequenceValue(ROW, elements=_batches([2, 1]))  # noqa: E731
+    result, paths = _run(monkeypatch, True, comp, arg)
+    assert paths == {"tf.data": 1}
+    assert len(result[1].elements()) == 2
+
+
 def _graph_sequence(dataset) -> sequences.SequenceValue:
     """A sequence that arrives as a serialized dataset graph, checked as the loaders do."""
     graph = tf.raw_ops.DatasetToGraphV2(input_dataset=tf.data.experimental.to_variant(dataset))
