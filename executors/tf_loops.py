@@ -493,14 +493,15 @@ def element_lists(sequence, dtypes: tuple[int, ...]):
     tf = tf_runtime.tensorflow()
     elements = sequence.elements()
     leaves = [_leaves(e, sequence.element_type) for e in elements]
-    unknown = tf.constant(-1, tf.int32)
-    outer = tf.raw_ops.EmptyTensorList(element_shape=unknown, max_num_elements=-1,
-                                       element_dtype=tf.variant)
-    for k, dtype in enumerate(dtypes):
-        tf_dtype = tf.dtypes.as_dtype(dtype)
-        column = [leaf[k] for leaf in leaves]
-        outer = tf.raw_ops.TensorListPushBack(
-            input_handle=outer, tensor=_column_list(tf, column, tf_dtype, unknown))
+    with tf.device("/cpu:0"):  # in host memory, where tf.data keeps a dataset's elements
+        unknown = tf.constant(-1, tf.int32)
+        outer = tf.raw_ops.EmptyTensorList(element_shape=unknown, max_num_elements=-1,
+                                           element_dtype=tf.variant)
+        for k, dtype in enumerate(dtypes):
+            tf_dtype = tf.dtypes.as_dtype(dtype)
+            column = [leaf[k] for leaf in leaves]
+            outer = tf.raw_ops.TensorListPushBack(
+                input_handle=outer, tensor=_column_list(tf, column, tf_dtype, unknown))
     return outer
 
 
