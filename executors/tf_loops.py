@@ -11,7 +11,9 @@ compiled once with the graph.
 What is rewritten (`plan` decides, `rewrite` applies, `element_lists` feeds):
 - a `variant` parameter (a sequence passed as a dataset) every use of which is the dataset input
   of a `ReduceDataset`, directly or through function-call ops (each called function reached
-  from one call site only, so its body may change);
+  from one call site only, so its body may change) and dataset stages in the reduction's scope:
+  `take`/`repeat` with constant counts (index arithmetic), `map` whose function has no stateful
+  op (called on the element in the loop body), tf.data options (no effect on elements);
 - the reduce function (and every function it reaches) has no stateful random op: a
   `ReduceDataset` re-creates its kernels on every execution, restarting a seeded random stream,
   while a loop body would continue it.
@@ -46,7 +48,8 @@ ENV_SWITCH = "TFFEXEC_TENSOR_LOOPS"
 
 _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 #: Dataset stages between the parameter and `ReduceDataset` that a loop reproduces.
-_STAGES = frozenset({"TakeDataset", "RepeatDataset", "OptionsDataset"})
+_MAP_OPS = frozenset({"MapDataset", "ParallelMapDataset", "ParallelMapDatasetV2"})
+_STAGES = frozenset({"TakeDataset", "RepeatDataset", "OptionsDataset"}) | _MAP_OPS
 #: Random ops without "Random" in their name (stateful ones are refused in reduce functions).
 _RANDOM_OPS = frozenset({"Multinomial", "TruncatedNormal", "ParameterizedTruncatedNormal"})
 _RANDOM_PREFIXES = ("StatefulUniform", "StatefulStandardNormal", "StatefulTruncatedNormal", "Rng",
@@ -120,6 +123,15 @@ class _Library:
 
     def reaches_random(self, name: str) -> bool:
         """Whether function `name`, or one it reaches, holds a stateful random op."""
+        return self._reaches(name, _is_random)
+
+    def reaches_stateful(self, name: str) -> bool:
+        """Whether function `name`, or one it reaches, holds a stateful op other than a call
+        (a map function that has one could see its elements computed ahead, or in parallel)."""
+        return self._reaches(name, lambda op, stateful: stateful and op not in _CALL_OPS
+                             and op not in self.functions)
+
+    def _reaches(self, name: str, test) -> bool:
         from tensorflow.python.framework import op_def_registry  # noqa: PLC0415 - lazy TF
 
         seen, stack = set(), [name]
@@ -130,7 +142,7 @@ class _Library:
             seen.add(current)
             for node in self.functions[current].node_def:
                 op_def = op_def_registry.get(node.op)
-                if op_def is not None and _is_random(node.op, op_def.is_stateful):
+                if op_def is not None and test(node.op, op_def.is_stateful):
                     return True
                 stack.extend(self._callees(node))
         return False
@@ -175,13 +187,19 @@ def _uses(nodes, scope: str | None, source: str) -> Iterable[tuple[Any, int]]:
             yield node, position
 
 
-def _stage(nodes, node, position: int, take_follows: bool) -> tuple[str, str, str, int] | None:
+def _stage(nodes, node, position: int, take_follows: bool,
+           library: _Library) -> tuple[str, str, str, int] | None:
     """A `TakeDataset`/`RepeatDataset` stage with a constant count, as (node, op, count
     reference, count), or an `OptionsDataset`; None for anything else (an endless repeat only
     when a take follows)."""
     if node.op not in _STAGES or position != 0:
         return None
     if node.op == "OptionsDataset":  # tf.data settings (`tf_call_config`): same elements
+        return node.name, node.op, "", 0
+    if node.op in _MAP_OPS:
+        mapper = node.attr["f"].func.name
+        if mapper not in library.functions or library.reaches_stateful(mapper):
+            return None
         return node.name, node.op, "", 0
     count_node = next((n for n in nodes if n.name == _node_name(node.input[1])), None)
     if count_node is None or count_node.op != "Const":
@@ -191,6 +209,15 @@ def _stage(nodes, node, position: int, take_follows: bool) -> tuple[str, str, st
     if node.op == "RepeatDataset" and count < 0 and not take_follows:
         return None
     return node.name, node.op, node.input[1], count
+
+
+def _element_types(library: _Library, node, states_attr: str | None) -> tuple[int, ...]:
+    """The element dtypes that the function of a reduce (after `states_attr`'s state) or map
+    node takes (before its captured arguments)."""
+    args = library.functions[node.attr["f"].func.name].signature.input_arg
+    states = len(node.attr[states_attr].list.type) if states_attr else 0
+    captured = len(node.attr["Targuments"].list.type)
+    return tuple(a.type for a in args[states:len(args) - captured])
 
 
 def _trace(nodes, scope: str | None, source: str, library: _Library,
@@ -205,7 +232,7 @@ def _trace(nodes, scope: str | None, source: str, library: _Library,
         if node.op in _STAGES:
             uses = list(_uses(nodes, scope, node.name))
             take_follows = bool(uses) and all(u.op == "TakeDataset" for u, _ in uses)
-            stage = _stage(nodes, node, position, take_follows)
+            stage = _stage(nodes, node, position, take_follows, library)
             if stage is None or not _trace(nodes, scope, node.name, library, found,
                                            origin or source, stages + (stage,)):
                 return False
@@ -216,10 +243,11 @@ def _trace(nodes, scope: str | None, source: str, library: _Library,
             reduce_fn = node.attr["f"].func.name
             if reduce_fn not in library.functions or library.reaches_random(reduce_fn):
                 return False
-            args = library.functions[reduce_fn].signature.input_arg
-            states = len(node.attr["Tstate"].list.type)
-            captured = len(node.attr["Targuments"].list.type)
-            dtypes = tuple(a.type for a in args[states:len(args) - captured])
+            dtypes = _element_types(library, node, "Tstate")
+            first_map = next((n for n in nodes for stage in stages
+                              if stage[1] in _MAP_OPS and n.name == stage[0]), None)
+            if first_map is not None:  # the parameter's elements are what the first map takes
+                dtypes = _element_types(library, first_map, None)
             found.append((Reduce(scope, node.name, origin or source, stages), dtypes))
             continue
         callee = node.attr["f"].func.name if node.op in _CALL_OPS else (
@@ -318,7 +346,7 @@ def _lengths(build: _Builder, first_list: str, stages) -> tuple[str, list[str]]:
     length = build.add("length", "Cast", [length], "y", SrcT=_type(int32), DstT=_type(int64))
     moduli = []
     for k, (_, op, count_ref, count) in enumerate(stages):
-        if op == "OptionsDataset":
+        if op == "OptionsDataset" or op in _MAP_OPS:  # one element out per element in
             continue
         if op == "TakeDataset":
             if count >= 0:
@@ -349,18 +377,32 @@ def _rewrite_reduce(graph_def, function, nodes, reduce: Reduce) -> None:
     data = [i for i in node.input if not i.startswith("^")]
     controls = [i for i in node.input if i.startswith("^")]
     state_in, captured_in = data[1:1 + len(states)], data[1 + len(states):]
+    maps, sources = [], elements
+    for stage in reduce.stages:  # each map: (function, element types in, captured types, out)
+        if stage[1] in _MAP_OPS:
+            mapper = next(n for n in nodes if n.name == stage[0])
+            taken = [a.type for a in next(
+                f.signature for f in graph_def.library.function
+                if f.signature.name == mapper.attr["f"].func.name).input_arg]
+            extra = _attr_types(mapper, "Targuments")
+            maps.append((mapper.attr["f"].func, taken[:len(taken) - len(extra)], extra,
+                         _attr_types(mapper, "output_types")))
+            captured_in += list(mapper.input[1:1 + len(extra)])  # (then num_parallel_calls)
+    if maps:
+        sources = maps[0][1]
     build = _Builder(f"{reduce.node}/tffexec_loop", function is not None)
     unknown = build.const("unknown_shape", np.int32(-1), int32)
     lists = [build.add(f"list_{k}", "TensorListGetItem",
                        [reduce.source, build.const(f"component_{k}", np.int32(k), int32), unknown],
                        "item", element_dtype=_type(variant))
-             for k in range(len(elements))]
+             for k in range(len(sources))]
     length, moduli = _lengths(build, lists[0], reduce.stages)
     zero = build.const("zero", np.int64(0), int64)
-    loop_types = (states + [int64, int64] + [int64] * len(moduli) + [variant] * len(elements)
-                  + captured)
-    cond, body = _loop_functions(graph_def, reduce.scope, reduce.node, reduce_fn, states,
-                                 elements, captured, len(moduli))
+    all_captured = captured + [t for _, _, extra, _ in maps for t in extra]
+    loop_types = (states + [int64, int64] + [int64] * len(moduli) + [variant] * len(sources)
+                  + all_captured)
+    cond, body = _loop_functions(graph_def, reduce, reduce_fn, states, sources, captured, maps,
+                                 len(moduli))
     loop = _node(reduce.node, "While",
                  state_in + [zero, length] + moduli + lists + captured_in + controls,
                  T=_types(loop_types), parallel_iterations=_int(1),
@@ -376,18 +418,23 @@ def _rewrite_reduce(graph_def, function, nodes, reduce: Reduce) -> None:
         _rename_output(function, reduce.node, "components", "output")
 
 
-def _loop_functions(graph_def, scope: str | None, name: str, reduce_fn, states, elements,
-                    captured, moduli: int):
-    """Adds the loop's cond and body functions to the library; returns their names."""
+def _loop_functions(graph_def, reduce: Reduce, reduce_fn, states, elements, captured, maps,
+                    moduli: int):
+    """Adds the loop's cond and body functions to the library; returns their names.
+
+    `elements` are the parameter's element types, `captured` the reduce function's captured
+    argument types; the loop also carries each map's captured arguments after them."""
     tf = tf_runtime.tensorflow()
     int32, int64 = tf.int32.as_datatype_enum, tf.int64.as_datatype_enum
     variant = tf.variant.as_datatype_enum
-    suffix = hashlib.sha256(f"{reduce_fn.name}/{scope}/{name}/{moduli}".encode()).hexdigest()[:12]
+    suffix = hashlib.sha256(f"{reduce_fn.name}/{reduce.scope}/{reduce.node}/{reduce.stages}"
+                            .encode()).hexdigest()[:12]
+    all_captured = list(captured) + [t for _, _, extra, _ in maps for t in extra]
     arg_types = ([(f"state_{i}", t) for i, t in enumerate(states)]
                  + [("index", int64), ("length", int64)]
                  + [(f"modulus_{i}", int64) for i in range(moduli)]
                  + [(f"list_{i}", variant) for i in range(len(elements))]
-                 + [(f"captured_{i}", t) for i, t in enumerate(captured)])
+                 + [(f"captured_{i}", t) for i, t in enumerate(all_captured)])
 
     cond = graph_def.library.function.add()
     cond.signature.name = f"tffexec_loop_cond_{suffix}"
@@ -413,10 +460,19 @@ def _loop_functions(graph_def, scope: str | None, name: str, reduce_fn, states, 
                                    [f"list_{k}", "position:y:0", "unknown_shape:output:0"],
                                    element_dtype=_type(dtype)))
         items.append(f"item_{k}:item:0")
+    item_types, offset = list(elements), len(captured)
+    for m, (mapper, taken, extra, produced) in enumerate(maps):  # source first, per element
+        mapped = _node(f"map_{m}", "StatefulPartitionedCall",
+                       items + [f"captured_{offset + i}" for i in range(len(extra))],
+                       Tin=_types(list(taken) + list(extra)), Tout=_types(produced))
+        mapped.attr["f"].func.CopyFrom(mapper)
+        body.node_def.append(mapped)
+        items = [f"map_{m}:output:{i}" for i in range(len(produced))]
+        item_types, offset = list(produced), offset + len(extra)
     call = _node("call", "StatefulPartitionedCall",
                  [f"state_{i}" for i in range(len(states))] + items
                  + [f"captured_{i}" for i in range(len(captured))],
-                 Tin=_types(states + list(elements) + captured), Tout=_types(states))
+                 Tin=_types(states + item_types + list(captured)), Tout=_types(states))
     call.attr["f"].func.CopyFrom(reduce_fn)
     body.node_def.append(call)
     body.node_def.append(_node("next", "AddV2", ["index", "one:output:0"], T=_type(int64)))

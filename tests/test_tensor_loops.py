@@ -113,6 +113,11 @@ def test_struct_elements_reach_the_reduce_function_in_dataset_order(monkeypatch)
     assert float(looped) == pytest.approx(expected, rel=1e-5)
 
 
+def _scaled(dataset, scale):
+    """A map whose function captures a tensor of the graph (an argument of the map op)."""
+    return dataset.map(lambda b: b * scale)
+
+
 @pytest.mark.parametrize("stages", [
     lambda ds: ds.take(2),
     lambda ds: ds.take(-1),
@@ -121,8 +126,12 @@ def test_struct_elements_reach_the_reduce_function_in_dataset_order(monkeypatch)
     lambda ds: ds.repeat(0),
     lambda ds: ds.repeat().take(7),
     lambda ds: ds.take(2).repeat(2).take(3).repeat(2),
+    lambda ds: ds.map(lambda b: b * 2.0 + 1.0),
+    lambda ds: ds.take(2).map(lambda b: tf.reduce_sum(b, axis=1), num_parallel_calls=2)
+    .repeat(2).map(lambda v: v * v),
+    lambda ds: _scaled(ds.take(2), tf.constant([1.0, 2.0, 3.0], F32)),
 ], ids=["take", "take_all", "take_more", "repeat", "repeat_none", "endless_take",
-        "nested"])
+        "nested", "map", "maps_between_stages", "map_with_captured_tensor"])
 def test_take_and_repeat_stages_loop_over_the_same_elements_as_tf_data(monkeypatch, stages):
     comp = tfc.tensorflow_computation(
         lambda ds: stages(ds).reduce((tf.constant(0.0, F32), tf.constant(0, tf.int64)),
@@ -153,6 +162,16 @@ def test_stateful_random_op_in_the_reduce_function_keeps_tf_data(monkeypatch):
     arg = lambda: sequences.SequenceValue(ROW, elements=_batches([2, 2]))  # noqa: E731
     _, paths = _run(monkeypatch, True, comp, arg)
     assert paths == {"tf.data": 1}  # no plan: the graph runs as before
+
+
+def test_random_map_inside_the_graph_keeps_tf_data(monkeypatch):
+    comp = tfc.tensorflow_computation(
+        lambda ds: ds.map(lambda b: b + tf.random.uniform(tf.shape(b), seed=2)).reduce(
+            tf.constant(0.0, F32), lambda s, b: s + tf.reduce_sum(b)),
+        fl.SequenceType(ROW))
+    arg = lambda: sequences.SequenceValue(ROW, elements=_batches([2, 2]))  # noqa: E731
+    _, paths = _run(monkeypatch, True, comp, arg)
+    assert paths == {"tf.data": 1}
 
 
 def test_shuffle_inside_the_graph_keeps_tf_data(monkeypatch):
