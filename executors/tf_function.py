@@ -40,6 +40,7 @@ from tffexec.executors import activity
 from tffexec.executors import tf_call_config
 from tffexec.executors import tf_import
 from tffexec.executors import tf_library
+from tffexec.executors import tf_loop_feed
 from tffexec.executors import tf_loops
 from tffexec.executors import tf_queues
 from tffexec.executors import tf_resources
@@ -294,10 +295,10 @@ class GraphFunction:
         for index in self._string_graph_params:
             if index < len(flat_args) and self.parameter_leaves[index][0] == "tensor":
                 self._check_graph_string(flat_args[index], index)
-        looped = self._loops is not None and tf_loops.feeds_loops(self._loops, flat_args)
+        looped = self._loops is not None and tf_loop_feed.feeds_loops(self._loops, flat_args)
         for index, ((kind, _), value) in enumerate(zip(self.parameter_leaves, flat_args)):
             if looped and index in self._loops.parameters:
-                inputs.append(tf_loops.element_lists(value, self._loops.parameters[index]))
+                inputs.append(tf_loop_feed.element_lists(value, self._loops.parameters[index]))
                 continue
             if isinstance(value, sequences.SequenceValue):
                 value = value.bounded_dataset()
