@@ -35,6 +35,7 @@ from tffexec import errors
 from tffexec import policy as policy_lib
 from tffexec import tf_runtime
 from tffexec.checks import op_check
+from tffexec.executors import activity
 from tffexec.executors import tf_call_config
 from tffexec.executors import tf_import
 from tffexec.executors import tf_library
@@ -107,6 +108,9 @@ class GraphFunction:
         if proto.HasField("parameter"):
             _flatten_binding(proto.parameter, self.parameter_leaves)
         _flatten_binding(proto.result, self.result_leaves)
+        #: The path a client's call of this graph counts under (`activity.PATHS`).
+        self.path = (activity.TF_DATA if any(kind != "tensor" for kind, _ in self.parameter_leaves)
+                     else activity.PER_CLIENT)
         try:
             graph_def = tf.compat.v1.GraphDef.FromString(proto.graph_def.value)
         except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
@@ -273,6 +277,8 @@ class GraphFunction:
             else:
                 inputs.append(tf.convert_to_tensor(value))
         instance = self._instance()
+        if activity.in_client_call():
+            activity.count_path(self.path)
         try:
             if self._feeds_token:
                 inputs.append(tf.constant(uuid.uuid4().hex))
