@@ -101,12 +101,8 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
                 raise e.with_file(names.get("comp", common.display_name(comp))) from None
         return names["comp"], report
 
-    from tffexec.executors import activity  # noqa: PLC0415
-
-    paths_before = activity.path_counts()
     with progress.Reporter(progress=progress.show_progress(quiet), verbose=verbose):
         comp_name, report = watchdog.run_guarded(work, timeout=timeout)
-    paths = {path: n - paths_before.get(path, 0) for path, n in activity.path_counts().items()}
 
     document = {
         "schema": JSON_SCHEMA,
@@ -123,8 +119,7 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
         "warmup": report.warmup,
         "steady": report.steady(),
         "times_s": report.times_s,
-        # Client-graph calls per path over all runs (warm-up included): "tensor loop", "tf.data".
-        "paths": {path: n for path, n in sorted(paths.items()) if n},
+        "client_paths": report.client_paths,
     }
     if as_json or output_format == "json":
         click.echo(json.dumps(document, indent=2))

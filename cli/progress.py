@@ -64,6 +64,7 @@ class Reporter:
         self._paths_before: dict[str, int] = {}
 
     def __enter__(self) -> "Reporter":
+        self._paths_before = activity.path_counts()
         if self._verbose:
             self._handler = logging.StreamHandler(sys.stderr)
             self._handler.setFormatter(logging.Formatter("tffexec: %(message)s"))
@@ -84,12 +85,9 @@ class Reporter:
         if self._verbose or self._progress is not None:
             self._listening = activity.listen(self.on_event)
             self._listening.__enter__()
-        self._paths_before = activity.path_counts()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._verbose:
-            self._log_paths()
         if self._listening is not None:
             self._listening.__exit__(None, None, None)
             self._listening = None
@@ -100,17 +98,11 @@ class Reporter:
             self._terminal.close()
             self._terminal = None
         if self._handler is not None:
+            paths = activity.paths_since(self._paths_before)
+            if paths:
+                self._logger.info("client graph paths: %s", activity.describe_paths(paths))
             self._logger.removeHandler(self._handler)
             self._handler = None
-
-    def _log_paths(self) -> None:
-        """Logs how many client-graph calls took each path (tensor loop, tf.data) in the block."""
-        before = self._paths_before
-        counts = {path: n - before.get(path, 0) for path, n in activity.path_counts().items()}
-        counts = {path: n for path, n in counts.items() if n}
-        if counts:
-            self._logger.info("client graph paths: %s",
-                              ", ".join(f"{path} {n}" for path, n in sorted(counts.items())))
 
     def on_event(self, event: activity.Event) -> None:
         """Handles one activity event (called from any thread)."""

@@ -111,6 +111,9 @@ class GraphFunction:
         if proto.HasField("parameter"):
             _flatten_binding(proto.parameter, self.parameter_leaves)
         _flatten_binding(proto.result, self.result_leaves)
+        #: The path a client's call of this graph counts under (`activity.PATHS`).
+        self.path = (activity.TF_DATA if any(kind != "tensor" for kind, _ in self.parameter_leaves)
+                     else activity.PER_CLIENT)
         try:
             graph_def = tf.compat.v1.GraphDef.FromString(proto.graph_def.value)
         except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
@@ -129,7 +132,6 @@ class GraphFunction:
         self._loops = (tf_loops.plan(graph_def, self.parameter_leaves, self.result_leaves)
                        if tf_loops.enabled() else None)
         self._looped: Callable | None = None
-        self._takes_sequences = any(kind != "tensor" for kind, _ in self.parameter_leaves)
         self._batchable: bool | None = None  # computed on first use (see `batchable`)
         self._feeds_token = False  # whether instances feed the session token (`_build_instance`)
         self._build_lock = threading.Lock()
@@ -309,9 +311,9 @@ class GraphFunction:
                 inputs.append(tf.raw_ops.DatasetToGraphV2(input_dataset=variant))
             else:
                 inputs.append(tf.convert_to_tensor(value))
-        if self._takes_sequences:
-            activity.count_path("tensor loop" if looped else "tf.data")
         instance = self._instance(looped)
+        if activity.in_client_call():
+            activity.count_path(activity.TENSOR_LOOP if looped else self.path)
         try:
             if self._feeds_token:
                 inputs.append(tf.constant(uuid.uuid4().hex))
