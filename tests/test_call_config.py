@@ -133,7 +133,8 @@ def test_keras_round_results_are_bit_identical_with_and_without_the_rewrite(form
     assert with_rewrite == without
 
 
-def test_dataset_reduced_inside_a_graph_runs_with_frozen_options_and_same_value():
+@pytest.mark.parametrize("in_library", [False, True], ids=["top_level", "library_function"])
+def test_dataset_reduced_inside_a_graph_runs_with_frozen_options_and_same_value(in_library):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function
@@ -144,13 +145,15 @@ def test_dataset_reduced_inside_a_graph_runs_with_frozen_options_and_same_value(
         dataset = tf.data.Dataset.range(x).map(lambda v: v + 1)
         return dataset.reduce(tf.constant(0, tf.int64), lambda s, v: s + square(v))
 
-    comp = tff_tf.tensorflow_computation(body, np.int64)
+    comp = tff_tf.tensorflow_computation(tf.function(body) if in_library else body, np.int64)
     function = tf_function.GraphFunction(comp.tensorflow)
     prepared = function.prepared_graph_def()
-    options = [n for n in prepared.node if n.op == "OptionsDataset"]
+    bodies = [f.node_def for f in prepared.library.function] if in_library else [prepared.node]
+    nodes = [n for body_nodes in bodies for n in body_nodes]
+    options = [n for n in nodes if n.op == "OptionsDataset"]
     assert len(options) == 1
-    reduce_node = next(n for n in prepared.node if n.op == "ReduceDataset")
-    assert reduce_node.input[0] == options[0].name
+    reduce_node = next(n for n in nodes if n.op == "ReduceDataset")
+    assert reduce_node.input[0].split(":")[0] == options[0].name
     frozen = tf.data.Options()
     frozen._from_proto(  # noqa: SLF001 - the public API has no parser
         tf.data.Options()._to_proto().FromString(  # noqa: SLF001
