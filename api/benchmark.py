@@ -34,6 +34,8 @@ class BenchmarkReport:
     warmup: int
     times_s: list[float]
     clients: int
+    #: Client graph calls per path (`activity.PATHS`) over the timed runs, all runs together.
+    client_paths: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def steady(self) -> dict[str, float]:
         times = self.times_s
@@ -81,7 +83,10 @@ def benchmark(runner: runner_lib.Runner, load_computation: Callable[[], Any],
     end = time.perf_counter()  # TensorFlow, when needed, has been imported by now
     total = warmup + runs
     times: list[float] = []
+    paths = activity.path_counts()
     for i in range(total):
+        if i == warmup:
+            paths = activity.path_counts()
         activity.report("benchmark runs", i, total)
         if on_run is not None:
             on_run(i, total)
@@ -95,4 +100,4 @@ def benchmark(runner: runner_lib.Runner, load_computation: Callable[[], Any],
                            import_tensorflow_s=tf_runtime.import_seconds_within(begin, end),
                            prepare_s=prepare_s, stack_build_s=build_s,
                            first_call_s=t_first["seconds"], warmup=warmup, times_s=times,
-                           clients=prepared.clients)
+                           clients=prepared.clients, client_paths=activity.paths_since(paths))

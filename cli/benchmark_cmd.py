@@ -119,6 +119,7 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
         "warmup": report.warmup,
         "steady": report.steady(),
         "times_s": report.times_s,
+        "client_paths": report.client_paths,
     }
     if as_json or output_format == "json":
         click.echo(json.dumps(document, indent=2))

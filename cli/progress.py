@@ -61,8 +61,10 @@ class Reporter:
         self._logger = logging.getLogger(LOGGER_NAME)
         self._handler: logging.Handler | None = None
         self._terminal = None
+        self._paths_before: dict[str, int] = {}
 
     def __enter__(self) -> "Reporter":
+        self._paths_before = activity.path_counts()
         if self._verbose:
             self._handler = logging.StreamHandler(sys.stderr)
             self._handler.setFormatter(logging.Formatter("tffexec: %(message)s"))
@@ -96,6 +98,9 @@ class Reporter:
             self._terminal.close()
             self._terminal = None
         if self._handler is not None:
+            paths = activity.paths_since(self._paths_before)
+            if paths:
+                self._logger.info("client graph paths: %s", activity.describe_paths(paths))
             self._logger.removeHandler(self._handler)
             self._handler = None
 

@@ -117,7 +117,8 @@ def in_client_order(step: Callable[[object], None], items: Sequence, *, intrinsi
     activity.report(intrinsic, 0, total, key)
     for i, item in enumerate(items):
         try:
-            step(item)
+            with activity.client_call():
+                step(item)
         except errors.TffexecError as e:
             raise client_error(e, first_client + i, intrinsic) from None
         if activity.listening() and (i + 1) % 64 == 0:
@@ -212,11 +213,12 @@ class ThreadedClientWork(ClientWork):
         def task(chunk: range):
             def run():
                 out = []
-                for i in chunk:
-                    try:
-                        out.append(executor.call(function, arguments[i]))
-                    except errors.TffexecError as e:
-                        raise client_error(e, first_client + i, intrinsic) from None
+                with activity.client_call():
+                    for i in chunk:
+                        try:
+                            out.append(executor.call(function, arguments[i]))
+                        except errors.TffexecError as e:
+                            raise client_error(e, first_client + i, intrinsic) from None
                 if activity.listening():
                     with done_lock:
                         done[0] += len(chunk)
@@ -304,6 +306,7 @@ class BatchingClientWork(ClientWork):
                      self._chunks_in_turn(apply, batch, result_type, size, chunk_key, cap))
             result = None if parts is None else batch_lib.Batch.concat(parts)
         if result is not None:
+            activity.count_path(activity.BATCHED, batch.count)
             activity.report(intrinsic, batch.count, batch.count, key)
         return result
 
@@ -366,6 +369,7 @@ class BatchingClientWork(ClientWork):
         activity.report(intrinsic, 0, batch.count, key)
         result = self.functions.fold(leaf_function, zero_leaves, batch)
         if result is not None:
+            activity.count_path(activity.BATCHED, batch.count)
             activity.report(intrinsic, batch.count, batch.count, key)
         return result
 

@@ -161,8 +161,9 @@ class TensorFlowExecutor(base.SyncExecutor):
     # -- conversions at the TensorFlow boundary -------------------------------------------------
     def _to_tf(self, value):
         if isinstance(value, sequences.SequenceValue):
-            # Bounded: an infinite or over-long dataset never reaches a graph.
-            return self._bound(value).bounded_dataset()
+            # Bounded when it becomes a dataset or element tensors (`GraphFunction`): an
+            # infinite or over-long sequence never reaches a graph.
+            return self._bound(value)
         return value
 
     def _bound(self, sequence: sequences.SequenceValue) -> sequences.SequenceValue:

@@ -22,6 +22,7 @@ has its value checked as a dataset graph on every call, before the graph runs.
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 import zlib
 from typing import Any, Callable
@@ -35,8 +36,12 @@ from tffexec import errors
 from tffexec import policy as policy_lib
 from tffexec import tf_runtime
 from tffexec.checks import op_check
+from tffexec.executors import activity
+from tffexec.executors import tf_call_config
 from tffexec.executors import tf_import
 from tffexec.executors import tf_library
+from tffexec.executors import tf_loop_feed
+from tffexec.executors import tf_loops
 from tffexec.executors import tf_queues
 from tffexec.executors import tf_resources
 from tffexec.formats import sequences
@@ -73,10 +78,7 @@ def _stateful_ops(graph_def) -> set[str]:
     from tensorflow.python.framework import op_def_registry  # noqa: PLC0415 - TF loads lazily
 
     found = set()
-    nodes = list(graph_def.node)
-    for function in graph_def.library.function:
-        nodes.extend(function.node_def)
-    for node in nodes:
+    for node in tf_call_config.graph_nodes(graph_def):
         op_def = op_def_registry.get(node.op)
         if op_def is None or op_def.is_stateful:
             found.add(node.op)
@@ -109,11 +111,14 @@ class GraphFunction:
         if proto.HasField("parameter"):
             _flatten_binding(proto.parameter, self.parameter_leaves)
         _flatten_binding(proto.result, self.result_leaves)
+        #: The path a client's call of this graph counts under (`activity.PATHS`).
+        self.path = (activity.TF_DATA if any(kind != "tensor" for kind, _ in self.parameter_leaves)
+                     else activity.PER_CLIENT)
         try:
             graph_def = tf.compat.v1.GraphDef.FromString(proto.graph_def.value)
         except Exception as e:  # noqa: BLE001 - protobuf raises several kinds
             raise errors.ComputationError(f"graph_def is not a TensorFlow GraphDef: {e}") from None
-        self._graph_def = graph_def
+        self._graph_def = self._optimised_once(graph_def)
         self._resources = tf_resources.plan(graph_def)
         self._queue_wait = (self._policy.max_queue_wait
                             if tf_queues.has_dequeue(self._all_nodes(graph_def)) else 0)
@@ -121,12 +126,20 @@ class GraphFunction:
         # for every instance, i.e. when no function body holds a per-instance shared name.
         self._library_per_instance = any(
             self._has_shared_name(n) for f in graph_def.library.function for n in f.node_def)
-        self._library_renames: dict[str, str] | None = None
+        self._library_renames: dict[bool, dict[str, str]] = {}
         self._shared: Callable | None = None
+        # Sequence parameters reduced in the graph run as a tensor loop (see `tf_loops`).
+        self._loops = (tf_loops.plan(graph_def, self.parameter_leaves, self.result_leaves)
+                       if tf_loops.enabled() else None)
+        self._looped: Callable | None = None
         self._batchable: bool | None = None  # computed on first use (see `batchable`)
         self._feeds_token = False  # whether instances feed the session token (`_build_instance`)
+        self._build_lock = threading.Lock()
         if self._resources.stateless:
-            self._shared = self._build_instance()
+            if self._loops is not None:
+                self._looped = self._build_looped_once()
+            if self._loops is None:  # the graph as written is built when a call first needs it
+                self._shared = self._build_instance()
 
     @property
     def session_token_name(self) -> str:
@@ -148,23 +161,31 @@ class GraphFunction:
                 and not _stateful_ops(self._graph_def))
         return self._batchable
 
-    @staticmethod
-    def _all_nodes(graph_def):
-        yield from graph_def.node
-        for function in graph_def.library.function:
-            yield from function.node_def
+    _all_nodes = staticmethod(tf_call_config.graph_nodes)
 
     @staticmethod
     def _has_shared_name(node) -> bool:
         return "shared_name" in node.attr
 
-    def prepared_graph_def(self):
+    @staticmethod
+    def _optimised_once(graph_def):
+        """The GraphDef as every instance imports it, whatever the call: Grappler off inside
+        its call ops and tf.data's per-execution rewrites off before its reductions (see
+        `tf_call_config`). Done here, once per graph, so no instance or call repeats it."""
+        tf_call_config.disable_grappler_in_calls(graph_def)
+        tf_call_config.freeze_dataset_options(graph_def)
+        return graph_def
+
+    def prepared_graph_def(self, looped: bool = False):
         """A copy of the GraphDef with unique shared names, seeds, the init dependency and
         library function names unique per content (TensorFlow's function library is
-        process-wide: see `tf_library`)."""
+        process-wide: see `tf_library`); `looped`: with its tensor loops (see `tf_loops`)."""
         tf = tf_runtime.tensorflow()
         graph_def = tf.compat.v1.GraphDef()
         graph_def.CopyFrom(self._graph_def)
+        if looped:
+            tf_loops.rewrite(graph_def, self._loops)
+            tf_call_config.disable_grappler_in_calls(graph_def)  # the loop's call op too
         suffix = f"_tffexec{next(_instance_counter)}_{uuid.uuid4().hex[:8]}"
         for node in self._all_nodes(graph_def):
             if "shared_name" in node.attr:
@@ -179,16 +200,16 @@ class GraphFunction:
         init = self._proto.initialize_op
         if init:
             self._add_init_dependencies(graph_def, _node_name(init))
-        self._rename_library(graph_def)
+        self._rename_library(graph_def, looped)
         return graph_def
 
-    def _rename_library(self, graph_def) -> None:
+    def _rename_library(self, graph_def, looped: bool) -> None:
         if self._library_per_instance:
             tf_library.make_unique(graph_def)  # this instance's shared names are in the bodies
             return
-        renames = self._library_renames
+        renames = self._library_renames.get(looped)
         if renames is None:
-            renames = self._library_renames = tf_library.content_names(graph_def)
+            renames = self._library_renames[looped] = tf_library.content_names(graph_def)
         tf_library.rename(graph_def, renames)
 
     @staticmethod
@@ -202,9 +223,9 @@ class GraphFunction:
             if node.name not in ancestors:
                 node.input.append("^" + init_name)
 
-    def _build_instance(self) -> Callable:
+    def _build_instance(self, looped: bool = False) -> Callable:
         tf = tf_runtime.tensorflow()
-        graph_def = self.prepared_graph_def()
+        graph_def = self.prepared_graph_def(looped)
 
         def import_graph():
             tf.graph_util.import_graph_def(graph_def, name="")
@@ -244,9 +265,24 @@ class GraphFunction:
             feeds.append(token_name)
         return tf_import.import_pruned(graph_def, feeds, [name for _, name in self.result_leaves])
 
-    def _instance(self) -> Callable:
+    def _build_looped_once(self) -> Callable | None:
+        """The shared looped instance; None (and no loops from now on) when TensorFlow refuses
+        the rewritten graph, which then runs as written."""
+        try:
+            return self._build_instance(looped=True)
+        except errors.ComputationError:
+            self._loops = None
+            return None
+
+    def _instance(self, looped: bool) -> Callable:
         """The compiled function for one call: the shared one, or a fresh import when the graph's
         resources cannot be made per-call otherwise (see `tf_resources`)."""
+        if looped:
+            return self._looped if self._looped is not None else self._build_instance(looped=True)
+        if self._shared is None and self._resources.stateless:
+            with self._build_lock:
+                if self._shared is None:
+                    self._shared = self._build_instance()
         return self._shared if self._shared is not None else self._build_instance()
 
     def __call__(self, flat_args: list) -> list:
@@ -261,7 +297,13 @@ class GraphFunction:
         for index in self._string_graph_params:
             if index < len(flat_args) and self.parameter_leaves[index][0] == "tensor":
                 self._check_graph_string(flat_args[index], index)
-        for (kind, _), value in zip(self.parameter_leaves, flat_args):
+        looped = self._loops is not None and tf_loop_feed.feeds_loops(self._loops, flat_args)
+        for index, ((kind, _), value) in enumerate(zip(self.parameter_leaves, flat_args)):
+            if looped and index in self._loops.parameters:
+                inputs.append(tf_loop_feed.element_lists(value, self._loops.parameters[index]))
+                continue
+            if isinstance(value, sequences.SequenceValue):
+                value = value.bounded_dataset()
             if kind == "variant":
                 inputs.append(tf.data.experimental.to_variant(value))
             elif kind == "graph_def":
@@ -269,7 +311,9 @@ class GraphFunction:
                 inputs.append(tf.raw_ops.DatasetToGraphV2(input_dataset=variant))
             else:
                 inputs.append(tf.convert_to_tensor(value))
-        instance = self._instance()
+        instance = self._instance(looped)
+        if activity.in_client_call():
+            activity.count_path(activity.TENSOR_LOOP if looped else self.path)
         try:
             if self._feeds_token:
                 inputs.append(tf.constant(uuid.uuid4().hex))

@@ -47,7 +47,7 @@ class SequenceValue:
     """
 
     __slots__ = ("_element_type", "_graph_def", "_elements", "_dataset", "_policy", "_checked",
-                 "_check")
+                 "_check", "_fed")
 
     def __init__(self, element_type: fl.Type, graph_def: bytes | None = None,
                  elements: list | None = None):
@@ -57,6 +57,7 @@ class SequenceValue:
         self._graph_def = bytes(graph_def) if graph_def is not None else None
         self._elements = list(elements) if elements is not None else None
         self._dataset = None
+        self._fed: tuple[int, Any] | None = None  # (limit, bounded dataset) for calls
         self._policy = None  # bound by bind_policy; None: tffexec.policy.DEFAULT
         self._checked = None  # the policy under which the graph's ops passed the check
         self._check = None  # bound by bind_policy: the checker to run on first use
@@ -71,7 +72,7 @@ class SequenceValue:
             element_type, None, None, dataset)
         # A tf.data.Dataset object comes from the caller's own Python code, not from a file:
         # there is no untrusted graph to check.
-        seq._policy, seq._checked, seq._check = None, True, None
+        seq._policy, seq._checked, seq._check, seq._fed = None, True, None, None
         return seq
 
     # -- policy --------------------------------------------------------------------------------
@@ -180,10 +181,15 @@ class SequenceValue:
         """
         policy = self.policy
         limit = policy.max_sequence_elements
+        if self._fed is None or self._fed[0] != limit:
+            self._fed = (limit, self._bounded(policy, limit))
+        return self._fed[1]
+
+    def _bounded(self, policy: policy_lib.Policy, limit: int) -> Any:
         if self._elements is not None:
             if len(self._elements) > limit:
                 raise policy.sequence_too_long(len(self._elements))
-            return self.to_dataset()
+            return for_calls(self.to_dataset())
         dataset = self.to_dataset()
         count = _cardinality(dataset)
         if count == _INFINITE:
@@ -191,8 +197,8 @@ class SequenceValue:
         if count > limit:
             raise policy.sequence_too_long(count)
         if count >= 0:
-            return dataset
-        return _guarded(dataset, limit)
+            return for_calls(dataset)
+        return for_calls(_guarded(dataset, limit))
 
     def __repr__(self) -> str:
         parts = [tt.type_str(self._element_type)]
@@ -201,6 +207,27 @@ class SequenceValue:
         if self._elements is not None:
             parts.append(f"elements={len(self._elements)}")
         return f"SequenceValue({', '.join(parts)})"
+
+
+def call_options() -> Any:
+    """The `tf.data.Options` of every dataset tffexec feeds to a graph: no static graph
+    rewrites of the pipeline and no autotuning model.
+
+    A graph that reduces its dataset parameter (`ReduceDataset`, as every `tff.learning` client
+    does) finalises the dataset on every execution, and with tf.data's defaults that means
+    rewriting the pipeline graph and building an autotuning model per client call. Neither
+    option changes which elements come out or their order.
+    """
+    tf = _tf()
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
+    return options
+
+
+def for_calls(dataset: Any) -> Any:
+    """`dataset` with `call_options()` (what `bounded_dataset` hands to graphs)."""
+    return dataset.with_options(call_options())
 
 
 def _tf():
