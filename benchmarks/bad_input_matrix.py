@@ -282,7 +282,7 @@ def _wide_and_sequences(root: pathlib.Path) -> list[Entry]:
     wide = root / "wide_100000.pb"
     wide.write_bytes(_bench_wide().wide_computation(100_000).SerializeToString())
     entries = [Entry("validate_wide_type_1e5", "wide types",
-                     ["validate", str(wide), "--clients", "2"], (0,), timeout=60)]
+                     ["validate", str(wide), "--clients", "2"], (0,), timeout=30)]
     import federated_language as fl  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
@@ -328,8 +328,7 @@ def _outputs(root: pathlib.Path) -> list[Entry]:
                 return str(e)
             return None if data.strip() else "nothing came through the FIFO"
         return after
-    entries.append(Entry("output_to_fifo", "outputs", [*run, "--output", str(fifo), "--format",
-                                                       "json"], (0,), setup=fifo_setup))
+    entries.append(_written_through("output_to_fifo", run, fifo, fifo_setup))
 
     pty_link = root / "to_a_terminal"
 
@@ -359,20 +358,14 @@ def _outputs(root: pathlib.Path) -> list[Entry]:
                 return "the symlink to the terminal was replaced"
             return None if received.strip() else "nothing reached the terminal"
         return after
-    entries.append(Entry("output_symlink_to_pty", "outputs",
-                         [*run, "--output", str(pty_link), "--format", "json"], (0,),
-                         setup=pty_setup))
+    entries.append(_written_through("output_symlink_to_pty", run, pty_link, pty_setup))
 
     fd1 = root / "to_fd1"
     fd1.symlink_to("/proc/self/fd/1")
 
-    def fd1_after_setup():
-        def after() -> str | None:
-            return None if fd1.is_symlink() else "the /proc/self/fd/1 symlink was replaced"
-        return after
-    entries.append(Entry("output_symlink_to_proc_self_fd_1", "outputs",
-                         [*run, "--output", str(fd1), "--format", "json"], (0,),
-                         setup=fd1_after_setup))
+    entries.append(_written_through(
+        "output_symlink_to_proc_self_fd_1", run, fd1, lambda: (
+            lambda: None if fd1.is_symlink() else "the /proc/self/fd/1 symlink was replaced")))
 
     sock_path = root / "s.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -385,12 +378,18 @@ def _outputs(root: pathlib.Path) -> list[Entry]:
     regular.write_text("old")
     link = root / "link_to_regular.json"
     link.symlink_to(regular)
-    entries.append(Entry("output_symlink_to_regular_file", "outputs",
-                         [*run, "--output", str(link), "--format", "json"], (0,),
-                         setup=lambda: (lambda: None if link.is_symlink() and
-                                        regular.read_text() != "old"
-                                        else "the symlink was replaced or its file not written")))
+    entries.append(_written_through(
+        "output_symlink_to_regular_file", run, link, lambda: (
+            lambda: None if link.is_symlink() and regular.read_text() != "old"
+            else "the symlink was replaced or its file not written")))
     return entries
+
+
+def _written_through(id_: str, run: list[str], target: pathlib.Path, setup) -> Entry:
+    """A run whose JSON result goes to `target` (a special file, or a symlink): exit 0, and
+    `setup`'s after-check says whether `target` got it and was left as it was."""
+    return Entry(id_, "outputs", [*run, "--output", str(target), "--format", "json"], (0,),
+                 setup=setup)
 
 
 def _state_sharing(root: pathlib.Path) -> list[Entry]:  # noqa: ARG001 - committed cases
