@@ -298,8 +298,8 @@ def _wide_and_sequences(root: pathlib.Path) -> list[Entry]:
     fine = SequenceValue.from_dataset(
         tf.data.Dataset.range(4).map(lambda x: tf.cast(x, tf.int32)), int32)
     arg = root / "never_yields.pb"
-    arg.write_bytes(value_to_proto([fine, never], fl.FederatedType(fl.SequenceType(int32),
-                                                                    fl.CLIENTS)).SerializeToString())
+    client_sequences = fl.FederatedType(fl.SequenceType(int32), fl.CLIENTS)
+    arg.write_bytes(value_to_proto([fine, never], client_sequences).SerializeToString())
     conformance = REPO / "examples" / "conformance"
     for case in ("seq_sequence_reduce_intrinsic", "seq_tf_reduce_then_sum"):
         out = _out(root, case)

@@ -123,7 +123,8 @@ def _extend(children):
 
 
 _LEAVES = st.one_of(
-    st.builds(_tensor, _DTYPES, st.lists(st.sampled_from([-1, 0, 2, 3]), max_size=2), st.booleans()),
+    st.builds(_tensor, _DTYPES, st.lists(st.sampled_from([-1, 0, 2, 3]), max_size=2),
+              st.booleans()),
     st.just(pb.Type(placement=pb.PlacementType())),
     st.just(pb.Type()),  # no kind set
 )
