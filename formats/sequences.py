@@ -359,23 +359,25 @@ def _read_elements(dataset, t: fl.Type, policy: policy_lib.Policy) -> list:
 def _timed_elements(dataset, policy: policy_lib.Policy, read: list):
     """The dataset's elements, pulled one by one under `policy.max_sequence_seconds` in all.
 
-    Why a cancellable function call per element, not eager iteration: an eager `next()` on a
-    dataset whose filter rejects every element of a huge range never returns and cannot be
-    interrupted, while a function call runs under a `CancellationManager` that a timer cancels
-    (tf.data checks for cancellation between the elements it consumes). `read` is the caller's
-    list of elements so far (for the message).
+    Why not plain eager iteration: an eager `next()` on a dataset whose filter rejects every
+    element of a huge range never returns and cannot be interrupted. Here each `IteratorGetNext`
+    runs eagerly under a `CancellationManager` that a timer cancels (tf.data checks for
+    cancellation between the elements it consumes), at the cost of a plain `next()`. `read` is
+    the caller's list of elements so far (for the message).
     """
     tf = _tf()
     seconds = policy.max_sequence_seconds
     if not seconds:
         yield from dataset
         return
-    from tensorflow.python.eager import cancellation  # noqa: PLC0415 - TF loads lazily
+    from tensorflow.python.eager import cancellation, context, execute  # noqa: PLC0415
 
     iterator = iter(dataset)
-    pull = tf.function(lambda it: it.get_next()).get_concrete_function(iterator)
+    spec = dataset.element_spec
+    flat = tf.nest.flatten(spec)
+    attrs = ("output_types", [execute.make_type(s.dtype, "output_types") for s in flat],
+             "output_shapes", [execute.make_shape(s.shape, "output_shapes") for s in flat])
     manager = cancellation.CancellationManager()
-    pull = manager.get_cancelable_function(pull)
     fired = threading.Event()
 
     def cancel() -> None:
@@ -388,14 +390,17 @@ def _timed_elements(dataset, policy: policy_lib.Policy, read: list):
     try:
         while True:
             try:
-                element = pull(iterator)
+                tensors = execute.execute_with_cancellation(
+                    "IteratorGetNext", num_outputs=len(flat),
+                    inputs=[iterator._iterator_resource],  # noqa: SLF001 - the op's input
+                    attrs=attrs, ctx=context.context(), cancellation_manager=manager)
             except tf.errors.OutOfRangeError:
                 return
             except tf.errors.CancelledError:
                 if fired.is_set():
                     raise policy.sequence_too_slow(len(read)) from None
                 raise
-            yield element
+            yield tf.nest.pack_sequence_as(spec, tensors)
     finally:
         timer.cancel()
 
