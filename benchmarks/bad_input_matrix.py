@@ -26,6 +26,7 @@ import dataclasses
 import importlib
 import os
 import pathlib
+import resource
 import signal
 import socket
 import stat
@@ -43,6 +44,9 @@ DEFAULT_MAX_MB = 1500
 #: What a bounded read may use over the process's own baseline (MB), as the issue asks.
 FLAT_MB = 100
 TIME = "/usr/bin/time"  # GNU time: the peak resident memory of the command (%M)
+#: Address space each audited process may map (GiB): an unbounded read of /dev/zero by an older
+#: checkout must fail there, not take the shared machine's memory (TensorFlow maps ~3 GiB).
+ADDRESS_SPACE_GIB = 6
 
 
 @dataclasses.dataclass
@@ -498,7 +502,7 @@ def run_entry(python: str, entry: Entry, workdir: pathlib.Path, timeout: float,
         proc = subprocess.Popen([TIME, "-f", "%M", "-o", str(rss_path), python, "-m",
                                  "tffexec", *entry.argv], stdin=stdin, stdout=out,
                                 stderr=err, cwd=workdir, env=_clean_env(entry.env),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_cap_address_space)
         killed = threading.Event()
 
         def kill() -> None:
@@ -522,6 +526,11 @@ def run_entry(python: str, entry: Entry, workdir: pathlib.Path, timeout: float,
     elif after is not None:
         after()
     return Outcome(entry, why is None, why or "", seconds, peak_mb)
+
+
+def _cap_address_space() -> None:
+    cap = ADDRESS_SPACE_GIB << 30
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
 def _peak_kb(path: pathlib.Path) -> float:
