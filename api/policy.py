@@ -34,6 +34,10 @@ DEFAULT_MAX_CLIENTS = 100_000
 #: A sequence with more elements than this is cut with an error when it is materialised or fed
 #: to a graph (`--max-sequence-elements`); infinite datasets are refused outright.
 DEFAULT_MAX_SEQUENCE_ELEMENTS = 1_000_000
+#: Reading one sequence's elements (materialising a dataset) is stopped with exit 5 after this
+#: many seconds (`--max-sequence-seconds`): a filter that rejects every element of a huge range
+#: produces nothing and never ends, and `--max-sequence-elements` counts only what it produces.
+DEFAULT_MAX_SEQUENCE_SECONDS = 120
 #: A call of a graph that dequeues from an in-memory TensorFlow queue is cancelled (exit 6) after
 #: this many seconds (`--max-queue-wait`): a dequeue from an empty, open queue blocks forever.
 DEFAULT_MAX_QUEUE_WAIT = 60
@@ -53,6 +57,7 @@ class Policy:
       max_clients: largest number of clients.
       max_sequence_elements: longest sequence that may be materialised or fed to a graph.
       max_queue_wait: seconds a call of a graph with queue dequeue ops may run (0: unbounded).
+      max_sequence_seconds: seconds reading one sequence's elements may take (0: unbounded).
     """
 
     trust: bool = False
@@ -62,11 +67,12 @@ class Policy:
     max_clients: int = DEFAULT_MAX_CLIENTS
     max_sequence_elements: int = DEFAULT_MAX_SEQUENCE_ELEMENTS
     max_queue_wait: int = DEFAULT_MAX_QUEUE_WAIT
+    max_sequence_seconds: int = DEFAULT_MAX_SEQUENCE_SECONDS
 
     def __post_init__(self):
         object.__setattr__(self, "allowed_ops", frozenset(self.allowed_ops))
         for name in ("max_computation_bytes", "max_value_bytes", "max_clients",
-                     "max_sequence_elements", "max_queue_wait"):
+                     "max_sequence_elements", "max_queue_wait", "max_sequence_seconds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -104,6 +110,15 @@ class Policy:
             "(--max-sequence-elements)" if not infinite else
             f"sequence {size}; at most {limit:,} elements are read (--max-sequence-elements)",
             path=path)
+
+
+    def sequence_too_slow(self, read: int, *, path: str | None = None) -> errors.PolicyError:
+        """The error for a sequence whose reading ran past `max_sequence_seconds`, after
+        `read` elements."""
+        return errors.PolicyError(
+            f"reading a sequence took more than {self.max_sequence_seconds:,} s after {read:,} "
+            "elements (--max-sequence-seconds); does its dataset filter out every element of a "
+            "huge range?", path=path)
 
 
 def check_clients(clients: int, limit: int) -> None:

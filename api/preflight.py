@@ -24,15 +24,16 @@ TensorFlow-free: the GraphDefs are read with tffexec's own parser, so `validate`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 from typing import Any, Optional
 
-import federated_language
 from federated_language.proto import computation_pb2
 
 from tffexec import errors
 from tffexec.checks import analysis
+from tffexec.checks import type_cache
 from tffexec.checks import argument_functions
 from tffexec.formats import loading
 from tffexec.formats import normalize
@@ -69,23 +70,44 @@ class Problems:
         self.computation.append(analysis.Problem(error.path or analysis.ROOT_PATH, error.message))
 
 
-@dataclasses.dataclass(frozen=True)
 class Signature:
-    """A computation's function type, split the way the commands need it."""
+    """A computation's function type, split the way the commands need it.
 
-    function_type: Any
-    parameter_type: Any  # None for a no-argument function or a non-function
-    result_type: Any
+    Converted from the proto when first asked for: `validate COMP` never needs the converted
+    type (its checks read protos), and for a type of 10^5 struct elements federated-language
+    takes seconds to build one. `signature()` converts at once, so that `run` fails early.
+    """
+
+    def __init__(self, computation: computation_pb2.Computation, *, file: str | None = None):
+        self._proto = computation.type
+        self._file = file
+
+    @functools.cached_property
+    def function_type(self) -> Any:
+        """The computation's `federated_language.Type` (a `FunctionType` for a function)."""
+        try:
+            return type_cache.type_of(self._proto)  # shared with the static checks
+        except Exception as e:  # noqa: BLE001 - federated-language raises several kinds
+            message = e.message if isinstance(e, errors.TffexecError) else str(e)
+            raise errors.ComputationError(f"unreadable type signature: {message}",
+                                          file=self._file) from None
+
+    @property
+    def parameter_type(self) -> Any:
+        """The parameter type; None for a no-argument function or a non-function."""
+        return getattr(self.function_type, "parameter", None)
+
+    @property
+    def result_type(self) -> Any:
+        """The result type (the type itself for a non-function)."""
+        return getattr(self.function_type, "result", self.function_type)
 
 
 def signature(computation: computation_pb2.Computation, *, file: str | None = None) -> Signature:
     """The computation's type, or a `ComputationError` naming `file` when it is unreadable."""
-    try:
-        function_type = federated_language.Type.from_proto(computation.type)
-    except Exception as e:  # noqa: BLE001 - federated-language raises several kinds
-        raise errors.ComputationError(f"unreadable type signature: {e}", file=file) from None
-    return Signature(function_type, getattr(function_type, "parameter", None),
-                     getattr(function_type, "result", function_type))
+    sig = Signature(computation, file=file)
+    _ = sig.function_type  # converted now: an unreadable type fails here, not mid-run
+    return sig
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # no __eq__: comparing arguments can run TF
@@ -235,10 +257,10 @@ def prepare(computation: computation_pb2.Computation, arg: Any, clients: Optiona
     """
     if checked is None:
         checked = check_computation(computation, policy, problems, size_bytes=size_bytes)
-    sig = signature(computation)
-    if arg is None and problems.collect:
-        value, argument_clients = None, None
+    if arg is None and problems.collect:  # nothing needs the converted type
+        sig, value, argument_clients = Signature(computation), None, None
     else:
+        sig = signature(computation)
         value, argument_clients = _convert_argument(arg, sig.parameter_type, policy)
     if value is not None:
         check_argument(value, sig.parameter_type, policy, problems)

@@ -25,6 +25,9 @@ LIMITS = (
     ("--max-sequence-elements", "max_sequence_elements", "TFFEXEC_MAX_SEQUENCE_ELEMENTS",
      "Stop with exit 5 when a sequence (dataset) has more than N elements; infinite datasets "
      "are refused."),
+    ("--max-sequence-seconds", "max_sequence_seconds", "TFFEXEC_MAX_SEQUENCE_SECONDS",
+     "Stop with exit 5 when reading one sequence's elements takes longer than N seconds (a "
+     "dataset whose filter rejects every element never ends); 0: no bound."),
     ("--max-queue-wait", "max_queue_wait", "TFFEXEC_MAX_QUEUE_WAIT",
      "Stop with exit 6 when a call of a graph that dequeues from a TensorFlow queue runs longer "
      "than N seconds (a dequeue from an empty queue would wait forever); 0: no bound."),
@@ -57,6 +60,7 @@ def _defaults() -> dict[str, int]:
         "max_clients": policy_lib.DEFAULT_MAX_CLIENTS,
         "max_sequence_elements": policy_lib.DEFAULT_MAX_SEQUENCE_ELEMENTS,
         "max_queue_wait": policy_lib.DEFAULT_MAX_QUEUE_WAIT,
+        "max_sequence_seconds": policy_lib.DEFAULT_MAX_SEQUENCE_SECONDS,
     }
 
 

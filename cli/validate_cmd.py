@@ -56,15 +56,18 @@ def validate(files: tuple[str, ...], clients: int | None, arg_format: str | None
     common.check_single_stdin(*files)
     # Limits apply while loading; ops are reported below rather than refused.
     policy = policy_flags.policy_from(policy_flags.pop_policy_params(flags))
-    if len(files) == 2 and _is_value_file(files[1]):
+    if len(files) == 2 and _is_value_file(files[1], policy):
         _validate_one(files[0], files[1], clients, arg_format, policy)
         return
     common.report_each(list(files), lambda comp: _validate_one(comp, None, clients, arg_format,
                                                                policy))
 
 
-def _is_value_file(path: str) -> bool:
-    """Whether the second of two files is an argument rather than another computation."""
+def _is_value_file(path: str, policy) -> bool:
+    """Whether the second of two files is an argument rather than another computation.
+
+    Read under the smaller of the two size limits: a file over the value limit is refused as
+    ARG anyway, and sniffing `/dev/zero` must not read a computation's worth of it."""
     import pathlib  # noqa: PLC0415
 
     if EXTENSION_FORMATS.get(pathlib.PurePath(path).suffix.lower()) in ("json", "npz"):
@@ -77,8 +80,9 @@ def _is_value_file(path: str) -> bool:
     from tffexec.cli import common  # noqa: PLC0415
 
     try:
-        loading.parse_computation(common.read_input(path, error_class=errors_lib.ComputationError
-                                                    ).data)
+        limit = min(policy.max_computation_bytes, policy.max_value_bytes)
+        loading.parse_computation(common.read_input(
+            path, error_class=errors_lib.ComputationError, limit=limit).data)
     except (errors_lib.ComputationError, errors_lib.PolicyError):
         return True  # not a computation (or over its limit): read as ARG, whose errors name it
     return False

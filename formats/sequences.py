@@ -24,6 +24,7 @@ why TFF insists on sorted names), all-unnamed -> tuple.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import federated_language as fl
@@ -175,9 +176,11 @@ class SequenceValue:
     def bounded_dataset(self) -> Any:
         """`to_dataset()`, refused or cut so a graph can never read more than the limit.
 
-        A dataset of known length over the limit, or infinite, is refused here; one of unknown
-        length (a filter, say) gets a counter that fails with `LIMIT_MARKER` one element past
-        the limit.
+        A dataset of known length over the limit, or infinite, is refused here. One of unknown
+        length (a filter, say) is read here first, under `max_sequence_seconds` and the element
+        limit, and the graph gets its elements: inside a graph call, a filter that rejects every
+        element of a huge range would spin until `--timeout`. With `max_sequence_seconds` 0 it
+        gets a counter instead, that fails with `LIMIT_MARKER` one element past the limit.
         """
         policy = self.policy
         limit = policy.max_sequence_elements
@@ -198,6 +201,8 @@ class SequenceValue:
             raise policy.sequence_too_long(count)
         if count >= 0:
             return for_calls(dataset)
+        if policy.max_sequence_seconds:
+            return for_calls(_dataset_from_elements(self.elements(), self._element_type))
         return for_calls(_guarded(dataset, limit))
 
     def __repr__(self) -> str:
@@ -366,9 +371,9 @@ def _read_elements(dataset, t: fl.Type, policy: policy_lib.Policy) -> list:
         raise policy.sequence_too_long(infinite=True)
     if count > limit:
         raise policy.sequence_too_long(count)
+    out: list = []
     try:
-        out = []
-        for x in dataset:
+        for x in _timed_elements(dataset, policy, out):
             if len(out) == limit:
                 raise policy.sequence_too_long()
             out.append(_to_value(x, t))
@@ -376,6 +381,55 @@ def _read_elements(dataset, t: fl.Type, policy: policy_lib.Policy) -> list:
     except (tf.errors.OpError, ValueError, TypeError) as e:
         raise ArgumentError(f"sequence elements could not be read as {tt.type_str(t)}*: "
                             f"{_first_line(e)}") from None
+
+
+def _timed_elements(dataset, policy: policy_lib.Policy, read: list):
+    """The dataset's elements, pulled one by one under `policy.max_sequence_seconds` in all.
+
+    Why not plain eager iteration: an eager `next()` on a dataset whose filter rejects every
+    element of a huge range never returns and cannot be interrupted. Here each `IteratorGetNext`
+    runs eagerly under a `CancellationManager` that a timer cancels (tf.data checks for
+    cancellation between the elements it consumes), at the cost of a plain `next()`. `read` is
+    the caller's list of elements so far (for the message).
+    """
+    tf = _tf()
+    seconds = policy.max_sequence_seconds
+    if not seconds:
+        yield from dataset
+        return
+    from tensorflow.python.eager import cancellation, context, execute  # noqa: PLC0415
+
+    iterator = iter(dataset)
+    spec = dataset.element_spec
+    flat = tf.nest.flatten(spec)
+    attrs = ("output_types", [execute.make_type(s.dtype, "output_types") for s in flat],
+             "output_shapes", [execute.make_shape(s.shape, "output_shapes") for s in flat])
+    manager = cancellation.CancellationManager()
+    fired = threading.Event()
+
+    def cancel() -> None:
+        fired.set()
+        manager.start_cancel()
+
+    timer = threading.Timer(seconds, cancel)
+    timer.daemon = True
+    timer.start()
+    try:
+        while True:
+            try:
+                tensors = execute.execute_with_cancellation(
+                    "IteratorGetNext", num_outputs=len(flat),
+                    inputs=[iterator._iterator_resource],  # noqa: SLF001 - the op's input
+                    attrs=attrs, ctx=context.context(), cancellation_manager=manager)
+            except tf.errors.OutOfRangeError:
+                return
+            except tf.errors.CancelledError:
+                if fired.is_set():
+                    raise policy.sequence_too_slow(len(read)) from None
+                raise
+            yield tf.nest.pack_sequence_as(spec, tensors)
+    finally:
+        timer.cancel()
 
 
 def _dataset_to_graph(dataset) -> bytes:

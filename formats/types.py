@@ -113,8 +113,10 @@ def type_from_proto(pb: computation_pb2.Type, error: type[TffexecError] = Argume
                 "parameter") else None
             return fl.FunctionType(param, type_from_proto(pb.function.result, error))
         if kind == "struct":
+            # convert=False: the elements are Types already, and federated-language's
+            # conversion re-checks each one through abc `isinstance` calls (seconds for 10^5).
             return fl.StructType([(e.name or None, type_from_proto(e.value, error))
-                                  for e in pb.struct.element])
+                                  for e in pb.struct.element], convert=False)
         if kind == "sequence":
             return fl.SequenceType(type_from_proto(pb.sequence.element, error))
         if kind == "federated":
