@@ -38,7 +38,8 @@ from tffexec.formats.protos import tf_graph_pb2
 computation = tffexec.tensorflow.computation
 REPO = pathlib.Path(__file__).resolve().parents[1]
 AUTHORING = REPO / "examples" / "authoring"
-DOC = REPO / "docs" / "pending" / "authoring.md"
+DOC = REPO / "docs" / "authoring.md"
+README = REPO / "README.md"
 STACKS = {"batched": StackConfig(),
           "local": StackConfig(batch=False),
           "threaded": StackConfig(kind="threaded", threads=2, clients_per_thread=1)}
@@ -432,7 +433,9 @@ def test_the_documentation_code_runs_and_prints_what_its_comments_say(tmp_path, 
                                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    for language, code in _blocks(DOC.read_text()):
+    readme = README.read_text()
+    section = readme.split("\n## Writing computations without TFF\n", 1)[1].split("\n## ", 1)[0]
+    for language, code in _blocks(section) + _blocks(DOC.read_text()):
         if language == "python":
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
