@@ -5,6 +5,7 @@ Each size is timed end to end as the CLI reads an argument (`tffexec.formats.loa
 file's bytes, then the client count), median of `--runs`. Usage:
 
     .venv/bin/python benchmarks/bench_decode.py [--sizes 10000,100000,1000000] [--runs 3]
+        [--clients-only]
 """
 from __future__ import annotations
 
@@ -66,11 +67,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients-only", action="store_true",
+                        help="time only the clients value (the struct column prints -)")
     args = parser.parse_args()
     print(f"{'members':>10} {'clients s':>10} {'struct s':>10}")
     for n in (int(s) for s in args.sizes.split(",")):
         clients = time_load(clients_value_bytes(n), fl.FederatedType(np.int32, fl.CLIENTS),
                             args.runs, max_clients=n)
+        if args.clients_only:
+            print(f"{n:>10,} {clients:>10.2f} {'-':>10}", flush=True)
+            continue
         int32 = fl.TensorType(np.int32)
         struct_type = fl.StructType([(f"e{i}", int32) for i in range(n)])
         struct = time_load(struct_value_bytes(n), struct_type, args.runs, max_clients=1)

@@ -140,12 +140,27 @@ def array_from_proto(pb: array_pb2.Array) -> np.ndarray:
         if kind is not None and len(getattr(pb, kind).value):
             raise ArgumentError("Array: both raw content and a typed list are set")
         return _from_raw(pb.content, dtype, shape, "Array")
+    _check_list_field(dtype, kind)
+    items = getattr(pb, kind).value if kind is not None else []
+    return _from_items(items, dtype, shape, "Array")
+
+
+def _check_list_field(dtype: np.dtype, kind: str | None) -> None:
     expected = _LIST_FIELD[tt.dtype_name(dtype)][0]
     if kind is not None and kind != expected:
         raise ArgumentError(f"Array: dtype {tt.dtype_name(dtype)} stored in {kind} "
                             f"(expected {expected})")
-    items = getattr(pb, expected).value if kind is not None else []
-    return _from_items(items, dtype, shape, "Array")
+
+
+def items_to_array(args: tuple) -> np.ndarray:
+    """(items, dtype enum, list field, shape) -> the array: the typed lists of several equal
+    members decoded at once (`values._scalar_members`); `items` is a callable giving them all
+    (a numpy array), called only once the dtype and field agree."""
+    items, dtype_enum, kind, dims = args
+    dtype = tt.dtype_from_enum(dtype_enum)
+    shape = _shape_from_dims(dims, False, "Array")
+    _check_list_field(dtype, kind)
+    return _from_items(items(), dtype, shape, "Array")
 
 
 def array_to_proto(arr) -> array_pb2.Array:

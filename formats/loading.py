@@ -395,17 +395,24 @@ def _columnar_clients(pb: executor_pb2.Value, data: bytes, type_hint, path: str,
     count = len(pb.federated.value)
     if count > policy.max_clients:
         return None  # the general path reports it, naming the place
-    # Unknown fields, found without copying a million members: what is left after dropping
+    # Members found in their canonical layout in the bytes have no unknown fields. Else
+    # unknown fields are found without copying a million members: what is left after dropping
     # them re-encodes to the `size` bytes read only if there were none (or the encoding was
     # not canonical: the general path then looks at the bytes again).
-    pb.DiscardUnknownFields()
-    if pb.ByteSize() != len(data):
-        pb.ParseFromString(data)  # the unknown fields back, for the general path to name them
-        return None
+    content = first.array.HasField("content")
+    contents = wire_columns.member_contents(data, pb) if content and \
+        first.array.WhichOneof("kind") is None else None
+    items = None if content else wire_columns.member_items(data, pb)
+    if contents is None and items is None:
+        pb.DiscardUnknownFields()
+        if pb.ByteSize() != len(data):
+            pb.ParseFromString(data)  # the unknown fields back, for the general path to name
+            return None
+    if items is not None:  # a fixed shape: each member as large as member 0 declares
+        member_bytes = max(member_bytes, limits.element_count(first.array.shape.dim) *
+                           limits.itemsize_of_enum(first.array.dtype))
     limits.check_bytes(member_bytes * count, policy.max_value_bytes, path=path)
-    contents = (wire_columns.member_contents(data, pb) if first.array.HasField("content") and
-                first.array.WhichOneof("kind") is None else None)
-    return columnar_clients(pb.federated, type_hint, path, contents)
+    return columnar_clients(pb.federated, type_hint, path, contents, items)
 
 
 def _value_from_json(data: bytes, type_hint, path: str) -> tuple[object, fl.Type]:

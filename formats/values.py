@@ -121,17 +121,18 @@ def _struct(spb, hint, path):
             fl.StructType(list(zip(names, types))))
 
 
-def columnar_clients(fpb, hint: fl.Type | None, path: str = "value", contents=None
-                     ) -> tuple[ClientColumns, fl.Type] | None:
+def columnar_clients(fpb, hint: fl.Type | None, path: str = "value", contents=None,
+                     items=None) -> tuple[ClientColumns, fl.Type] | None:
     """A federated value decoded straight into client columns if all its members are numeric
     scalars of one dtype (`_scalar_members`) or numeric arrays of one dtype and shape in raw
     content (`_raw_members`); None otherwise, or when it is not a per-client value.
     `contents`: the members' raw contents already gathered from the file's bytes
-    (`wire_columns.member_contents`), when they could be."""
-    return _federated(fpb, hint, path, columns_only=True, contents=contents)
+    (`wire_columns.member_contents`), when they could be; `items`: their typed lists found
+    there (`wire_columns.member_items`), which may also be of one small fixed shape."""
+    return _federated(fpb, hint, path, columns_only=True, contents=contents, items=items)
 
 
-def _federated(fpb, hint, path, columns_only: bool = False, contents=None):
+def _federated(fpb, hint, path, columns_only: bool = False, contents=None, items=None):
     if hint is not None and not isinstance(hint, fl.FederatedType):
         raise _mismatch(hint, "a federated value", path)
     has_type = fpb.HasField("type") and fpb.type.placement.WhichOneof("placement") == "value"
@@ -160,7 +161,7 @@ def _federated(fpb, hint, path, columns_only: bool = False, contents=None):
         raise _mismatch(hint, f"members of type {tt.type_str(proto_member)}", path)
     fast = None
     if len(members) > 1 and not all_equal:
-        fast = (_scalar_members(members, member_hint, path)
+        fast = (_scalar_members(members, member_hint, path, items)
                 or _raw_members(members, member_hint, path, contents))
     if fast is not None and not (hint is not None and hint.all_equal):
         return fast[0], fl.FederatedType(member_hint or fast[1], placement, False)
@@ -182,18 +183,31 @@ def _federated(fpb, hint, path, columns_only: bool = False, contents=None):
     return [v for v, _ in decoded], fl.FederatedType(member_type, placement, False)
 
 
-def _scalar_members(members, hint, path: str) -> tuple[list, fl.Type] | None:
+def _scalar_members(members, hint, path: str, records=None) -> tuple[list, fl.Type] | None:
     """(member values, member type) decoded at once when all members are numeric scalars of
     one dtype in typed lists (how TFF writes a `{T}@CLIENTS` of scalars): one pass, one numpy
     array, one type check, instead of one full decode per client. None when any member
     differs: the general path then decodes (and reports on) each member.
+    `records`: the members' lists already found equal in layout in the file's bytes
+    (`wire_columns.ListRecords`): no pass over the members, and a fixed shape is allowed.
     """
     first = members[0]
-    if first.WhichOneof("value") != "array" or first.array.shape.dim:
+    if first.WhichOneof("value") != "array":
         return None
     dtype_enum = first.array.dtype
     field = first.array.WhichOneof("kind")
     if field is None or field == "string_list":
+        return None
+    if records is not None:
+        shape = (len(members), *first.array.shape.dim)
+        try:
+            decoded = _decode(arrays.items_to_array,
+                              (records.items, dtype_enum, field, shape), path)
+        except ArgumentError:
+            return None  # the general path names the member at fault
+        _, member_type = _tensor(decoded[0, ...], hint, item(path, 0))
+        return ClientColumns(member_type, [decoded]), member_type
+    if first.array.shape.dim:
         return None
     items = []
     append = items.append

@@ -269,3 +269,122 @@ def test_pb_with_an_unknown_field_in_a_member_is_still_refused_naming_it():
     member.CopyFrom(with_unknown)
     with pytest.raises(errors.ArgumentError, match="unknown field"):
         loading.load_value(pb.SerializeToString(), CLIENT_ROWS, fmt="pb")
+
+
+# --- scalar (typed-list) members read from the file's bytes -------------------------------
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (payloads here are under 128 bytes)."""
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def _int32_record(packed: bytes, *, shape: bytes = b"\x12\x00", dtype: int = 3,
+                  list_field: int = 6) -> bytes:
+    """One member of a federated value, written by hand: Value.array {dtype (int32), shape,
+    int32_list {value: packed}} (`shape=b""` leaves the shape message out)."""
+    array = bytes([8, dtype]) + shape + _field(list_field, _field(1, packed))
+    return _field(2, _field(6, array))
+
+
+def _clients_bytes(records: list[bytes]) -> bytes:
+    body = b"".join(records)
+    return b"\x2a" + bytes(_varint_bytes(len(body))) + body
+
+
+def _varint_bytes(value: int) -> list[int]:
+    out = []
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return [*out, value]
+
+
+def _each_member(data: bytes, type_spec) -> np.ndarray:
+    """The per-member decode: every member parsed by protobuf and decoded on its own."""
+    from tffexec.formats import arrays  # noqa: PLC0415
+    from tffexec.formats.protos import executor_pb2  # noqa: PLC0415
+
+    pb = executor_pb2.Value.FromString(data)
+    return np.stack([arrays.array_from_proto(m.array) for m in pb.federated.value])
+
+
+def _read_from_bytes(data: bytes) -> bool:
+    from tffexec.formats import wire_columns  # noqa: PLC0415
+    from tffexec.formats.protos import executor_pb2  # noqa: PLC0415
+
+    return wire_columns.member_items(data, executor_pb2.Value.FromString(data)) is not None
+
+
+@pytest.mark.parametrize("members", [
+    np.array([0, 1, -1, 127, 128, -(2 ** 31), 2 ** 31 - 1, 300, -5], np.int32),
+    np.array([0, -1, 2 ** 63 - 1, -(2 ** 63), 1 << 35, 7], np.int64),
+    np.array([0, 1, 2 ** 64 - 1, 1 << 40], np.uint64),
+    np.array([0, 2 ** 32 - 1, 1 << 20], np.uint32),
+    np.array([0.5, -1.25, np.inf, 0.0], np.float32),
+    np.array([1e300, -2.5], np.float64),
+    np.array([True, False, True], np.bool_),
+    np.array([-128, 127, 0], np.int8),
+    np.array([1 + 2j, -3j], np.complex64),
+])
+def test_scalar_members_are_read_from_the_bytes_equal_to_the_per_member_decode(members):
+    t = fl.FederatedType(fl.TensorType(members.dtype), C)
+    data = value_to_proto(list(members), t).SerializeToString()
+    value = loading.load_value(data, t, fmt="pb")
+    assert _read_from_bytes(data)
+    assert isinstance(value, ClientColumns) and value.leaves[0].dtype == members.dtype
+    np.testing.assert_array_equal(value.leaves[0], members)
+    np.testing.assert_array_equal(value.leaves[0], _each_member(data, t))
+
+
+def test_members_of_a_small_fixed_shape_in_typed_lists_are_read_from_the_bytes():
+    t = fl.FederatedType(fl.TensorType(np.int32, [3]), C)
+    packed = [bytes(_varint_bytes(v)) for v in (1, 200, 3)]
+    records = [_int32_record(b"".join(packed), shape=_field(2, _field(1, b"\x03"))),
+               _int32_record(b"\x05\x06\x07", shape=_field(2, _field(1, b"\x03")))]
+    data = _clients_bytes(records)
+    value = loading.load_value(data, t, fmt="pb")
+    assert _read_from_bytes(data)
+    np.testing.assert_array_equal(value.leaves[0], [[1, 200, 3], [5, 6, 7]])
+    np.testing.assert_array_equal(value.leaves[0], _each_member(data, t))
+
+
+def test_a_member_in_another_layout_falls_back_to_the_per_member_decode():
+    t = fl.FederatedType(np.int32, C)
+    records = [_int32_record(b"\x05"), _int32_record(b"\x07", shape=b""), _int32_record(b"\x09")]
+    data = _clients_bytes(records)
+    value = loading.load_value(data, t, fmt="pb")
+    assert not _read_from_bytes(data)
+    np.testing.assert_array_equal(value.leaves[0], [5, 7, 9])
+    np.testing.assert_array_equal(value.leaves[0], _each_member(data, t))
+
+
+def test_padded_and_overlong_varints_decode_as_protobuf_reads_them():
+    t = fl.FederatedType(np.int32, C)
+    overlong = b"\xff" * 9 + b"\x7f"  # -1 with high bits beyond 64 in its 10th byte
+    records = [_int32_record(b"\x85\x80\x00"), _int32_record(b"\x00"), _int32_record(overlong),
+               _int32_record(b"\x80\x80\x80\x80\x10")]  # 2**32: int32 keeps the low bits
+    data = _clients_bytes(records)
+    value = loading.load_value(data, t, fmt="pb")
+    assert _read_from_bytes(data)
+    np.testing.assert_array_equal(value.leaves[0], _each_member(data, t))
+    np.testing.assert_array_equal(value.leaves[0], [5, 0, -1, 0])
+
+
+def test_scalar_members_read_from_the_bytes_keep_the_client_and_size_limits():
+    t = fl.FederatedType(np.int64, C)
+    data = value_to_proto(list(np.arange(1000, dtype=np.int64)), t).SerializeToString()
+    with pytest.raises(errors.PolicyError, match="--max-clients"):
+        loading.load_value(data, t, fmt="pb", policy=policy_lib.Policy(max_clients=999))
+    with pytest.raises(errors.PolicyError, match="--max-value-bytes"):
+        loading.load_value(data, t, fmt="pb", policy=policy_lib.Policy(max_value_bytes=8000))
+
+
+def test_a_value_out_of_range_for_int8_is_refused_naming_its_member():
+    t = fl.FederatedType(np.int8, C)
+    records = [_int32_record(b"\x05", dtype=6, list_field=4),
+               _int32_record(bytes(_varint_bytes(300)), dtype=6, list_field=4)]
+    data = _clients_bytes(records)
+    assert _read_from_bytes(data)
+    with pytest.raises(errors.ArgumentError, match=r"\[1\].*out of range"):
+        loading.load_value(data, t, fmt="pb")
