@@ -123,9 +123,11 @@ class GraphFunction:
         self._queue_wait = (self._policy.max_queue_wait
                             if tf_queues.has_dequeue(self._all_nodes(graph_def)) else 0)
         # Library function renames (see `tf_library`): computed once when the library is the same
-        # for every instance, i.e. when no function body holds a per-instance shared name.
+        # for every instance, i.e. when no function body holds a per-instance shared name or a seeded
+        # random op (whose kernels must be fresh per call).
         self._library_per_instance = any(
-            self._has_shared_name(n) for f in graph_def.library.function for n in f.node_def)
+            self._has_shared_name(n) or tf_resources.restarts_seeded_stream(n)
+            for f in graph_def.library.function for n in f.node_def)
         self._library_renames: dict[bool, dict[str, str]] = {}
         self._shared: Callable | None = None
         # Sequence parameters reduced in the graph run as a tensor loop (see `tf_loops`).

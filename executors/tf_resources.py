@@ -84,6 +84,21 @@ def creates_named_resource(op: str) -> bool:
         _op_def(op) is None or "shared_name" in _attr_names(op))
 
 
+def restarts_seeded_stream(node) -> bool:
+    """Whether `node` is a stateful random op with a seed written in the graph.
+
+    Such an op draws from a stream that its kernel keeps across executions; TFF's runtime builds
+    fresh kernels for every call, so every call (every client) draws the stream's first values.
+    Its graph therefore runs on a fresh instance per call, like a graph with named resources.
+    An op without a seed (seed = seed2 = 0) draws a fresh random seed per kernel in TFF: there,
+    continuing one stream (seeded by `--seed` or at random) is as good and much cheaper.
+    """
+    op_def = _op_def(node.op)
+    if op_def is None or not op_def.is_stateful or not {"seed", "seed2"} <= _attr_names(node.op):
+        return False
+    return bool(node.attr["seed"].i or node.attr["seed2"].i)
+
+
 def _resource_key(node) -> tuple:
     """What names the node's resource in the resource manager (container, name)."""
     container = node.attr["container"].s if "container" in node.attr else b""
@@ -120,8 +135,9 @@ def plan(graph_def) -> Plan:
     from tensorflow.core.framework import types_pb2  # noqa: PLC0415 - TF loads lazily
 
     named = [n for n in graph_def.node if creates_named_resource(n.op)]
-    per_call = any(creates_named_resource(n.op)
+    per_call = any(creates_named_resource(n.op) or restarts_seeded_stream(n)
                    for f in graph_def.library.function for n in f.node_def)
+    per_call = per_call or any(restarts_seeded_stream(n) for n in graph_def.node)
     keys: dict[tuple, int] = {}
     for node in named:
         key = _resource_key(node)

@@ -40,3 +40,29 @@ def test_clients_draw_independent_values(eval_random_at_clients, seed):
     values = tffexec.run(eval_random_at_clients, clients=3, seed=seed)
     assert not np.array_equal(values[0], values[1])
     assert not np.array_equal(values[1], values[2])
+
+
+@pytest.fixture(scope="module")
+def eval_op_seeded_at_clients():
+    import tensorflow as tf
+
+    draw = tfc.as_computation(tfc.tensorflow_computation(lambda: tf.random.uniform([4], seed=5)))
+
+    @fl.federated_computation()
+    def comp():
+        return fl.federated_eval(draw, fl.CLIENTS)
+
+    return comp.to_proto()
+
+
+@pytest.mark.parametrize("stack", [tffexec.StackConfig(),
+                                   tffexec.StackConfig(kind="threaded", threads=2,
+                                                       clients_per_thread=1)],
+                         ids=["local", "threaded"])
+def test_an_op_seeded_in_the_graph_restarts_its_stream_on_every_call_as_in_tff(
+        eval_op_seeded_at_clients, stack):
+    # TFF runs each call on fresh kernels: every client draws the seed's first values.
+    first = tffexec.run(eval_op_seeded_at_clients, clients=3, stack=stack)
+    second = tffexec.run(eval_op_seeded_at_clients, clients=3, stack=stack)
+    for value in [*first, *second]:
+        np.testing.assert_array_equal(value, first[0])
