@@ -9,7 +9,7 @@ examples/conformance/learn_keras_fedavg_next.
 Run it under the TFF 0.87 peer virtualenv, with the output sent to a file (TFF's worker_binary
 inherits stdout/stderr, so a pipe can hang):
 
-    /work/peer/bin/python examples/make_learning_set.py examples/learning \
+    $PEER/bin/python examples/make_learning_set.py examples/learning \
         > make_learning_set.log 2>&1
 
 (`--only NAME ...` redoes some cases; `--timing-runs N` sets how many timed calls TFF gets,

@@ -149,10 +149,15 @@ def tffexec_commands(block: str) -> list[list[str]]:
 
 def readme_commands() -> list[list[str]]:
     """Every `tffexec` command of the README's shell blocks except the Quick start's (it runs
-    verbatim above, and its commands read files that its earlier lines write). A bare `tffexec`
+    verbatim above, and its commands read files that its earlier lines write) and the authoring
+    section's (likewise, run by test_authoring.py). A bare `tffexec`
     (shell completion's `_TFFEXEC_COMPLETE=... tffexec`) has nothing to parse."""
     quick_start = quick_start_block()
-    return [command for block in code_blocks(README, "sh") if block != quick_start
+    # The authoring section's commands read the files its Python writes; test_authoring.py runs
+    # that section verbatim, in order.
+    authoring = code_blocks(section("Writing computations without TFF"), "sh")
+    return [command for block in code_blocks(README, "sh")
+            if block != quick_start and block not in authoring
             for command in tffexec_commands(block) if command]
 
 

@@ -4,7 +4,7 @@ Run under the TFF 0.87 environment (Python 3.11, TensorFlow 2.14), from the repo
 after `federated_mean.py`, `fedavg.py`, `features.py` and `keras_eval.py` wrote their
 folders:
 
-    /work/peer/bin/python examples/authoring/check_in_tff.py > /tmp/check_in_tff.log 2>&1
+    $PEER/bin/python examples/authoring/check_in_tff.py > /tmp/check_in_tff.log 2>&1
 
 It writes TFF's results next to the inputs, so tffexec's tests compare against TFF without TFF:
 - mean/tff_result.pb: `comp(arg)`;

@@ -2,7 +2,7 @@
 
 Run under the TFF 0.87 environment (TensorFlow 2.14), from the repository root:
 
-    /work/peer/bin/python examples/authoring/dump_tf214_ops.py > /tmp/dump.log 2>&1
+    $PEER/bin/python examples/authoring/dump_tf214_ops.py > /tmp/dump.log 2>&1
 
 It writes `formats/data/tf214_ops.json.gz`: {"tensorflow_version": ..., "ops": {op name:
 {attr name: default as a serialized-then-hex AttrValue, or null when the attr has no default}}}.
