@@ -3,13 +3,17 @@
     .venv/bin/python benchmarks/bench_iterate.py                       # 100 rounds, K = 10/100/1000
     .venv/bin/python benchmarks/bench_iterate.py --rounds 20 --k 10,100 --stacks local,threaded
     .venv/bin/python benchmarks/bench_iterate.py --json > iterate.json
+    .venv/bin/python benchmarks/bench_iterate.py --k 1000 --stacks local --rounds 20 \
+        --population 10000,100000,1000000        # per-round time against the population N
 
 What runs: the installed `tffexec iterate` command, one process per (stack, K), exactly as a user
 runs it: examples/fedavg_round/comp.pb as `next` (broadcast the linear model, 5 local gradient
 steps on each client's 8 examples, weighted mean of models and losses), the initial state from
 examples/fedavg_round/model.pb, and a population of --population clients (random data in one
 `{<x=float32[8,3],y=float32[8]>}@CLIENTS` npz file, written once) from which K clients are
-sampled per round (seeded, so every configuration trains on the same rounds).
+sampled per round (seeded, so every configuration trains on the same rounds). Several
+populations (`--population 10000,100000,1000000`) show whether a round's time depends on N: the
+data stays columns and a round gathers its K clients' rows, so it should not.
 
 Reported per configuration, from the command's own `--json` summary: the first round (stack
 build, graph import), the median and p90 of the other rounds, the whole process's peak RSS, and
@@ -50,7 +54,8 @@ def write_population(path: pathlib.Path, clients: int, seed: int = 0) -> None:
     np.savez(path, x=x, y=y)
 
 
-def run_one(stack: str, k: int, rounds: int, data: pathlib.Path, timeout: float) -> dict:
+def run_one(stack: str, k: int, rounds: int, data: pathlib.Path, timeout: float,
+            population: int) -> dict:
     command = [_script(), "iterate", "--next", str(FEDAVG / "comp.pb"), "--state",
                str(FEDAVG / "model.pb"), "--data", str(data), "--rounds", str(rounds),
                "-k", str(k), "--seed", "1", "--json", "--stack", stack]
@@ -59,14 +64,14 @@ def run_one(stack: str, k: int, rounds: int, data: pathlib.Path, timeout: float)
     proc = subprocess.run(command, capture_output=True, env=env, timeout=timeout, cwd=REPO)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        return {"stack": stack, "k": k, "error": proc.stderr.decode().strip().splitlines()[-1:],
-                "exit": proc.returncode}
+        return {"stack": stack, "k": k, "population": population,
+                "error": proc.stderr.decode().strip().splitlines()[-1:], "exit": proc.returncode}
     summary = json.loads(proc.stdout)
     history = summary["history"]
     rest = sorted(r["seconds"] for r in history[1:]) or [history[0]["seconds"]]
     p90 = rest[min(len(rest) - 1, int(round(0.9 * (len(rest) - 1))))]
     at10 = history[min(9, len(history) - 1)]["rss_mb"]
-    return {"stack": stack, "k": k, "rounds": len(history),
+    return {"stack": stack, "k": k, "population": population, "rounds": len(history),
             "first_round_s": history[0]["seconds"],
             "median_round_s": statistics.median(rest), "p90_round_s": p90,
             "peak_rss_mb": summary["peak_rss_mb"],
@@ -80,36 +85,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--k", default="10,100,1000", help="clients per round, comma-separated")
     ap.add_argument("--stacks", default="local,threaded,ray")
-    ap.add_argument("--population", type=int, default=2000)
+    ap.add_argument("--population", default="2000",
+                    help="clients in the data file, comma-separated for several populations")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     ks = [int(k) for k in args.k.split(",")]
     stacks = args.stacks.split(",")
+    populations = [max(int(n), max(ks)) for n in args.population.split(",")]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = pathlib.Path(tmp) / "clients.npz"
-        write_population(data, max(args.population, max(ks)))
-        for stack in stacks:
-            for k in ks:
-                try:
-                    result = run_one(stack, k, args.rounds, data, args.timeout)
-                except subprocess.TimeoutExpired:
-                    result = {"stack": stack, "k": k, "error": f"over {args.timeout:g} s"}
-                results.append(result)
-                if not args.json:
-                    print(_row(result), flush=True)
+        for population in populations:
+            data = pathlib.Path(tmp) / f"clients_{population}.npz"
+            write_population(data, population)
+            for stack in stacks:
+                for k in ks:
+                    try:
+                        result = run_one(stack, k, args.rounds, data, args.timeout, population)
+                    except subprocess.TimeoutExpired:
+                        result = {"stack": stack, "k": k, "population": population,
+                                  "error": f"over {args.timeout:g} s"}
+                    results.append(result)
+                    if not args.json:
+                        print(_row(result), flush=True)
+            data.unlink()
     if args.json:
-        print(json.dumps({"rounds": args.rounds, "population": args.population,
+        print(json.dumps({"rounds": args.rounds, "populations": populations,
                           "results": results}, indent=1))
     return 0
 
 
 def _row(r: dict) -> str:
     if "error" in r:
-        return f"{r['stack']:>9} K={r['k']:>5}  failed: {r['error']}"
-    return (f"{r['stack']:>9} K={r['k']:>5}  first {r['first_round_s']:7.3f} s  median "
-            f"{r['median_round_s']:7.4f} s/round  p90 {r['p90_round_s']:7.4f}  peak RSS "
+        return f"{r['stack']:>9} N={r['population']:>8,} K={r['k']:>5}  failed: {r['error']}"
+    return (f"{r['stack']:>9} N={r['population']:>8,} K={r['k']:>5}  first "
+            f"{r['first_round_s']:7.3f} s  median {r['median_round_s']:7.4f} s/round  p90 {r['p90_round_s']:7.4f}  peak RSS "
             f"{r['peak_rss_mb']:6.0f} MiB  growth {r['rss_growth_after_round_10_mb']:+5.1f} MiB  "
             f"loss {r['final_loss']:.4f}  process {r['process_wall_s']:.0f} s")
 

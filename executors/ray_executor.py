@@ -29,6 +29,10 @@ plain values, computation protos, `ClosureSpec`s of child values and intrinsic p
   replays them there, a bounded number of times (`StackConfig.shard_retries`); then it gives up
   with `EngineUnavailable` (exit 7). It never raises federated-language's `RetryableError`, which
   the execution context would retry forever.
+- A shard's slice of client columns (`ClientColumns`, one array per leaf) of at least
+  `COLUMNS_PUT_BYTES` is `ray.put` too and travels as its object reference: the actor reads the
+  arrays from the object store without a copy (read-only views), and a replay after a lost actor
+  resends the reference, not the bytes. Smaller slices ride inline with the operations.
 - A broadcast value is `ray.put` once per call and the object reference handed to every shard
   (`RayComposingExecutor.share`); computation protos are sent to each actor once and named by
   digest afterwards.
@@ -55,6 +59,10 @@ from tffexec.executors import base
 from tffexec.executors import composing_executor
 from tffexec.executors import ray_wire
 from tffexec.executors.ray_wire import OP_CALL, OP_RELEASE, OP_SELECT, OP_STRUCT, OP_VALUE
+from tffexec.formats.columns import ClientColumns
+
+#: Client columns of at least this many bytes go to a shard through Ray's object store.
+COLUMNS_PUT_BYTES = 64 * 2**10
 
 
 class Shard:
@@ -178,6 +186,8 @@ class ShardProxy(base.SyncExecutor):
             wire_type = ray_wire.wire_type(type_spec)
         elif isinstance(value, ray_wire.SharedValue):
             kind, payload, wire_type = "ref", value.ref, ray_wire.wire_type(type_spec)
+        elif isinstance(value, ClientColumns) and value.nbytes >= COLUMNS_PUT_BYTES:
+            kind, payload, wire_type = "ref", self.pool.put(value), ray_wire.wire_type(type_spec)
         else:
             kind, payload, wire_type = "plain", value, ray_wire.wire_type(type_spec)
         vid = self._queue(lambda v: (OP_VALUE, v, kind, payload, wire_type))

@@ -20,6 +20,7 @@ from tffexec.executors import base
 from tffexec.executors import ray_wire
 from tffexec.executors.ray_wire import OP_CALL, OP_GET, OP_RELEASE, OP_SELECT, OP_STRUCT, OP_VALUE
 from tffexec.factories import stacks
+from tffexec.formats.columns import ClientColumns
 
 
 class _Failed:
@@ -77,6 +78,7 @@ class ShardWorker:
         self._shards: dict[str, _Shard] = {}
         self._protos: dict[bytes, computation_pb2.Computation] = {}
         self._types: dict[bytes, Any] = {}
+        self._columns = {"received": 0, "zero_copy": 0}
 
     def ready(self) -> dict:
         """Imports TensorFlow (once per actor) and says where the actor runs."""
@@ -86,9 +88,15 @@ class ShardWorker:
         return {"pid": os.getpid()}
 
     def stats(self) -> dict:
+        """What the actor holds, and how client columns reached it: `columns_zero_copy` counts
+        slices whose arrays are read-only views of Ray's object store (not copied on arrival);
+        `members_built` counts per-client members built from columns in this actor."""
         return {"pid": os.getpid(), "shards": len(self._shards),
                 "values": sum(len(s.values) for s in self._shards.values()),
-                "protos": len(self._protos)}
+                "protos": len(self._protos),
+                "columns_received": self._columns["received"],
+                "columns_zero_copy": self._columns["zero_copy"],
+                "members_built": ClientColumns.members_built}
 
     def drop_shard(self, key: str) -> None:
         self._shards.pop(key, None)
@@ -152,7 +160,7 @@ class ShardWorker:
             if kind == "ref":
                 import ray  # noqa: PLC0415 - only inside an actor, where Ray is loaded
 
-                return stack.value(ray.get(payload), type_spec)
+                return stack.value(self._note_columns(ray.get(payload)), type_spec)
             if kind == "proto":
                 return stack.value(self._proto(payload), type_spec)
             proto_wire, captured = payload  # "closure"
@@ -167,6 +175,13 @@ class ShardWorker:
         if code == OP_SELECT:
             return stack.selection(shard.get(op[2]), op[3])
         raise errors.InternalError(f"Ray worker: unknown operation {code}")
+
+    def _note_columns(self, value):
+        if isinstance(value, ClientColumns):
+            self._columns["received"] += 1
+            if all(not leaf.flags.writeable and not leaf.flags.owndata for leaf in value.leaves):
+                self._columns["zero_copy"] += 1
+        return value
 
     def _get(self, shard: _Shard, vid: int) -> tuple:
         try:

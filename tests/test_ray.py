@@ -198,6 +198,38 @@ def test_a_broadcast_goes_into_the_object_store_once_per_call(ray_runner):
     assert pool.puts - before == 4
 
 
+def _wide_map_mean_comp(width: int):
+    """mean over clients of 2 * x_i, x_i: float32[width] (a shard of 3 clients is > 64 KiB)."""
+    double = tf_fn(lambda x: x * 2.0, fl.TensorType(np.float32, [width]))
+
+    @fl.federated_computation(fl.FederatedType(fl.TensorType(np.float32, [width]), C))
+    def comp(x):
+        return fl.federated_mean(fl.federated_map(double, x))
+
+    return comp
+
+
+def test_client_columns_reach_each_shard_through_the_object_store_without_a_copy(ray_runner):
+    from tffexec.formats.columns import ClientColumns  # noqa: PLC0415
+
+    width = 6000
+    xs = np.random.default_rng(3).normal(size=(12, width)).astype(np.float32)  # 4 shards
+    comp = _wide_map_mean_comp(width)
+    pool = _pool(ray_runner)
+    before = pool.stats()
+    puts, built = pool.puts, ClientColumns.members_built
+    result = ray_runner.run(comp, xs)
+    after = pool.stats()
+    np.testing.assert_allclose(result, (2 * xs).mean(axis=0), rtol=1e-5, atol=1e-6)
+    received = sum(a["columns_received"] - b["columns_received"] for a, b in zip(after, before))
+    zero_copy = sum(a["columns_zero_copy"] - b["columns_zero_copy"] for a, b in zip(after, before))
+    assert received == 4 and zero_copy == 4
+    assert pool.puts - puts == 4  # one object per shard's slice of columns
+    # No per-client member was built for the columns, in the driver or in the actors.
+    assert ClientColumns.members_built == built
+    assert all(a["members_built"] == b["members_built"] for a, b in zip(after, before))
+
+
 def test_actors_are_reused_across_calls_and_client_counts(ray_runner):
     comp = _broadcast_comp()
     pool = _pool(ray_runner)
