@@ -122,12 +122,6 @@ class GraphFunction:
         self._resources = tf_resources.plan(graph_def)
         self._queue_wait = (self._policy.max_queue_wait
                             if tf_queues.has_dequeue(self._all_nodes(graph_def)) else 0)
-        # Library function renames (see `tf_library`): computed once when the library is the same
-        # for every instance, i.e. when no function body holds a per-instance shared name or a seeded
-        # random op (whose kernels must be fresh per call).
-        self._library_per_instance = any(
-            self._has_shared_name(n) or tf_resources.restarts_seeded_stream(n)
-            for f in graph_def.library.function for n in f.node_def)
         self._library_renames: dict[bool, dict[str, str]] = {}
         self._shared: Callable | None = None
         # Sequence parameters reduced in the graph run as a tensor loop (see `tf_loops`).
@@ -166,10 +160,6 @@ class GraphFunction:
     _all_nodes = staticmethod(tf_call_config.graph_nodes)
 
     @staticmethod
-    def _has_shared_name(node) -> bool:
-        return "shared_name" in node.attr
-
-    @staticmethod
     def _optimised_once(graph_def):
         """The GraphDef as every instance imports it, whatever the call: Grappler off inside
         its call ops and tf.data's per-execution rewrites off before its reductions (see
@@ -206,7 +196,7 @@ class GraphFunction:
         return graph_def
 
     def _rename_library(self, graph_def, looped: bool) -> None:
-        if self._library_per_instance:
+        if self._resources.library_per_instance:
             tf_library.make_unique(graph_def)  # this instance's shared names are in the bodies
             return
         renames = self._library_renames.get(looped)
