@@ -122,7 +122,10 @@ class GraphFunction:
         self._resources = tf_resources.plan(graph_def)
         self._queue_wait = (self._policy.max_queue_wait
                             if tf_queues.has_dequeue(self._all_nodes(graph_def)) else 0)
-        self._library_renames: dict[bool, dict[str, str]] = {}
+        # The GraphDef each form (as written, looped) imports, up to what differs per instance:
+        # made once (`_base_graph_def`), so a graph with a fresh instance per call re-imports only.
+        self._bases: dict[bool, Any] = {}
+        self._base_lock = threading.Lock()
         self._shared: Callable | None = None
         # Sequence parameters reduced in the graph run as a tensor loop (see `tf_loops`).
         self._loops = (tf_loops.plan(graph_def, self.parameter_leaves, self.result_leaves)
@@ -169,40 +172,58 @@ class GraphFunction:
         return graph_def
 
     def prepared_graph_def(self, looped: bool = False):
-        """A copy of the GraphDef with unique shared names, seeds, the init dependency and
-        library function names unique per content (TensorFlow's function library is
-        process-wide: see `tf_library`); `looped`: with its tensor loops (see `tf_loops`)."""
+        """A copy of the GraphDef as one instance imports it: `_base_graph_def` with shared names
+        unique to this instance (TensorFlow's resource manager is process-wide), the resources
+        `tf_resources` plans anonymous made so (they keep no name), and, when the
+        library bodies hold them (`tf_resources.library_per_instance`), library function names
+        unique to this instance too; `looped`: with its tensor loops (see `tf_loops`)."""
+        tf = tf_runtime.tensorflow()
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.CopyFrom(self._base_graph_def(looped))
+        suffix = f"_tffexec{next(_instance_counter)}_{uuid.uuid4().hex[:8]}"
+        for node in self._all_nodes(graph_def):
+            if "shared_name" in node.attr:
+                base = node.attr["shared_name"].s.decode() or node.name
+                node.attr["shared_name"].s = (base + suffix).encode()
+        tf_resources.make_anonymous(graph_def, self._resources.anonymous)  # after the suffix
+        if self._resources.library_per_instance:
+            tf_library.make_unique(graph_def)  # this instance's shared names are in the bodies
+        return graph_def
+
+    def _base_graph_def(self, looped: bool):
+        """The GraphDef of one form, as every instance of it starts: tensor loops rewritten
+        (Grappler off in the loop's call op too), seeds, the init dependency, and library
+        function names unique per content (TensorFlow's function library is process-wide: see
+        `tf_library`) unless they must be unique per instance. Made once per form, as none of it
+        depends on the instance; callers copy it, it is never changed."""
+        base = self._bases.get(looped)
+        if base is not None:
+            return base
+        with self._base_lock:
+            base = self._bases.get(looped)
+            if base is None:
+                base = self._bases[looped] = self._make_base(looped)
+        return base
+
+    def _make_base(self, looped: bool):
         tf = tf_runtime.tensorflow()
         graph_def = tf.compat.v1.GraphDef()
         graph_def.CopyFrom(self._graph_def)
         if looped:
             tf_loops.rewrite(graph_def, self._loops)
             tf_call_config.disable_grappler_in_calls(graph_def)  # the loop's call op too
-        suffix = f"_tffexec{next(_instance_counter)}_{uuid.uuid4().hex[:8]}"
         for node in self._all_nodes(graph_def):
-            if "shared_name" in node.attr:
-                base = node.attr["shared_name"].s.decode() or node.name
-                node.attr["shared_name"].s = (base + suffix).encode()
             if self._seed is not None and all(a in node.attr for a in _SEEDED_RANDOM_ATTRS):
                 if node.attr["seed"].i == 0 and node.attr["seed2"].i == 0:
                     derived = zlib.crc32(f"{self._seed}/{node.name}".encode()) % (2**31 - 1) + 1
                     node.attr["seed"].i = self._seed % (2**31 - 1) + 1
                     node.attr["seed2"].i = derived
-        tf_resources.make_anonymous(graph_def, self._resources.anonymous)
         init = self._proto.initialize_op
         if init:
             self._add_init_dependencies(graph_def, _node_name(init))
-        self._rename_library(graph_def, looped)
+        if not self._resources.library_per_instance:
+            tf_library.rename(graph_def, tf_library.content_names(graph_def))
         return graph_def
-
-    def _rename_library(self, graph_def, looped: bool) -> None:
-        if self._resources.library_per_instance:
-            tf_library.make_unique(graph_def)  # this instance's shared names are in the bodies
-            return
-        renames = self._library_renames.get(looped)
-        if renames is None:
-            renames = self._library_renames[looped] = tf_library.content_names(graph_def)
-        tf_library.rename(graph_def, renames)
 
     @staticmethod
     def _add_init_dependencies(graph_def, init_name: str) -> None:
