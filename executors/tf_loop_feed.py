@@ -6,11 +6,20 @@ dicts), items in element order, each with its own shape (a ragged last batch is 
 A call feeds lists only when every planned sequence qualifies (`feeds_loops`): its elements are at
 hand, or come from a dataset graph whose order and content do not vary between iterations (no
 shuffle, sampling or random op: tffexec reads the elements once, tf.data would redraw them).
+
+The lists of one sequence are built once and reused by every call that feeds it (rounds of
+`iterate`, `benchmark` repeats, a sequence broadcast to several graphs): `_FeedMemo` keeps them,
+keyed weakly on the sequence (an entry goes with its sequence) and bounded in bytes. What it keeps
+is immutable tensors: the loop only reads the lists (`TensorListGetItem`/`TensorListLength`), and
+a list op that could update a list in place does so only when no other reference holds it.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import threading
+import weakref
+from typing import Any
 
 import federated_language as fl
 import numpy as np
@@ -24,11 +33,76 @@ from tffexec.formats import types as tt
 _NONDETERMINISTIC_DATASET_MARKERS = ("Shuffle", "Sampl", "Random", "DirectedInterleave")
 
 
+class _FeedMemo:
+    """Element lists per live sequence, at most `limit_bytes` of element data in all (the
+    oldest entries go first); thread-safe. Keyed by the sequence's identity through a weak
+    reference whose callback drops the entry when the sequence goes (a re-entrant lock: the
+    callback can run inside `put`, when a collection frees a sequence)."""
+
+    def __init__(self, limit_bytes: int):
+        self._limit = limit_bytes
+        self._lock = threading.RLock()
+        self._entries: dict[int, tuple[weakref.ref, tuple, Any, int]] = {}
+        self._bytes = 0
+
+    def get(self, sequence, dtypes: tuple[int, ...]):
+        """The lists stored for `sequence` with these dtypes, or None."""
+        entry = self._entries.get(id(sequence))
+        if entry is None or entry[0]() is not sequence or entry[1] != dtypes:
+            return None
+        return entry[2]
+
+    def put(self, sequence, dtypes: tuple[int, ...], lists, size: int) -> None:
+        """Stores `lists` (built from `size` bytes of elements) for `sequence`, unless it alone
+        is over the limit."""
+        if size > self._limit:
+            return
+        key = id(sequence)
+        with self._lock:
+            self._drop(key)
+            while self._entries and self._bytes + size > self._limit:
+                self._drop(next(iter(self._entries)))
+            self._entries[key] = (weakref.ref(sequence, lambda _, k=key: self.forget(k)),
+                                  dtypes, lists, size)
+            self._bytes += size
+
+    def forget(self, key: int) -> None:
+        """Drops the entry of the sequence whose id is `key` (its weak reference died)."""
+        with self._lock:
+            self._drop(key)
+
+    def _drop(self, key: int) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[3]
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of element data the stored lists hold."""
+        return self._bytes
+
+
+#: Element data kept as lists for reuse: a few hundred clients' datasets of a small model.
+MEMO_LIMIT_BYTES = 256 * 2**20
+_memo = _FeedMemo(MEMO_LIMIT_BYTES)
+
+
 def element_lists(sequence, dtypes: tuple[int, ...]):
     """The `variant` a rewritten graph takes for `sequence`: a TensorList holding one TensorList
-    per element component (tf.nest order), items in element order, each with its own shape."""
-    tf = tf_runtime.tensorflow()
+    per element component (tf.nest order), items in element order, each with its own shape.
+    Built once per sequence (see `_FeedMemo`); the sequence's element limit is checked on every
+    call (`SequenceValue.elements`), as the policy it is read under can change."""
     elements = sequence.elements()
+    lists = _memo.get(sequence, dtypes)
+    if lists is None:
+        lists, size = _build_lists(sequence, elements, dtypes)
+        _memo.put(sequence, dtypes, lists, size)
+    return lists
+
+
+def _build_lists(sequence, elements: list, dtypes: tuple[int, ...]) -> tuple[Any, int]:
+    """(the lists, the bytes of element data they hold)."""
+    tf = tf_runtime.tensorflow()
     leaves = [_leaves(e, sequence.element_type) for e in elements]
     with tf.device("/cpu:0"):  # in host memory, where tf.data keeps a dataset's elements
         unknown = tf.constant(-1, tf.int32)
@@ -39,7 +113,7 @@ def element_lists(sequence, dtypes: tuple[int, ...]):
             column = [leaf[k] for leaf in leaves]
             outer = tf.raw_ops.TensorListPushBack(
                 input_handle=outer, tensor=_column_list(tf, column, tf_dtype, unknown))
-    return outer
+    return outer, sum(np.asarray(leaf).nbytes for items in leaves for leaf in items)
 
 
 def _column_list(tf, column: list, dtype, unknown):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from federated_language.common_libs import structure
 
+from tffexec import errors
 from tffexec import policy as policy_lib
 from tffexec import runner as runner_lib
 from tffexec import tensorflow as tfc
@@ -22,6 +23,7 @@ from tffexec.checks import op_check
 from tffexec.cli.main import cli
 from tffexec.executors import activity
 from tffexec.executors import tf_function
+from tffexec.executors import tf_loop_feed
 from tffexec.executors import tf_loops
 from tffexec.formats import sequences
 from tffexec_test_support import CONFORMANCE
@@ -78,7 +80,8 @@ def _training_step():
             return state[0] + loss, state[1] + 1
 
         total, count = dataset.reduce((tf.constant(0.0, F32), tf.constant(0, tf.int32)), step)
-        return total, count, weights.read_value()
+        with tf.control_dependencies([total, count]):  # a graph: unordered reads are a race
+            return total, count, weights.read_value()
 
     return tfc.tensorflow_computation(client, fl.SequenceType(ROW))
 
@@ -216,6 +219,48 @@ def test_a_looped_graph_imported_afresh_per_call_is_rewritten_once(monkeypatch):
     plain, _ = _run(monkeypatch, False, comp, lambda: sequences.SequenceValue(
         ROW, elements=_batches([2, 2, 1])))
     assert _bits(results) == _bits([plain] * 3)
+
+
+def test_a_sequence_fed_again_reuses_its_element_lists_and_gives_the_same_bits(monkeypatch):
+    function = tf_function.GraphFunction(_training_step().tensorflow)
+    sequence = sequences.SequenceValue(ROW, elements=_batches([3, 3, 2]))
+    dtypes = tf_loop_feed.element_dtypes(ROW)
+    first = tf_loop_feed.element_lists(sequence, dtypes)
+    assert tf_loop_feed.element_lists(sequence, dtypes) is first
+    with activity.client_call():
+        results = [[t.numpy() for t in function([sequence])] for _ in range(3)]
+    plain, _ = _run(monkeypatch, False, _training_step(), sequence)
+    assert _bits(results) == _bits([plain] * 3)  # no state carried from call to call
+    other = sequences.SequenceValue(ROW, elements=_batches([3, 3, 2]))
+    assert tf_loop_feed.element_lists(other, dtypes) is not first
+
+
+def test_the_element_list_memo_is_bounded_and_lets_its_sequences_go():
+    import gc  # noqa: PLC0415
+
+    one = _batches([4, 4])[0].nbytes * 2  # bytes of one two-batch sequence
+    memo = tf_loop_feed._FeedMemo(limit_bytes=2 * one)  # noqa: SLF001 - the memo itself
+    dtypes = tf_loop_feed.element_dtypes(ROW)
+    kept = [sequences.SequenceValue(ROW, elements=_batches([4, 4], seed)) for seed in range(3)]
+    for sequence in kept:
+        memo.put(sequence, dtypes, object(), one)
+    assert memo.get(kept[0], dtypes) is None  # the oldest made room
+    assert memo.get(kept[2], dtypes) is not None and memo.size_bytes == 2 * one
+    assert memo.get(kept[2], (tf.int64.as_datatype_enum,)) is None  # other dtypes: not these
+    del kept[1:], sequence
+    gc.collect()
+    assert memo.size_bytes == 0
+    memo.put(kept[0], dtypes, object(), 3 * one)  # over the limit alone: not kept
+    assert memo.get(kept[0], dtypes) is None and memo.size_bytes == 0
+
+
+def test_an_element_limit_applies_to_a_sequence_whose_lists_are_kept():
+    sequence = sequences.SequenceValue(ROW, elements=_batches([1, 1, 1]))
+    dtypes = tf_loop_feed.element_dtypes(ROW)
+    tf_loop_feed.element_lists(sequence, dtypes)
+    sequence.bind_policy(policy_lib.Policy(max_sequence_elements=2))
+    with pytest.raises(errors.PolicyError):
+        tf_loop_feed.element_lists(sequence, dtypes)
 
 
 def _graph_sequence(dataset) -> sequences.SequenceValue:
