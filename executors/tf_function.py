@@ -44,6 +44,7 @@ from tffexec.executors import tf_loop_feed
 from tffexec.executors import tf_loops
 from tffexec.executors import tf_queues
 from tffexec.executors import tf_resources
+from tffexec.executors import tf_tensor_memo
 from tffexec.formats import sequences
 
 # Attributes of the random ops that `--seed` fills in.
@@ -146,6 +147,11 @@ class GraphFunction:
         return self._proto.session_token_tensor_name
 
     @property
+    def feeds_session_token(self) -> bool:
+        """Whether calls feed the session token (a result depends on it; see `_needs_token`)."""
+        return self._feeds_token
+
+    @property
     def batchable(self) -> bool:
         """Whether the graph can run for all clients at once with per-client semantics intact
         (see `tf_batch`): tensors in and out, no resources, no initialize op, no graph-string
@@ -243,6 +249,7 @@ class GraphFunction:
         def import_graph():
             tf.graph_util.import_graph_def(graph_def, name="")
 
+        self._feeds_token = self._needs_token(graph_def)
         try:
             looped = self._build_looped(graph_def)
             if looped is not None:
@@ -250,14 +257,8 @@ class GraphFunction:
             wrapped = tf.compat.v1.wrap_function(import_graph, signature=[])
             graph = wrapped.graph
             feeds = [graph.as_graph_element(name) for _, name in self.parameter_leaves]
-            token_name = self._proto.session_token_tensor_name
-            self._feeds_token = False
-            if token_name:
-                try:
-                    feeds.append(graph.as_graph_element(token_name))
-                    self._feeds_token = True
-                except (KeyError, ValueError):
-                    pass
+            if self._feeds_token:
+                feeds.append(graph.as_graph_element(self._proto.session_token_tensor_name))
             fetches = [graph.as_graph_element(name) for _, name in self.result_leaves]
             fetches.extend(graph.as_graph_element(name) for name in self._resources.handles)
             return wrapped.prune(feeds=feeds, fetches=fetches)
@@ -271,12 +272,20 @@ class GraphFunction:
         """A graph with TF1 loops, pruned on its GraphDef (`tf_import`: TensorFlow's `prune`
         copies loops in an order that depends on object ids); None for other graphs."""
         feeds = [name for _, name in self.parameter_leaves]
-        token_name = self._proto.session_token_tensor_name
-        names = {node.name for node in graph_def.node}
-        self._feeds_token = bool(token_name) and tf_import.node_name(token_name) in names
         if self._feeds_token:
-            feeds.append(token_name)
+            feeds.append(self._proto.session_token_tensor_name)
         return tf_import.import_pruned(graph_def, feeds, [name for _, name in self.result_leaves])
+
+    def _needs_token(self, graph_def) -> bool:
+        """Whether calls feed TFF's session token: only when a result (or a resource handle
+        fetched) depends on it. Only custom ops read it, and a graph that does not need it would
+        otherwise get a new string tensor on every call."""
+        token = self._proto.session_token_tensor_name
+        if not token or tf_import.node_name(token) not in {n.name for n in graph_def.node}:
+            return False
+        fetches = [name for _, name in self.result_leaves] + list(self._resources.handles)
+        feeds = [name for _, name in self.parameter_leaves]
+        return tf_import.node_name(token) in tf_import.needed_nodes(graph_def, feeds, fetches)
 
     def _build_looped_once(self) -> Callable | None:
         """The shared looped instance; None (and no loops from now on) when TensorFlow refuses
@@ -323,7 +332,7 @@ class GraphFunction:
                 variant = tf.data.experimental.to_variant(value)
                 inputs.append(tf.raw_ops.DatasetToGraphV2(input_dataset=variant))
             else:
-                inputs.append(tf.convert_to_tensor(value))
+                inputs.append(tf_tensor_memo.tensor_of(value))
         instance = self._instance(looped)
         if activity.in_client_call():
             activity.count_path(activity.TENSOR_LOOP if looped else self.path)
@@ -413,4 +422,6 @@ def to_numpy(tensor, dtype) -> np.ndarray:
     array = tensor.numpy()
     if isinstance(array, bytes) or (isinstance(array, np.ndarray) and array.dtype.kind in "OSU"):
         return np.asarray(array, dtype=object)
-    return np.asarray(array, dtype=dtype)
+    array = np.asarray(array, dtype=dtype)
+    tf_tensor_memo.remember(array, tensor)  # fed to the next graph as the tensor it was
+    return array

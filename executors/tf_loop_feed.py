@@ -8,8 +8,8 @@ hand, or come from a dataset graph whose order and content do not vary between i
 shuffle, sampling or random op: tffexec reads the elements once, tf.data would redraw them).
 
 The lists of one sequence are built once and reused by every call that feeds it (rounds of
-`iterate`, `benchmark` repeats, a sequence broadcast to several graphs): `_FeedMemo` keeps them,
-keyed weakly on the sequence (an entry goes with its sequence) and bounded in bytes. What it keeps
+`iterate`, `benchmark` repeats, a sequence broadcast to several graphs): an `IdentityMemo` keeps
+them, keyed weakly on the sequence (an entry goes with its sequence) and bounded in bytes. What it keeps
 is immutable tensors: the loop only reads the lists (`TensorListGetItem`/`TensorListLength`), and
 a list op that could update a list in place does so only when no other reference holds it.
 """
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import threading
-import weakref
 from typing import Any
 
 import federated_language as fl
 import numpy as np
 
 from tffexec import tf_runtime
+from tffexec.executors import identity_memo
 from tffexec.executors import tf_loops
 from tffexec.formats import sequences
 from tffexec.formats import types as tt
@@ -33,64 +32,15 @@ from tffexec.formats import types as tt
 _NONDETERMINISTIC_DATASET_MARKERS = ("Shuffle", "Sampl", "Random", "DirectedInterleave")
 
 
-class _FeedMemo:
-    """Element lists per live sequence, at most `limit_bytes` of element data in all (the
-    oldest entries go first); thread-safe. Keyed by the sequence's identity through a weak
-    reference whose callback drops the entry when the sequence goes (a re-entrant lock: the
-    callback can run inside `put`, when a collection frees a sequence)."""
-
-    def __init__(self, limit_bytes: int):
-        self._limit = limit_bytes
-        self._lock = threading.RLock()
-        self._entries: dict[int, tuple[weakref.ref, tuple, Any, int]] = {}
-        self._bytes = 0
-
-    def get(self, sequence, dtypes: tuple[int, ...]):
-        """The lists stored for `sequence` with these dtypes, or None."""
-        entry = self._entries.get(id(sequence))
-        if entry is None or entry[0]() is not sequence or entry[1] != dtypes:
-            return None
-        return entry[2]
-
-    def put(self, sequence, dtypes: tuple[int, ...], lists, size: int) -> None:
-        """Stores `lists` (built from `size` bytes of elements) for `sequence`, unless it alone
-        is over the limit."""
-        if size > self._limit:
-            return
-        key = id(sequence)
-        with self._lock:
-            self._drop(key)
-            while self._entries and self._bytes + size > self._limit:
-                self._drop(next(iter(self._entries)))
-            self._entries[key] = (weakref.ref(sequence, lambda _, k=key: self.forget(k)),
-                                  dtypes, lists, size)
-            self._bytes += size
-
-    def forget(self, key: int) -> None:
-        """Drops the entry of the sequence whose id is `key` (its weak reference died)."""
-        with self._lock:
-            self._drop(key)
-
-    def _drop(self, key: int) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._bytes -= entry[3]
-
-    @property
-    def size_bytes(self) -> int:
-        """Bytes of element data the stored lists hold."""
-        return self._bytes
-
-
 #: Element data kept as lists for reuse: a few hundred clients' datasets of a small model.
 MEMO_LIMIT_BYTES = 256 * 2**20
-_memo = _FeedMemo(MEMO_LIMIT_BYTES)
+_memo = identity_memo.IdentityMemo(MEMO_LIMIT_BYTES)
 
 
 def element_lists(sequence, dtypes: tuple[int, ...]):
     """The `variant` a rewritten graph takes for `sequence`: a TensorList holding one TensorList
     per element component (tf.nest order), items in element order, each with its own shape.
-    Built once per sequence (see `_FeedMemo`); the sequence's element limit is checked on every
+    Built once per sequence (see the module docstring); the sequence's element limit is checked on every
     call (`SequenceValue.elements`), as the policy it is read under can change."""
     elements = sequence.elements()
     lists = _memo.get(sequence, dtypes)

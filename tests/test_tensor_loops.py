@@ -235,25 +235,6 @@ def test_a_sequence_fed_again_reuses_its_element_lists_and_gives_the_same_bits(m
     assert tf_loop_feed.element_lists(other, dtypes) is not first
 
 
-def test_the_element_list_memo_is_bounded_and_lets_its_sequences_go():
-    import gc  # noqa: PLC0415
-
-    one = _batches([4, 4])[0].nbytes * 2  # bytes of one two-batch sequence
-    memo = tf_loop_feed._FeedMemo(limit_bytes=2 * one)  # noqa: SLF001 - the memo itself
-    dtypes = tf_loop_feed.element_dtypes(ROW)
-    kept = [sequences.SequenceValue(ROW, elements=_batches([4, 4], seed)) for seed in range(3)]
-    for sequence in kept:
-        memo.put(sequence, dtypes, object(), one)
-    assert memo.get(kept[0], dtypes) is None  # the oldest made room
-    assert memo.get(kept[2], dtypes) is not None and memo.size_bytes == 2 * one
-    assert memo.get(kept[2], (tf.int64.as_datatype_enum,)) is None  # other dtypes: not these
-    del kept[1:], sequence
-    gc.collect()
-    assert memo.size_bytes == 0
-    memo.put(kept[0], dtypes, object(), 3 * one)  # over the limit alone: not kept
-    assert memo.get(kept[0], dtypes) is None and memo.size_bytes == 0
-
-
 def test_an_element_limit_applies_to_a_sequence_whose_lists_are_kept():
     sequence = sequences.SequenceValue(ROW, elements=_batches([1, 1, 1]))
     dtypes = tf_loop_feed.element_dtypes(ROW)
