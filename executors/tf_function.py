@@ -180,9 +180,9 @@ class GraphFunction:
     def prepared_graph_def(self, looped: bool = False):
         """A copy of the GraphDef as one instance imports it: `_base_graph_def` with shared names
         unique to this instance (TensorFlow's resource manager is process-wide), the resources
-        `tf_resources` plans anonymous made so (they keep no name), and, when the
-        library bodies hold them (`tf_resources.library_per_instance`), library function names
-        unique to this instance too; `looped`: with its tensor loops (see `tf_loops`)."""
+        `tf_resources` plans anonymous made so, and library function names unique to this
+        instance when their bodies hold such names (`tf_resources.library_per_instance`);
+        `looped`: with its tensor loops (see `tf_loops`)."""
         tf = tf_runtime.tensorflow()
         graph_def = tf.compat.v1.GraphDef()
         graph_def.CopyFrom(self._base_graph_def(looped))
@@ -419,9 +419,10 @@ def flatten(value, type_spec) -> list:
 
 def to_numpy(tensor, dtype) -> np.ndarray:
     """An eager tensor as a numpy array of the expected dtype (strings as object arrays)."""
-    array = tensor.numpy()
-    if isinstance(array, bytes) or (isinstance(array, np.ndarray) and array.dtype.kind in "OSU"):
-        return np.asarray(array, dtype=object)
-    array = np.asarray(array, dtype=dtype)
-    tf_tensor_memo.remember(array, tensor)  # fed to the next graph as the tensor it was
+    raw = tensor.numpy()
+    if isinstance(raw, bytes) or (isinstance(raw, np.ndarray) and raw.dtype.kind in "OSU"):
+        return np.asarray(raw, dtype=object)
+    array = np.asarray(raw, dtype=dtype)
+    if array.dtype == raw.dtype:  # the tensor's own values: fed to the next graph as the tensor
+        tf_tensor_memo.remember(array, tensor)
     return array

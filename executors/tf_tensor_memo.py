@@ -50,14 +50,13 @@ def tensor_of(value: Any):
 
 
 def remember(array: Any, tensor) -> None:
-    """Records that `array` was read from `tensor` (same dtype and shape), so feeding `array`
-    to a graph reuses `tensor`."""
-    if _keeps(array) and tensor.dtype.as_numpy_dtype == array.dtype:
+    """Records that `array` holds `tensor`'s values (read from it, same dtype and shape), so
+    feeding `array` to a graph reuses `tensor`."""
+    if _keeps(array):
         _memo.put(array, None, tensor, array.nbytes)
 
 
 def _same_bytes(array: np.ndarray, tensor) -> bool:
-    held = np.asarray(tensor.numpy())
+    held = tensor.numpy()  # an array, or a numpy scalar for a 0-d tensor: both have these
     return (held.dtype == array.dtype and held.shape == array.shape
-            and np.array_equal(held.reshape(-1).view(np.uint8),
-                               array.reshape(-1).view(np.uint8)))
+            and held.tobytes() == array.tobytes())
