@@ -39,8 +39,10 @@ def validate(files: tuple[str, ...], clients: int | None, arg_format: str | None
     allowed (same allowlist, --allow-op and --trust as `run`) and the client count is within
     --max-clients.
 
-    Prints `ok: ...` and exits 0 when tffexec can run it. Otherwise prints one line per
-    problem on standard error and exits 1. Unreadable inputs exit 3 (COMP) or 4 (ARG); inputs
+    Prints `ok: ...` and exits 0 when tffexec can run it; a type signature longer than
+    2000 characters is abbreviated on that line to its start and end, with its length
+    (`tffexec inspect COMP --json | jq -r .type_signature` prints it whole). Otherwise prints
+    one line per problem on standard error and exits 1. Unreadable inputs exit 3 (COMP) or 4 (ARG); inputs
     over a size limit exit 5.
 
     Several computations (`validate a.pb b.pb c.pb`) get one report each and the exit status is
@@ -137,7 +139,7 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
         raise errors.CheckFailed(f"{_plural(len(problems), 'problem')} found",
                                  file=comp_input.name)
 
-    details = [result.type_signature, _plural(result.total_nodes, "node")]
+    details = [abbreviated_signature(result.type_signature), _plural(result.total_nodes, "node")]
     if result.intrinsics:
         details.append(_plural(sum(result.intrinsics.values()), "intrinsic call"))
     if result.graphs:
@@ -148,6 +150,21 @@ def _validate_one(comp: str, arg: str | None, clients: int | None, arg_format: s
     if arg is not None:
         details.append(f"argument {common.display_name(arg)} matches the parameter type")
     click.echo(f"ok: {comp_input.name}: " + "; ".join(details))
+
+
+#: Longest type signature the ok line shows whole (a struct of 10^6 elements prints 14 MB).
+MAX_SIGNATURE_CHARS = 2000
+_TAIL_CHARS = 200
+
+
+def abbreviated_signature(signature: str) -> str:
+    """`signature`, or its start and end around "…" with its length when it is over
+    `MAX_SIGNATURE_CHARS`, so the ok line stays of bounded length."""
+    if len(signature) <= MAX_SIGNATURE_CHARS:
+        return signature
+    head = MAX_SIGNATURE_CHARS - _TAIL_CHARS
+    return (f"{signature[:head]}…{signature[-_TAIL_CHARS:]} (type signature abbreviated: "
+            f"{len(signature):,} characters)")
 
 
 def _plural(n: int, word: str) -> str:

@@ -44,6 +44,7 @@ from tffexec.executors import tf_loop_feed
 from tffexec.executors import tf_loops
 from tffexec.executors import tf_queues
 from tffexec.executors import tf_resources
+from tffexec.executors import tf_tensor_memo
 from tffexec.formats import sequences
 
 # Attributes of the random ops that `--seed` fills in.
@@ -122,13 +123,10 @@ class GraphFunction:
         self._resources = tf_resources.plan(graph_def)
         self._queue_wait = (self._policy.max_queue_wait
                             if tf_queues.has_dequeue(self._all_nodes(graph_def)) else 0)
-        # Library function renames (see `tf_library`): computed once when the library is the same
-        # for every instance, i.e. when no function body holds a per-instance shared name or a seeded
-        # random op (whose kernels must be fresh per call).
-        self._library_per_instance = any(
-            self._has_shared_name(n) or tf_resources.restarts_seeded_stream(n)
-            for f in graph_def.library.function for n in f.node_def)
-        self._library_renames: dict[bool, dict[str, str]] = {}
+        # The GraphDef each form (as written, looped) imports, up to what differs per instance:
+        # made once (`_base_graph_def`), so a graph with a fresh instance per call re-imports only.
+        self._bases: dict[bool, Any] = {}
+        self._base_lock = threading.Lock()
         self._shared: Callable | None = None
         # Sequence parameters reduced in the graph run as a tensor loop (see `tf_loops`).
         self._loops = (tf_loops.plan(graph_def, self.parameter_leaves, self.result_leaves)
@@ -149,6 +147,11 @@ class GraphFunction:
         return self._proto.session_token_tensor_name
 
     @property
+    def feeds_session_token(self) -> bool:
+        """Whether calls feed the session token (a result depends on it; see `_needs_token`)."""
+        return self._feeds_token
+
+    @property
     def batchable(self) -> bool:
         """Whether the graph can run for all clients at once with per-client semantics intact
         (see `tf_batch`): tensors in and out, no resources, no initialize op, no graph-string
@@ -166,10 +169,6 @@ class GraphFunction:
     _all_nodes = staticmethod(tf_call_config.graph_nodes)
 
     @staticmethod
-    def _has_shared_name(node) -> bool:
-        return "shared_name" in node.attr
-
-    @staticmethod
     def _optimised_once(graph_def):
         """The GraphDef as every instance imports it, whatever the call: Grappler off inside
         its call ops and tf.data's per-execution rewrites off before its reductions (see
@@ -179,40 +178,58 @@ class GraphFunction:
         return graph_def
 
     def prepared_graph_def(self, looped: bool = False):
-        """A copy of the GraphDef with unique shared names, seeds, the init dependency and
-        library function names unique per content (TensorFlow's function library is
-        process-wide: see `tf_library`); `looped`: with its tensor loops (see `tf_loops`)."""
+        """A copy of the GraphDef as one instance imports it: `_base_graph_def` with shared names
+        unique to this instance (TensorFlow's resource manager is process-wide), the resources
+        `tf_resources` plans anonymous made so, and library function names unique to this
+        instance when their bodies hold such names (`tf_resources.library_per_instance`);
+        `looped`: with its tensor loops (see `tf_loops`)."""
+        tf = tf_runtime.tensorflow()
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.CopyFrom(self._base_graph_def(looped))
+        suffix = f"_tffexec{next(_instance_counter)}_{uuid.uuid4().hex[:8]}"
+        for node in self._all_nodes(graph_def):
+            if "shared_name" in node.attr:
+                base = node.attr["shared_name"].s.decode() or node.name
+                node.attr["shared_name"].s = (base + suffix).encode()
+        tf_resources.make_anonymous(graph_def, self._resources.anonymous)  # after the suffix
+        if self._resources.library_per_instance:
+            tf_library.make_unique(graph_def)  # this instance's shared names are in the bodies
+        return graph_def
+
+    def _base_graph_def(self, looped: bool):
+        """The GraphDef of one form, as every instance of it starts: tensor loops rewritten
+        (Grappler off in the loop's call op too), seeds, the init dependency, and library
+        function names unique per content (TensorFlow's function library is process-wide: see
+        `tf_library`) unless they must be unique per instance. Made once per form, as none of it
+        depends on the instance; callers copy it, it is never changed."""
+        base = self._bases.get(looped)
+        if base is not None:
+            return base
+        with self._base_lock:
+            base = self._bases.get(looped)
+            if base is None:
+                base = self._bases[looped] = self._make_base(looped)
+        return base
+
+    def _make_base(self, looped: bool):
         tf = tf_runtime.tensorflow()
         graph_def = tf.compat.v1.GraphDef()
         graph_def.CopyFrom(self._graph_def)
         if looped:
             tf_loops.rewrite(graph_def, self._loops)
             tf_call_config.disable_grappler_in_calls(graph_def)  # the loop's call op too
-        suffix = f"_tffexec{next(_instance_counter)}_{uuid.uuid4().hex[:8]}"
         for node in self._all_nodes(graph_def):
-            if "shared_name" in node.attr:
-                base = node.attr["shared_name"].s.decode() or node.name
-                node.attr["shared_name"].s = (base + suffix).encode()
             if self._seed is not None and all(a in node.attr for a in _SEEDED_RANDOM_ATTRS):
                 if node.attr["seed"].i == 0 and node.attr["seed2"].i == 0:
                     derived = zlib.crc32(f"{self._seed}/{node.name}".encode()) % (2**31 - 1) + 1
                     node.attr["seed"].i = self._seed % (2**31 - 1) + 1
                     node.attr["seed2"].i = derived
-        tf_resources.make_anonymous(graph_def, self._resources.anonymous)
         init = self._proto.initialize_op
         if init:
             self._add_init_dependencies(graph_def, _node_name(init))
-        self._rename_library(graph_def, looped)
+        if not self._resources.library_per_instance:
+            tf_library.rename(graph_def, tf_library.content_names(graph_def))
         return graph_def
-
-    def _rename_library(self, graph_def, looped: bool) -> None:
-        if self._library_per_instance:
-            tf_library.make_unique(graph_def)  # this instance's shared names are in the bodies
-            return
-        renames = self._library_renames.get(looped)
-        if renames is None:
-            renames = self._library_renames[looped] = tf_library.content_names(graph_def)
-        tf_library.rename(graph_def, renames)
 
     @staticmethod
     def _add_init_dependencies(graph_def, init_name: str) -> None:
@@ -232,6 +249,7 @@ class GraphFunction:
         def import_graph():
             tf.graph_util.import_graph_def(graph_def, name="")
 
+        self._feeds_token = self._needs_token(graph_def)
         try:
             looped = self._build_looped(graph_def)
             if looped is not None:
@@ -239,14 +257,8 @@ class GraphFunction:
             wrapped = tf.compat.v1.wrap_function(import_graph, signature=[])
             graph = wrapped.graph
             feeds = [graph.as_graph_element(name) for _, name in self.parameter_leaves]
-            token_name = self._proto.session_token_tensor_name
-            self._feeds_token = False
-            if token_name:
-                try:
-                    feeds.append(graph.as_graph_element(token_name))
-                    self._feeds_token = True
-                except (KeyError, ValueError):
-                    pass
+            if self._feeds_token:
+                feeds.append(graph.as_graph_element(self._proto.session_token_tensor_name))
             fetches = [graph.as_graph_element(name) for _, name in self.result_leaves]
             fetches.extend(graph.as_graph_element(name) for name in self._resources.handles)
             return wrapped.prune(feeds=feeds, fetches=fetches)
@@ -260,12 +272,20 @@ class GraphFunction:
         """A graph with TF1 loops, pruned on its GraphDef (`tf_import`: TensorFlow's `prune`
         copies loops in an order that depends on object ids); None for other graphs."""
         feeds = [name for _, name in self.parameter_leaves]
-        token_name = self._proto.session_token_tensor_name
-        names = {node.name for node in graph_def.node}
-        self._feeds_token = bool(token_name) and tf_import.node_name(token_name) in names
         if self._feeds_token:
-            feeds.append(token_name)
+            feeds.append(self._proto.session_token_tensor_name)
         return tf_import.import_pruned(graph_def, feeds, [name for _, name in self.result_leaves])
+
+    def _needs_token(self, graph_def) -> bool:
+        """Whether calls feed TFF's session token: only when a result (or a resource handle
+        fetched) depends on it. Only custom ops read it, and a graph that does not need it would
+        otherwise get a new string tensor on every call."""
+        token = self._proto.session_token_tensor_name
+        if not token or tf_import.node_name(token) not in {n.name for n in graph_def.node}:
+            return False
+        fetches = [name for _, name in self.result_leaves] + list(self._resources.handles)
+        feeds = [name for _, name in self.parameter_leaves]
+        return tf_import.node_name(token) in tf_import.needed_nodes(graph_def, feeds, fetches)
 
     def _build_looped_once(self) -> Callable | None:
         """The shared looped instance; None (and no loops from now on) when TensorFlow refuses
@@ -312,7 +332,7 @@ class GraphFunction:
                 variant = tf.data.experimental.to_variant(value)
                 inputs.append(tf.raw_ops.DatasetToGraphV2(input_dataset=variant))
             else:
-                inputs.append(tf.convert_to_tensor(value))
+                inputs.append(tf_tensor_memo.tensor_of(value))
         instance = self._instance(looped)
         if activity.in_client_call():
             activity.count_path(activity.TENSOR_LOOP if looped else self.path)
@@ -399,7 +419,10 @@ def flatten(value, type_spec) -> list:
 
 def to_numpy(tensor, dtype) -> np.ndarray:
     """An eager tensor as a numpy array of the expected dtype (strings as object arrays)."""
-    array = tensor.numpy()
-    if isinstance(array, bytes) or (isinstance(array, np.ndarray) and array.dtype.kind in "OSU"):
-        return np.asarray(array, dtype=object)
-    return np.asarray(array, dtype=dtype)
+    raw = tensor.numpy()
+    if isinstance(raw, bytes) or (isinstance(raw, np.ndarray) and raw.dtype.kind in "OSU"):
+        return np.asarray(raw, dtype=object)
+    array = np.asarray(raw, dtype=dtype)
+    if array.dtype == raw.dtype:  # the tensor's own values: fed to the next graph as the tensor
+        tf_tensor_memo.remember(array, tensor)
+    return array

@@ -6,16 +6,24 @@ dicts), items in element order, each with its own shape (a ragged last batch is 
 A call feeds lists only when every planned sequence qualifies (`feeds_loops`): its elements are at
 hand, or come from a dataset graph whose order and content do not vary between iterations (no
 shuffle, sampling or random op: tffexec reads the elements once, tf.data would redraw them).
+
+The lists of one sequence are built once and reused by every call that feeds it (rounds of
+`iterate`, `benchmark` repeats, a sequence broadcast to several graphs): an `IdentityMemo` keeps
+them, keyed weakly on the sequence (an entry goes with its sequence) and bounded in bytes. What it keeps
+is immutable tensors: the loop only reads the lists (`TensorListGetItem`/`TensorListLength`), and
+a list op that could update a list in place does so only when no other reference holds it.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+from typing import Any
 
 import federated_language as fl
 import numpy as np
 
 from tffexec import tf_runtime
+from tffexec.executors import identity_memo
 from tffexec.executors import tf_loops
 from tffexec.formats import sequences
 from tffexec.formats import types as tt
@@ -24,11 +32,27 @@ from tffexec.formats import types as tt
 _NONDETERMINISTIC_DATASET_MARKERS = ("Shuffle", "Sampl", "Random", "DirectedInterleave")
 
 
+#: Element data kept as lists for reuse: a few hundred clients' datasets of a small model.
+MEMO_LIMIT_BYTES = 256 * 2**20
+_memo = identity_memo.IdentityMemo(MEMO_LIMIT_BYTES)
+
+
 def element_lists(sequence, dtypes: tuple[int, ...]):
     """The `variant` a rewritten graph takes for `sequence`: a TensorList holding one TensorList
-    per element component (tf.nest order), items in element order, each with its own shape."""
-    tf = tf_runtime.tensorflow()
+    per element component (tf.nest order), items in element order, each with its own shape.
+    Built once per sequence (see the module docstring); the sequence's element limit is checked on every
+    call (`SequenceValue.elements`), as the policy it is read under can change."""
     elements = sequence.elements()
+    lists = _memo.get(sequence, dtypes)
+    if lists is None:
+        lists, size = _build_lists(sequence, elements, dtypes)
+        _memo.put(sequence, dtypes, lists, size)
+    return lists
+
+
+def _build_lists(sequence, elements: list, dtypes: tuple[int, ...]) -> tuple[Any, int]:
+    """(the lists, the bytes of element data they hold)."""
+    tf = tf_runtime.tensorflow()
     leaves = [_leaves(e, sequence.element_type) for e in elements]
     with tf.device("/cpu:0"):  # in host memory, where tf.data keeps a dataset's elements
         unknown = tf.constant(-1, tf.int32)
@@ -39,7 +63,7 @@ def element_lists(sequence, dtypes: tuple[int, ...]):
             column = [leaf[k] for leaf in leaves]
             outer = tf.raw_ops.TensorListPushBack(
                 input_handle=outer, tensor=_column_list(tf, column, tf_dtype, unknown))
-    return outer
+    return outer, sum(np.asarray(leaf).nbytes for items in leaves for leaf in items)
 
 
 def _column_list(tf, column: list, dtype, unknown):

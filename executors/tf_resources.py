@@ -117,17 +117,33 @@ class Plan:
 
     anonymous: top-level nodes to turn anonymous. per_call: whether each call needs its own
     imported instance. handles: top-level tensors holding named resource handles (destroyed after
-    a per-call instance's call).
+    a per-call instance's call). library_per_instance: whether each imported instance needs its
+    own copy of the library functions (see `library_per_instance`).
     """
 
     anonymous: frozenset[str]
     per_call: bool
     handles: tuple[str, ...]
+    library_per_instance: bool
 
     @property
     def stateless(self) -> bool:
         """Whether one imported instance may serve every call (concurrent ones included)."""
         return not self.per_call
+
+
+def library_per_instance(graph_def) -> bool:
+    """Whether every imported instance needs library functions of its own.
+
+    Library function names are made unique per content (`tf_library`) so that instances of
+    equal graphs share one copy in TensorFlow's process-wide function library. That is only
+    right when the bodies are the same for every instance: a body holding a shared name (which
+    each instance makes unique, so two instances never share a resource) or a seeded stateful
+    random op (whose kernels must be fresh per call, restarting the stream as in TFF) differs per
+    instance, so such a library is renamed uniquely for each instance instead.
+    """
+    return any("shared_name" in node.attr or restarts_seeded_stream(node)
+               for function in graph_def.library.function for node in function.node_def)
 
 
 def plan(graph_def) -> Plan:
@@ -153,7 +169,8 @@ def plan(graph_def) -> Plan:
         for index, arg in enumerate(op_def.output_arg if op_def is not None else ()):
             if arg.type == types_pb2.DT_RESOURCE and not arg.number_attr and not arg.type_list_attr:
                 handles.append(f"{node.name}:{index}")
-    return Plan(frozenset(anonymous), per_call, tuple(handles) if per_call else ())
+    return Plan(frozenset(anonymous), per_call, tuple(handles) if per_call else (),
+                library_per_instance(graph_def))
 
 
 def make_anonymous(graph_def, names: Iterable[str]) -> None:

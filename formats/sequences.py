@@ -47,8 +47,10 @@ class SequenceValue:
     (use `tffexec.formats.compare.value_differences`).
     """
 
+    # `__weakref__`: caches of what a sequence becomes (e.g. `tf_loop_feed`'s element lists)
+    # are keyed on it weakly, so they never keep a sequence alive.
     __slots__ = ("_element_type", "_graph_def", "_elements", "_dataset", "_policy", "_checked",
-                 "_check", "_fed")
+                 "_check", "_fed", "__weakref__")
 
     def __init__(self, element_type: fl.Type, graph_def: bytes | None = None,
                  elements: list | None = None):

@@ -118,6 +118,15 @@ def test_tables_and_resource_variables_are_imported_once_others_per_call(case, p
     assert tf_resources.plan(_graph_def(case)).per_call is per_call
 
 
+@pytest.mark.parametrize("case, per_instance", [
+    ("iso_table_in_library_function", True), ("iso_mutable_hash_table", False),
+    ("iso_fifo_queue", False),
+])
+def test_library_functions_are_copied_per_instance_only_when_a_body_names_a_resource(
+        case, per_instance):
+    assert tf_resources.plan(_graph_def(case)).library_per_instance is per_instance
+
+
 @pytest.mark.parametrize("case", ["iso_mutable_hash_table", "iso_resource_variable",
                                   "iso_fifo_queue", "iso_table_in_library_function"])
 def test_many_concurrent_and_sequential_calls_of_one_graph_never_meet(case):

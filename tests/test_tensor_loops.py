@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 from federated_language.common_libs import structure
 
+from tffexec import errors
 from tffexec import policy as policy_lib
 from tffexec import runner as runner_lib
 from tffexec import tensorflow as tfc
 from tffexec.checks import op_check
 from tffexec.cli.main import cli
 from tffexec.executors import activity
+from tffexec.executors import tf_function
+from tffexec.executors import tf_loop_feed
 from tffexec.executors import tf_loops
 from tffexec.formats import sequences
 from tffexec_test_support import CONFORMANCE
@@ -77,7 +80,8 @@ def _training_step():
             return state[0] + loss, state[1] + 1
 
         total, count = dataset.reduce((tf.constant(0.0, F32), tf.constant(0, tf.int32)), step)
-        return total, count, weights.read_value()
+        with tf.control_dependencies([total, count]):  # a graph: unordered reads are a race
+            return total, count, weights.read_value()
 
     return tfc.tensorflow_computation(client, fl.SequenceType(ROW))
 
@@ -152,8 +156,6 @@ def test_endless_repeat_without_take_is_not_a_loop():
         lambda ds: ds.repeat().reduce(tf.constant(0.0, F32), lambda s, b: s + tf.reduce_sum(b)),
         fl.SequenceType(ROW))
     graph_def = tf.compat.v1.GraphDef.FromString(comp.tensorflow.graph_def.value)
-    from tffexec.executors import tf_function  # noqa: PLC0415
-
     function = tf_function.GraphFunction(comp.tensorflow)
     assert tf_loops.plan(graph_def, function.parameter_leaves, function.result_leaves) is None
 
@@ -196,6 +198,50 @@ def test_sequence_that_is_also_returned_keeps_tf_data(monkeypatch):
     result, paths = _run(monkeypatch, True, comp, arg)
     assert paths == {"tf.data": 1}
     assert len(result[1].elements()) == 2
+
+
+def test_a_looped_graph_imported_afresh_per_call_is_rewritten_once(monkeypatch):
+    # A seeded random op outside the reduction: every call needs fresh kernels (its stream
+    # restarts, as in TFF), so every call imports its own instance of the looped graph.
+    comp = tfc.tensorflow_computation(
+        lambda ds: ds.reduce(tf.constant(0.0, F32), lambda s, b: s + tf.reduce_sum(b))
+        + tf.random.uniform([], seed=3), fl.SequenceType(ROW))
+    rewrites = []
+    rewrite = tf_loops.rewrite
+    monkeypatch.setattr(tf_loops, "rewrite", lambda *a: rewrites.append(a) or rewrite(*a))
+    function = tf_function.GraphFunction(comp.tensorflow)
+    sequence = sequences.SequenceValue(ROW, elements=_batches([2, 2, 1]))
+    before = activity.path_counts()
+    with activity.client_call():
+        results = [function([sequence])[0].numpy() for _ in range(3)]
+    assert activity.paths_since(before) == {"tensor loop": 3}
+    assert len(rewrites) == 1
+    plain, _ = _run(monkeypatch, False, comp, lambda: sequences.SequenceValue(
+        ROW, elements=_batches([2, 2, 1])))
+    assert _bits(results) == _bits([plain] * 3)
+
+
+def test_a_sequence_fed_again_reuses_its_element_lists_and_gives_the_same_bits(monkeypatch):
+    function = tf_function.GraphFunction(_training_step().tensorflow)
+    sequence = sequences.SequenceValue(ROW, elements=_batches([3, 3, 2]))
+    dtypes = tf_loop_feed.element_dtypes(ROW)
+    first = tf_loop_feed.element_lists(sequence, dtypes)
+    assert tf_loop_feed.element_lists(sequence, dtypes) is first
+    with activity.client_call():
+        results = [[t.numpy() for t in function([sequence])] for _ in range(3)]
+    plain, _ = _run(monkeypatch, False, _training_step(), sequence)
+    assert _bits(results) == _bits([plain] * 3)  # no state carried from call to call
+    other = sequences.SequenceValue(ROW, elements=_batches([3, 3, 2]))
+    assert tf_loop_feed.element_lists(other, dtypes) is not first
+
+
+def test_an_element_limit_applies_to_a_sequence_whose_lists_are_kept():
+    sequence = sequences.SequenceValue(ROW, elements=_batches([1, 1, 1]))
+    dtypes = tf_loop_feed.element_dtypes(ROW)
+    tf_loop_feed.element_lists(sequence, dtypes)
+    sequence.bind_policy(policy_lib.Policy(max_sequence_elements=2))
+    with pytest.raises(errors.PolicyError):
+        tf_loop_feed.element_lists(sequence, dtypes)
 
 
 def _graph_sequence(dataset) -> sequences.SequenceValue:

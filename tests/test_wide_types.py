@@ -7,6 +7,7 @@ built on the proto by `benchmarks/bench_wide_types.py` (which times 10^4..10^6 e
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 import time
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from tffexec.checks import type_cache
 from tffexec.cli import main
+from tffexec.cli import validate_cmd
 from tffexec.formats import arrays, type_notation
 
 from tffexec_test_support import REPO, all_case_dirs
@@ -166,11 +168,35 @@ def test_validate_reads_a_type_of_100000_elements_in_seconds(runner, tmp_path):
     result = _invoke(runner, "validate", path, "--clients", "2")
     cpu = time.process_time() - start
     assert result.exit_code == 0, result.output
-    assert f"e{n - 1}=int32>}}@CLIENTS -> {{<e0=int32," in result.output
+    assert result.output.startswith(f"ok: {path}: ({{<e0=int32,e1=int32,")
+    assert f"e{n - 1}=int32>}}@CLIENTS) (type signature abbreviated: " in result.output
     assert "1 intrinsic call" in result.output
     # Before the linear walkers this took ~15 s of CPU (federated-language built the type
     # four times and printed it with a quadratic string builder); now ~1.5 s.
     assert cpu < 8, f"validate of {n} elements took {cpu:.1f} s of CPU"
+
+
+def test_validate_abbreviates_a_long_signature_that_inspect_json_prints_whole(runner, tmp_path):
+    path = tmp_path / "wide.pb"
+    path.write_bytes(BENCH.wide_computation(5_000).SerializeToString())
+    result = _invoke(runner, "validate", path, "--clients", "2")
+    assert result.exit_code == 0, result.output
+    ok_line = result.output.rstrip("\n")
+    assert "\n" not in ok_line
+    signature = json.loads(_invoke(runner, "inspect", path, "--json").output)["type_signature"]
+    shown = ok_line.removeprefix(f"ok: {path}: ").split(" (type signature abbreviated: ")[0]
+    head, tail = shown.split("…")
+    assert signature.startswith(head) and signature.endswith(tail)
+    assert len(shown) <= validate_cmd.MAX_SIGNATURE_CHARS + 1 < len(signature)
+    assert f"abbreviated: {len(signature):,} characters); " in ok_line  # then the node count
+    help_text = " ".join(_invoke(runner, "validate", "--help").output.split())
+    assert f"longer than {validate_cmd.MAX_SIGNATURE_CHARS} characters is abbreviated" in help_text
+
+
+def test_validate_shows_a_signature_at_the_limit_whole():
+    signature = "(" + "x" * (validate_cmd.MAX_SIGNATURE_CHARS - 2) + ")"
+    assert validate_cmd.abbreviated_signature(signature) == signature
+    assert validate_cmd.abbreviated_signature(signature + " ") != signature + " "
 
 
 def test_wide_intrinsic_declared_with_a_wrong_result_is_still_refused(runner, tmp_path):
