@@ -33,6 +33,7 @@ from tffexec.executors import batch as batch_lib
 from tffexec.executors import batch_lambda
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_batch
+from tffexec.executors import tf_vectorised
 
 _task_keys = itertools.count(1)
 
@@ -272,8 +273,17 @@ class BatchingClientWork(ClientWork):
         self._chunk_sizes: dict = {}  # function -> chunk size that proved worth it
         self.functions = tf_batch.BatchedFunctions(leaf)
         self._lambdas = batch_lambda.LambdaBatcher(self.functions, leaf)
+        self.training = tf_vectorised.VectorisedTraining(leaf) if tf_vectorised.enabled() else None
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
+        # Clients that train over datasets of one structure: one vectorised call per bucket
+        # (`tf_vectorised`); the others, and everything else, per client.
+        done = None if self.training is None else self.training.map(
+            executor, self.functions.function_of(function), arguments)
+        if done is not None:
+            return tf_vectorised.fill(done, lambda start, stop: self.inner.map(
+                executor, function, arguments[start:stop], intrinsic=intrinsic,
+                first_client=first_client + start))
         return self.inner.map(executor, function, arguments, intrinsic=intrinsic,
                               first_client=first_client)
 

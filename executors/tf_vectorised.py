@@ -1,0 +1,278 @@
+"""Clients that train in one TensorFlow call: buckets of equal datasets, vectorised across clients.
+
+Why. A `tff.learning` client graph trains over its own dataset; run client by client, each call
+costs TensorFlow's per-call machinery and runs the model's small matmuls one client at a time.
+Clients whose datasets have the same structure (number of elements, each element's shapes and
+dtypes) can instead train together: `tf_functional` re-emits the client graph as a pure function
+(variables as tensors, the dataset reduction as a loop over the element tensors) and
+`tf.vectorized_map` runs that function for all clients of a bucket at once.
+
+How a map runs (`VectorisedTraining.map`): the clients' arguments are read as flat leaves;
+clients whose sequences can be fed as elements (`tf_loop_feed.loopable`) are grouped by structure
+(a bucket key: each sequence's element shapes and dtypes, each tensor leaf's shape); each bucket of
+at least `MIN_BUCKET` clients becomes one call of a `tf.function` traced once per graph and bucket
+structure, tensor leaves equal for every client of the bucket (a broadcast model) passed once, not
+stacked. Results are split back into client order. Everything else (buckets of one, clients whose
+dataset is not at hand, graphs the interpreter or pfor refuse, a TensorFlow error in the call)
+is left to the per-client path, which also names a failing client. A refusal is remembered per
+graph and bucket structure and said in one line under `-v`.
+
+Results equal the per-client path within floating-point reassociation (vectorised matmuls may sum
+in another order); `TFFEXEC_VECTORISED_TRAINING=0` turns the path off to compare.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable, Optional
+
+import numpy as np
+
+from tffexec import errors
+from tffexec import tf_runtime
+from tffexec.executors import activity
+from tffexec.executors import base
+from tffexec.executors import tensorflow_executor
+from tffexec.executors import tf_batch
+from tffexec.executors import tf_function
+from tffexec.executors import tf_functional
+from tffexec.executors import tf_loop_feed
+from tffexec.formats import sequences
+
+_LOG = logging.getLogger("tffexec")
+
+#: Environment switch: "0" trains every client on its own (the per-client path).
+ENV_SWITCH = "TFFEXEC_VECTORISED_TRAINING"
+#: Fewer clients than this in a bucket run per client (a vectorised call of one gains nothing).
+MIN_BUCKET = 2
+#: Datasets with more elements than this stay per client (the reduction is unrolled when traced).
+MAX_ELEMENTS = 64
+
+
+def enabled() -> bool:
+    """Whether vectorised training is on (`TFFEXEC_VECTORISED_TRAINING` is not "0")."""
+    return os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+class _Client:
+    """One client's flat argument leaves: tensors as arrays, sequences as element leaves."""
+
+    __slots__ = ("tensors", "sequences", "key")
+
+    def __init__(self, tensors: list, sequence_leaves: list):
+        self.tensors = tensors
+        self.sequences = sequence_leaves  # per sequence parameter: [element][component] arrays
+        self.key = (tuple((a.dtype.str, a.shape) for a in tensors),
+                    tuple(tuple(tuple((c.dtype.str, c.shape) for c in element)
+                                for element in elements) for elements in sequence_leaves))
+
+
+class VectorisedTraining:
+    """Vectorised buckets of one stack's leaf (`leaf`: its TensorFlow executor)."""
+
+    def __init__(self, leaf: tensorflow_executor.TensorFlowExecutor):
+        self.leaf = leaf
+        self._compiled: dict = {}
+        self._refused: set = set()
+        self._interpreters: dict = {}
+        self._lock = threading.Lock()
+        self.calls = 0  # vectorised bucket calls made (observable by tests and benchmarks)
+
+    # -- the map -------------------------------------------------------------------------------
+    def map(self, executor: base.SyncExecutor,
+            function: Optional[tensorflow_executor.LeafFunction],
+            arguments: list) -> Optional[list]:
+        """Per client, its result (a value of `executor`) where a vectorised bucket computed it,
+        else None; None instead of the list when no client was computed here."""
+        if function is None or len(arguments) < MIN_BUCKET or any(a is None for a in arguments):
+            return None
+        graph_function = function.graph_function
+        if graph_function in self._refused or not any(
+                kind == "variant" for kind, _ in graph_function.parameter_leaves) or any(
+                kind != "tensor" for kind, _ in graph_function.result_leaves):
+            return None
+        clients = [self._client(executor, function, a) for a in arguments]
+        buckets: dict = {}
+        for index, client in enumerate(clients):
+            if client is not None:
+                buckets.setdefault(client.key, []).append(index)
+        results: list = [None] * len(arguments)
+        done = 0
+        for key, members in buckets.items():
+            if len(members) < MIN_BUCKET:
+                continue
+            outputs = self._run_bucket(function, key, [clients[i] for i in members])
+            if outputs is None:
+                continue
+            for row, index in enumerate(members):
+                results[index] = executor.value(_pack(outputs, row, function),
+                                                function.type_signature.result)
+            done += len(members)
+        if not done:
+            return None
+        activity.count_path(activity.VECTORISED, done)
+        return results
+
+    def _client(self, executor, function, argument) -> Optional[_Client]:
+        """The client's leaves, or None when its sequences are not at hand as elements."""
+        value = executor.materialize(argument)
+        flat = tf_function.flatten(value, function.type_signature.parameter)
+        tensors, sequence_leaves = [], []
+        for (kind, _), leaf in zip(function.graph_function.parameter_leaves, flat):
+            if kind == "tensor":
+                if not isinstance(leaf, (np.ndarray, np.generic)) or leaf.dtype.kind in "OSU":
+                    return None
+                tensors.append(np.asarray(leaf))
+                continue
+            if kind != "variant" or not isinstance(leaf, sequences.SequenceValue):
+                return None
+            try:
+                if not tf_loop_feed.loopable(leaf):
+                    return None
+                elements = leaf.elements()
+            except errors.TffexecError:
+                return None  # the per-client path reports it, naming the client
+            if len(elements) > MAX_ELEMENTS:
+                return None
+            sequence_leaves.append([[np.asarray(c) for c in tf_loop_feed.element_leaves(
+                e, leaf.element_type)] for e in elements])
+        return _Client(tensors, sequence_leaves)
+
+    # -- one bucket ----------------------------------------------------------------------------
+    def _run_bucket(self, function, key, clients: list[_Client]) -> Optional[list]:
+        tf = tf_runtime.tensorflow()
+        first = clients[0]
+        shared = tuple(all(c.tensors[i] is first.tensors[i] or
+                           np.array_equal(c.tensors[i], first.tensors[i]) for c in clients[1:])
+                       for i in range(len(first.tensors)))
+        cache_key = (function.graph_function, key, shared)
+        compiled = self._get(cache_key, lambda: self._build(function.graph_function, first,
+                                                            shared))
+        if compiled is None:
+            return None
+        stacked = [np.stack([c.tensors[i] for c in clients])
+                   for i, s in enumerate(shared) if not s]
+        for position in range(len(first.sequences)):
+            for element in range(len(first.sequences[position])):
+                for component in range(len(first.sequences[position][element])):
+                    stacked.append(np.stack([c.sequences[position][element][component]
+                                             for c in clients]))
+        constants = [first.tensors[i] for i, s in enumerate(shared) if s]
+        try:
+            with self.leaf.device_scope():
+                flat = [tf.convert_to_tensor(x) for x in stacked + constants]
+                outputs = tf_function.call_flat(compiled, flat)
+        except tf.errors.OpError:
+            return None  # a data-dependent failure: the per-client path names the client
+        self.calls += 1
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        result_types = _leaf_types(function.type_signature.result)
+        return [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
+
+    def _get(self, key, build: Callable):
+        if key in self._refused:
+            return None
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.get(key)
+                if compiled is None and key not in self._refused:
+                    try:
+                        compiled = self._compiled[key] = build()
+                    except tf_functional.Unsupported as e:
+                        self._refused.add(key)
+                        self._refused.add(key[0])  # the graph itself: no bucket can run it
+                        _LOG.info("vectorised training: a client graph trains client by client: "
+                                  "%s", e)
+                        return None
+                    except Exception as e:  # noqa: BLE001 - pfor/tracing refuse in several ways
+                        self._refused.add(key)
+                        _LOG.info("vectorised training: a bucket trains client by client: %s: %s",
+                                  type(e).__name__, str(e).strip().splitlines()[0][:200]
+                                  if str(e).strip() else "")
+                        return None
+        return compiled
+
+    def _interpreter(self, graph_function) -> tf_functional.Interpreter:
+        interpreter = self._interpreters.get(graph_function)
+        if interpreter is None:
+            interpreter = tf_functional.Interpreter(graph_function.prepared_graph_def())
+            self._interpreters[graph_function] = interpreter
+        return interpreter
+
+    def _build(self, graph_function, first: _Client, shared: tuple):
+        tf = tf_runtime.tensorflow()
+        tf_batch.quiet_pfor()
+        interpreter = self._interpreter(graph_function)
+        results = [name for _, name in graph_function.result_leaves]
+        stacked_specs = [tf.TensorSpec([None] + list(a.shape), tf.as_dtype(a.dtype))
+                         for a, s in zip(first.tensors, shared) if not s]
+        for elements in first.sequences:
+            stacked_specs += [tf.TensorSpec([None] + list(c.shape), tf.as_dtype(c.dtype))
+                              for element in elements for c in element]
+        shared_specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype))
+                        for a, s in zip(first.tensors, shared) if s]
+        shapes = [[len(element) for element in elements] for elements in first.sequences]
+
+        def one_client(slices, constants):
+            slices, constants = iter(slices), iter(constants)
+            tensors = [next(constants) if s else next(slices) for s in shared]
+            elements = [[tuple(next(slices) for _ in range(width)) for width in widths]
+                        for widths in shapes]
+            return interpreter.run(client_feeds(graph_function, tensors, elements), results)
+
+        @tf.function(input_signature=[stacked_specs, shared_specs], autograph=False)
+        def bucket(stacked, constants):
+            return tf.vectorized_map(lambda xs: one_client(xs, constants), stacked,
+                                     fallback_to_while_loop=True)
+
+        return bucket.get_concrete_function()
+
+
+def client_feeds(graph_function, tensors: list, elements: list) -> dict:
+    """The interpreter's feeds for one client of `graph_function`: its tensor parameters in
+    binding order (`tensors`), each sequence parameter as its elements (`elements`: per sequence
+    parameter, per element, its component tensors in tf.nest order), TFF's session token."""
+    tf = tf_runtime.tensorflow()
+    tensors, elements = iter(tensors), iter(elements)
+    feeds = {}
+    for kind, name in graph_function.parameter_leaves:
+        node, _, output = name.partition(":")
+        if output not in ("", "0"):
+            raise tf_functional.Unsupported(f"parameter {name} is not a placeholder")
+        feeds[node] = (next(tensors) if kind == "tensor"
+                                     else tf_functional.Elements(list(next(elements))))
+    token = graph_function.session_token_name
+    if token:
+        feeds[token.split(":")[0]] = tf.constant("tffexec-vectorised")
+    return feeds
+
+
+def _leaf_types(type_spec) -> list:
+    from tffexec.executors import batch as batch_lib  # noqa: PLC0415
+
+    return batch_lib.leaf_types(type_spec) or []
+
+
+def _pack(outputs: list, row: int, function) -> object:
+    """Client `row`'s result (the function's result structure) from the stacked outputs."""
+    return tf_function.pack([np.asarray(o[row]) for o in outputs],
+                            function.type_signature.result, lambda value, _: value)
+
+
+def fill(results: list, per_client: Callable[[int, int], list]) -> list:
+    """`results` with every run of missing clients (None) computed by `per_client(start, stop)`
+    (the per-client path over clients start..stop-1, which names a failing client)."""
+    out = list(results)
+    start = 0
+    while start < len(out):
+        if out[start] is not None:
+            start += 1
+            continue
+        stop = start
+        while stop < len(out) and out[stop] is None:
+            stop += 1
+        out[start:stop] = per_client(start, stop)
+        start = stop
+    return out

@@ -1,0 +1,261 @@
+"""Clients that train together: a client graph re-emitted as a pure function (`tf_functional`)
+and buckets of clients with equal datasets run as one vectorised call (`tf_vectorised`).
+
+The interpreter alone must give the per-client path's result for one client (real client graphs
+of examples/learning, random weights, the case's first client's dataset); vectorised buckets must
+give the per-client path's result (TFFEXEC_VECTORISED_TRAINING=0) within rtol 1e-5 / atol 1e-6
+and TFF's expected.pb within the case's tolerance; graphs the interpreter cannot make pure (a
+stateful random op, an LSTM's While loop) keep the per-client path.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import federated_language
+import numpy as np
+import pytest
+import tensorflow as tf
+from federated_language.proto import computation_pb2
+
+from tffexec import policy as policy_lib
+from tffexec import runner as runner_lib
+from tffexec.checks import op_check
+from tffexec.executors import activity
+from tffexec.executors import tf_function
+from tffexec.executors import tf_functional
+from tffexec.executors import tf_loop_feed
+from tffexec.executors import tf_vectorised
+from tffexec.formats import compare, loading, values
+from tffexec.formats.protos import executor_pb2
+
+LEARNING = pathlib.Path(__file__).resolve().parents[1] / "examples" / "learning"
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _case(name: str):
+    case_dir = LEARNING / name
+    meta = json.loads((case_dir / "meta.json").read_text())
+    comp = loading.load_computation(case_dir / "comp.pb")
+    function_type = federated_language.Type.from_proto(comp.type)
+    arg_pb = executor_pb2.Value.FromString((case_dir / "arg.pb").read_bytes())
+    return case_dir, meta, comp, function_type, arg_pb
+
+
+def _tensorflow_computations(message):
+    """Every `tensorflow` computation nested in a computation proto."""
+    if isinstance(message, computation_pb2.Computation) and \
+            message.WhichOneof("computation") == "tensorflow":
+        yield message
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        for item in (value if field.is_repeated else [value]):
+            yield from _tensorflow_computations(item)
+
+
+def _client_graph(comp) -> tf_function.GraphFunction:
+    """The case's client training graph: the one that takes a sequence."""
+    for proto in _tensorflow_computations(comp):
+        graph_function = tf_function.GraphFunction(proto.tensorflow)
+        if any(kind == "variant" for kind, _ in graph_function.parameter_leaves):
+            return graph_function
+    raise AssertionError("no client graph takes a sequence")
+
+
+def _first_client_dataset(function_type, arg_pb):
+    arg, _ = values.value_from_proto(arg_pb, function_type.parameter, path="arg")
+    op_check.check_value(arg, function_type.parameter, policy_lib.DEFAULT, path="arg")
+    return arg[1][0]
+
+
+def _random_parameters(graph_function) -> list:
+    """Seeded values for the graph's tensor parameters, from their placeholders' dtypes/shapes."""
+    nodes = {n.name: n for n in graph_function.prepared_graph_def().node}
+    rng = np.random.default_rng(7)
+    out = []
+    for kind, name in graph_function.parameter_leaves:
+        if kind != "tensor":
+            continue
+        node = nodes[name.split(":")[0]]
+        dtype = tf.as_dtype(node.attr["dtype"].type).as_numpy_dtype
+        shape = [d.size for d in node.attr["shape"].shape.dim]
+        out.append((0.1 * rng.standard_normal(shape) + 0.05).astype(dtype))
+    return out
+
+
+def _interpreted(graph_function, tensors: list, dataset):
+    """A tf.function running the interpreted graph for one client (no vectorisation)."""
+    interpreter = tf_functional.Interpreter(graph_function.prepared_graph_def())
+    results = [name for _, name in graph_function.result_leaves]
+    elements = [[tuple(tf.constant(c) for c in tf_loop_feed.element_leaves(e, dataset.element_type))
+                 for e in dataset.elements()]]
+
+    @tf.function(autograph=False)
+    def one_client():
+        feeds = tf_vectorised.client_feeds(graph_function, [tf.constant(t) for t in tensors],
+                                           elements)
+        return interpreter.run(feeds, results)
+
+    return one_client
+
+
+@pytest.mark.parametrize("case", ["fedavg_mlp_c10", "fedavg_cnn_c10", "fedsgd_mlp_c10",
+                                  "eval_mlp_c10"])
+def test_interpreted_client_graph_gives_the_per_client_result(case):
+    _, _, comp, function_type, arg_pb = _case(case)
+    graph_function = _client_graph(comp)
+    dataset = _first_client_dataset(function_type, arg_pb)
+    tensors = _random_parameters(graph_function)
+    flat, it = [], iter(tensors)
+    for kind, _ in graph_function.parameter_leaves:
+        flat.append(next(it) if kind == "tensor" else dataset)
+    expected = [o.numpy() for o in graph_function(flat)]
+
+    got = [o.numpy() for o in _interpreted(graph_function, tensors, dataset)()]
+    assert len(got) == len(expected)
+    for index, (a, b) in enumerate(zip(got, expected)):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=f"result {index}")
+
+
+def _run_round(name: str, monkeypatch, vectorised: bool):
+    """(result, the paths its client graphs took) of one round of the case on a fresh Runner."""
+    monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1" if vectorised else "0")
+    _, meta, comp, function_type, arg_pb = _case(name)
+    with runner_lib.Runner() as runner:
+        before = activity.path_counts()
+        result = runner.run(comp, arg_pb, clients=meta["num_clients"])
+        return result, activity.paths_since(before)
+
+
+def _assert_close(name: str, got, want, rtol: float, atol: float) -> None:
+    result_type = _case(name)[3].result
+    differences = compare.value_differences(got, want, result_type, rtol=rtol, atol=atol,
+                                            path="result")
+    assert not differences, "\n".join(f"{p}: {t}" for p, t in differences[:5])
+
+
+def _expected(name: str):
+    case_dir, meta, _, function_type, _ = _case(name)
+    return (loading.load_value(case_dir / "expected.pb", function_type.result, path="expected"),
+            meta["compare"])
+
+
+def test_fedavg_clients_with_equal_datasets_train_in_one_bucket_as_per_client(monkeypatch):
+    name = "fedavg_mlp_c10"
+    vectorised, paths = _run_round(name, monkeypatch, vectorised=True)
+    per_client, per_client_paths = _run_round(name, monkeypatch, vectorised=False)
+    assert paths.get(activity.VECTORISED) == 10
+    assert activity.VECTORISED not in per_client_paths
+    assert per_client_paths.get(activity.TENSOR_LOOP) == 10
+    _assert_close(name, vectorised, per_client, RTOL, ATOL)
+    expected, tolerance = _expected(name)
+    _assert_close(name, vectorised, expected, tolerance["rtol"], tolerance["atol"])
+
+
+def test_cnn_clients_train_in_one_bucket_to_tffs_result(monkeypatch):
+    name = "fedavg_cnn_c10"
+    result, paths = _run_round(name, monkeypatch, vectorised=True)
+    assert paths.get(activity.VECTORISED) == 10
+    expected, tolerance = _expected(name)
+    _assert_close(name, result, expected, tolerance["rtol"], tolerance["atol"])
+
+
+def _unequal_round(monkeypatch, vectorised: bool):
+    """fedavg_mlp_c10's round with datasets of four structures: clients 0-3 as made (4 batches),
+    4-7 without their last batch, 8 with 2 batches, 9 with a short last batch (2 examples)."""
+    from federated_language.common_libs import structure  # noqa: PLC0415
+    from tffexec.formats import sequences  # noqa: PLC0415
+
+    monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1" if vectorised else "0")
+    _, _, comp, function_type, arg_pb = _case("fedavg_mlp_c10")
+    arg, _ = values.value_from_proto(arg_pb, function_type.parameter, path="arg")
+    op_check.check_value(arg, function_type.parameter, policy_lib.DEFAULT, path="arg")
+    datasets = []
+    for client, dataset in enumerate(arg[1]):
+        elements = list(dataset.elements())
+        if 4 <= client <= 7:
+            elements = elements[:3]
+        elif client == 8:
+            elements = elements[:2]
+        elif client == 9:
+            last = elements[-1]
+            elements[-1] = structure.Struct([(n, v[:2]) for n, v in structure.iter_elements(last)])
+        datasets.append(sequences.SequenceValue(dataset.element_type, elements=elements))
+    with runner_lib.Runner() as runner:
+        before = activity.path_counts()
+        result = runner.run(comp, structure.Struct([(None, arg[0]), (None, datasets)]),
+                            clients=10)
+        return result, activity.paths_since(before)
+
+
+def test_unequal_datasets_train_in_buckets_of_equal_structure(monkeypatch):
+    result, paths = _unequal_round(monkeypatch, vectorised=True)
+    assert paths.get(activity.VECTORISED) == 8  # two buckets of four
+    assert paths.get(activity.TENSOR_LOOP) == 2  # two lone clients
+    per_client, per_client_paths = _unequal_round(monkeypatch, vectorised=False)
+    assert per_client_paths.get(activity.TENSOR_LOOP) == 10
+    _assert_close("fedavg_mlp_c10", result, per_client, RTOL, ATOL)
+
+
+def _graph_def_of(fn, *specs):
+    return fn.get_concrete_function(*specs).graph.as_graph_def()
+
+
+def test_a_stateful_random_op_is_refused_by_the_interpreter():
+    @tf.function
+    def noisy(x):
+        return x + tf.random.uniform([3])
+
+    graph_def = _graph_def_of(noisy, tf.TensorSpec([3], tf.float32))
+    interpreter = tf_functional.Interpreter(graph_def)
+    placeholder = next(n.name for n in graph_def.node if n.op == "Placeholder")
+    output = next(n.name for n in graph_def.node if n.op == "Identity")
+
+    @tf.function(autograph=False)
+    def run():
+        return interpreter.run({placeholder: tf.zeros([3])}, [output + ":0"])
+
+    with pytest.raises(tf_functional.Unsupported, match="stateful op"):
+        run.get_concrete_function()
+
+
+def test_variables_are_read_and_assigned_in_order():
+    """A function that assigns, adds to and reads a variable: the interpreter's value."""
+    variable = tf.Variable(0.0)
+
+    @tf.function
+    def steps(x):
+        variable.assign(x)
+        variable.assign_add(2.0 * x)
+        first = variable.read_value()
+        variable.assign_sub(1.0)
+        return first * 10.0 + variable.read_value()
+
+    graph_def = _graph_def_of(steps, tf.TensorSpec([], tf.float32))
+    # The variable is captured (a resource placeholder): give it a slot holding an old value.
+    placeholders = [n for n in graph_def.node if n.op == "Placeholder"]
+    value_input = next(n.name for n in placeholders if n.attr["dtype"].type != 20)
+    handle_input = next(n.name for n in placeholders if n.attr["dtype"].type == 20)
+    output = [n.name for n in graph_def.node if n.op == "Identity"][-1]  # the function's result
+    interpreter = tf_functional.Interpreter(graph_def)
+
+    @tf.function(autograph=False)
+    def run(x):
+        slot = tf_functional.Slot(tf.float32.as_datatype_enum, tf.constant(-5.0))
+        return interpreter.run({value_input: x, handle_input: slot}, [output + ":0"])
+
+    (result,) = run(tf.constant(2.0))
+    assert float(result) == pytest.approx(6.0 * 10.0 + 5.0)
+    assert float(variable.numpy()) == 0.0  # the real variable was never touched
+
+
+def test_an_lstm_client_graph_is_refused_by_the_interpreter():
+    """Keras' LSTM runs a `While` loop over time steps, with the weights read inside: the
+    interpreter refuses it (the bucket path then leaves the clients to the per-client path)."""
+    _, _, comp, function_type, arg_pb = _case("fedavg_lstm_c10")
+    graph_function = _client_graph(comp)
+    dataset = _first_client_dataset(function_type, arg_pb)
+    one_client = _interpreted(graph_function, _random_parameters(graph_function), dataset)
+    with pytest.raises(tf_functional.Unsupported):
+        one_client.get_concrete_function()
