@@ -86,6 +86,13 @@ class ClientWork(abc.ABC):
         None when it cannot be (the caller then uses `map`)."""
         return None
 
+    def map_members_batched(self, executor: base.SyncExecutor, function: base.ExecValue,
+                            arguments: Sequence[Optional[base.ExecValue]], *, intrinsic: str,
+                            first_client: int = 0) -> Optional[batch_lib.Batch]:
+        """`map` over members that cannot be columns (e.g. datasets), its results as a Batch
+        where it can do better than `map`; None when it cannot (nothing has run then)."""
+        return None
+
     def fold_batched(self, zero_leaves: list, accumulate: base.ExecValue,
                      batch: batch_lib.Batch, *, intrinsic: str) -> Optional[list]:
         """The in-order fold of `accumulate` over the clients of `batch` from `zero_leaves`, as
@@ -276,16 +283,20 @@ class BatchingClientWork(ClientWork):
         self.training = tf_vectorised.VectorisedTraining(leaf) if tf_vectorised.enabled() else None
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
-        # Clients that train over datasets of one structure: one vectorised call per bucket
-        # (`tf_vectorised`); the others, and everything else, per client.
-        done = None if self.training is None else self.training.map(
-            executor, self.functions.function_of(function), arguments)
-        if done is not None:
-            return tf_vectorised.fill(done, lambda start, stop: self.inner.map(
-                executor, function, arguments[start:stop], intrinsic=intrinsic,
-                first_client=first_client + start))
         return self.inner.map(executor, function, arguments, intrinsic=intrinsic,
                               first_client=first_client)
+
+    def map_members_batched(self, executor, function, arguments, *, intrinsic,
+                            first_client=0) -> Optional[batch_lib.Batch]:
+        """Clients that train over datasets of one structure, one vectorised call per bucket
+        (`tf_vectorised`), the others per client; the results as columns, or None."""
+        if self.training is None:
+            return None
+        return self.training.map(
+            executor, self.functions.function_of(function), arguments,
+            lambda start, stop: self.inner.map(executor, function, arguments[start:stop],
+                                               intrinsic=intrinsic,
+                                               first_client=first_client + start))
 
     def run_tasks(self, tasks: list[Callable[[], object]]) -> list:
         return self.inner.run_tasks(tasks)

@@ -33,6 +33,7 @@ from tffexec import errors
 from tffexec import tf_runtime
 from tffexec.executors import activity
 from tffexec.executors import base
+from tffexec.executors import batch as batch_lib
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_batch
 from tffexec.executors import tf_function
@@ -81,14 +82,18 @@ class VectorisedTraining:
 
     # -- the map -------------------------------------------------------------------------------
     def map(self, executor: base.SyncExecutor,
-            function: Optional[tensorflow_executor.LeafFunction],
-            arguments: list) -> Optional[list]:
-        """Per client, its result (a value of `executor`) where a vectorised bucket computed it,
-        else None; None instead of the list when no client was computed here."""
+            function: Optional[tensorflow_executor.LeafFunction], arguments: list,
+            per_client: Callable[[int, int], list]) -> Optional[batch_lib.Batch]:
+        """The clients' results as columns (a `Batch` of the function's result type), buckets
+        vectorised and the other clients run by `per_client(start, stop)` (the per-client path
+        over clients start..stop-1, values of `executor`); None when no bucket ran (nothing has
+        been run then), or when a per-client result does not fit the columns."""
         if function is None or len(arguments) < MIN_BUCKET or any(a is None for a in arguments):
             return None
         graph_function = function.graph_function
-        if graph_function in self._refused or not any(
+        result_type = function.type_signature.result
+        result_types = batch_lib.leaf_types(result_type)
+        if graph_function in self._refused or result_types is None or not any(
                 kind == "variant" for kind, _ in graph_function.parameter_leaves) or any(
                 kind != "tensor" for kind, _ in graph_function.result_leaves):
             return None
@@ -97,22 +102,35 @@ class VectorisedTraining:
         for index, client in enumerate(clients):
             if client is not None:
                 buckets.setdefault(client.key, []).append(index)
-        results: list = [None] * len(arguments)
-        done = 0
+        columns: Optional[list] = None
+        done = [False] * len(arguments)
         for key, members in buckets.items():
             if len(members) < MIN_BUCKET:
                 continue
-            outputs = self._run_bucket(function, key, [clients[i] for i in members])
+            outputs = self._run_bucket(function, key, [clients[i] for i in members],
+                                       result_types)
             if outputs is None:
                 continue
-            for row, index in enumerate(members):
-                results[index] = executor.value(_pack(outputs, row, function),
-                                                function.type_signature.result)
-            done += len(members)
-        if not done:
+            if columns is None:
+                columns = [np.empty((len(arguments),) + o.shape[1:], o.dtype) for o in outputs]
+            if any(c.shape[1:] != o.shape[1:] for c, o in zip(columns, outputs)):
+                return None  # result shapes that differ between buckets: members, not columns
+            for column, output in zip(columns, outputs):
+                column[members] = output
+            for index in members:
+                done[index] = True
+        if columns is None:
             return None
-        activity.count_path(activity.VECTORISED, done)
-        return results
+        activity.count_path(activity.VECTORISED, sum(done))
+        for start, stop in _missing_runs(done):
+            for row, value in enumerate(per_client(start, stop), start):
+                leaves = batch_lib.leaves_of(executor.materialize(value), result_type)
+                if leaves is None or any(np.shape(v) != c.shape[1:]
+                                         for v, c in zip(leaves, columns)):
+                    return None
+                for column, leaf in zip(columns, leaves):
+                    column[row] = leaf
+        return batch_lib.Batch(result_type, len(arguments), columns, [True] * len(columns))
 
     def _client(self, executor, function, argument) -> Optional[_Client]:
         """The client's leaves, or None when its sequences are not at hand as elements."""
@@ -140,7 +158,7 @@ class VectorisedTraining:
         return _Client(tensors, sequence_leaves)
 
     # -- one bucket ----------------------------------------------------------------------------
-    def _run_bucket(self, function, key, clients: list[_Client]) -> Optional[list]:
+    def _run_bucket(self, function, key, clients: list[_Client], result_types) -> Optional[list]:
         tf = tf_runtime.tensorflow()
         first = clients[0]
         shared = tuple(all(c.tensors[i] is first.tensors[i] or
@@ -167,7 +185,6 @@ class VectorisedTraining:
             return None  # a data-dependent failure: the per-client path names the client
         self.calls += 1
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        result_types = _leaf_types(function.type_signature.result)
         return [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
 
     def _get(self, key, build: Callable):
@@ -249,30 +266,13 @@ def client_feeds(graph_function, tensors: list, elements: list) -> dict:
     return feeds
 
 
-def _leaf_types(type_spec) -> list:
-    from tffexec.executors import batch as batch_lib  # noqa: PLC0415
-
-    return batch_lib.leaf_types(type_spec) or []
-
-
-def _pack(outputs: list, row: int, function) -> object:
-    """Client `row`'s result (the function's result structure) from the stacked outputs."""
-    return tf_function.pack([np.asarray(o[row]) for o in outputs],
-                            function.type_signature.result, lambda value, _: value)
-
-
-def fill(results: list, per_client: Callable[[int, int], list]) -> list:
-    """`results` with every run of missing clients (None) computed by `per_client(start, stop)`
-    (the per-client path over clients start..stop-1, which names a failing client)."""
-    out = list(results)
-    start = 0
-    while start < len(out):
-        if out[start] is not None:
-            start += 1
-            continue
-        stop = start
-        while stop < len(out) and out[stop] is None:
-            stop += 1
-        out[start:stop] = per_client(start, stop)
-        start = stop
-    return out
+def _missing_runs(done: list[bool]) -> list[tuple[int, int]]:
+    """(start, stop) of every run of clients not done, in order."""
+    runs, start = [], None
+    for index, flag in enumerate(done + [True]):
+        if not flag and start is None:
+            start = index
+        elif flag and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
