@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from tffexec import tf_runtime
 
@@ -114,20 +114,29 @@ def _order(nodes: list, edges: dict) -> list:
     return order
 
 
-def graph_body(graph_def) -> _Body:
-    """The top-level graph as a body (references are `node:index`)."""
+def _body(nodes, resolve: Callable[[str], tuple[str, int]], args: list, results: list) -> _Body:
+    """A scope's nodes as a body; `resolve` maps a data reference to (producer, output index)."""
     inputs, edges = {}, {}
-    for node in graph_def.node:
+    for node in nodes:
         data, deps = [], []
         for reference in node.input:
             if reference.startswith("^"):
                 deps.append(reference[1:])
                 continue
-            name, _, index = reference.partition(":")
-            data.append((name, int(index or 0)))
-            deps.append(name)
+            source = resolve(reference)
+            data.append(source)
+            deps.append(source[0])
         inputs[node.name], edges[node.name] = data, deps
-    return _Body(_order(list(graph_def.node), edges), inputs, [], [])
+    return _Body(_order(list(nodes), edges), inputs, args, results)
+
+
+def graph_body(graph_def) -> _Body:
+    """The top-level graph as a body (references are `node:index`)."""
+    def resolve(reference: str) -> tuple[str, int]:
+        name, _, index = reference.partition(":")
+        return name, int(index or 0)
+
+    return _body(graph_def.node, resolve, [], [])
 
 
 def function_body(function, signatures: dict) -> _Body:
@@ -143,26 +152,15 @@ def function_body(function, signatures: dict) -> _Body:
             for k in range(_output_count(arg, node)):
                 flat[f"{node.name}:{arg.name}:{k}"] = (node.name, index)
                 index += 1
-    inputs, edges = {}, {}
-    for node in function.node_def:
-        data, deps = [], []
-        for reference in node.input:
-            if reference.startswith("^"):
-                deps.append(reference[1:])
-                continue
-            if reference not in flat:
-                raise Unsupported(f"unresolved reference {reference}")
-            data.append(flat[reference])
-            deps.append(flat[reference][0])
-        inputs[node.name], edges[node.name] = data, deps
-    results = []
-    for arg in function.signature.output_arg:
-        reference = function.ret[arg.name]
+
+    def resolve(reference: str) -> tuple[str, int]:
         if reference not in flat:
-            raise Unsupported(f"unresolved result {reference}")
-        results.append(flat[reference])
-    return _Body(_order(list(function.node_def), edges), inputs,
-                 [a.name for a in function.signature.input_arg], results)
+            raise Unsupported(f"unresolved reference {reference}")
+        return flat[reference]
+
+    results = [resolve(function.ret[arg.name]) for arg in function.signature.output_arg]
+    return _body(function.node_def, resolve, [a.name for a in function.signature.input_arg],
+                 results)
 
 
 class Interpreter:
@@ -433,11 +431,3 @@ class Interpreter:
             if len(state) != states:
                 raise Unsupported("a reduce function that does not return its state")
         return state
-
-
-def interpreter_for(graph_def) -> Optional[Interpreter]:
-    """An interpreter for `graph_def`, or None when its top level cannot even be ordered."""
-    try:
-        return Interpreter(graph_def)
-    except Unsupported:
-        return None

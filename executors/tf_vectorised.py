@@ -188,28 +188,27 @@ class VectorisedTraining:
         return [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
 
     def _get(self, key, build: Callable):
-        if key in self._refused:
-            return None
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            with self._lock:
-                compiled = self._compiled.get(key)
-                if compiled is None and key not in self._refused:
-                    try:
-                        compiled = self._compiled[key] = build()
-                    except tf_functional.Unsupported as e:
-                        self._refused.add(key)
-                        self._refused.add(key[0])  # the graph itself: no bucket can run it
-                        _LOG.info("vectorised training: a client graph trains client by client: "
-                                  "%s", e)
-                        return None
-                    except Exception as e:  # noqa: BLE001 - pfor/tracing refuse in several ways
-                        self._refused.add(key)
-                        _LOG.info("vectorised training: a bucket trains client by client: %s: %s",
-                                  type(e).__name__, str(e).strip().splitlines()[0][:200]
-                                  if str(e).strip() else "")
-                        return None
-        return compiled
+        """The bucket function for `key` (graph, bucket structure, shared leaves), traced once;
+        None when it was refused (remembered: the graph itself when the interpreter refuses it,
+        else this bucket structure)."""
+        with self._lock:
+            if key in self._refused or key[0] in self._refused:
+                return None
+            if key not in self._compiled:
+                try:
+                    self._compiled[key] = build()
+                except tf_functional.Unsupported as e:
+                    self._refused.update((key, key[0]))
+                    _LOG.info("vectorised training: a client graph trains client by client: %s",
+                              e)
+                    return None
+                except Exception as e:  # noqa: BLE001 - pfor/tracing refuse in several ways
+                    self._refused.add(key)
+                    first_line = (str(e).strip().splitlines() or [""])[0][:200]
+                    _LOG.info("vectorised training: a bucket trains client by client: %s: %s",
+                              type(e).__name__, first_line)
+                    return None
+            return self._compiled[key]
 
     def _interpreter(self, graph_function) -> tf_functional.Interpreter:
         interpreter = self._interpreters.get(graph_function)
