@@ -342,7 +342,7 @@ class Interpreter:
         predicate, arguments = inputs[0], inputs[1:]
         then_name = node.attr["then_branch"].func.name
         else_name = node.attr["else_branch"].func.name
-        if any(isinstance(a, Elements) for a in arguments) or isinstance(predicate, (Slot, Elements)):
+        if not self._is_tensor(predicate) or any(isinstance(a, Elements) for a in arguments):
             raise Unsupported("a conditional over a dataset")
         known = tf.get_static_value(predicate)
         if known is not None and getattr(known, "size", 1) == 1:

@@ -118,14 +118,22 @@ def test_interpreted_client_graph_gives_the_per_client_result(case):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=f"result {index}")
 
 
-def _run_round(name: str, monkeypatch, vectorised: bool):
-    """(result, the paths its client graphs took) of one round of the case on a fresh Runner."""
+def _run(comp, arg, clients: int, monkeypatch, vectorised: bool):
+    """(result, the paths its client graphs took, vectorised calls made) of one call on a fresh
+    Runner, vectorised training on or off."""
     monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1" if vectorised else "0")
-    _, meta, comp, function_type, arg_pb = _case(name)
     with runner_lib.Runner() as runner:
         before = activity.path_counts()
-        result = runner.run(comp, arg_pb, clients=meta["num_clients"])
-        return result, activity.paths_since(before)
+        result = runner.run(comp, arg, clients=clients)
+        training = runner.factory.create_executor(
+            {federated_language.CLIENTS: clients}).child.client_work.training
+        return result, activity.paths_since(before), training.calls if training else 0
+
+
+def _run_round(name: str, monkeypatch, vectorised: bool):
+    """`_run` on the case's round."""
+    _, meta, comp, _, arg_pb = _case(name)
+    return _run(comp, arg_pb, meta["num_clients"], monkeypatch, vectorised)
 
 
 def _assert_close(name: str, got, want, rtol: float, atol: float) -> None:
@@ -141,11 +149,13 @@ def _expected(name: str):
             meta["compare"])
 
 
-def test_fedavg_clients_with_equal_datasets_train_in_one_bucket_as_per_client(monkeypatch):
+def test_fedavg_clients_with_equal_datasets_train_vectorised_as_per_client(monkeypatch):
     name = "fedavg_mlp_c10"
-    vectorised, paths = _run_round(name, monkeypatch, vectorised=True)
-    per_client, per_client_paths = _run_round(name, monkeypatch, vectorised=False)
-    assert paths.get(activity.VECTORISED) == 10
+    # Inputs of at most two clients per call: the bucket of ten runs as five calls.
+    monkeypatch.setattr(tf_vectorised, "CALL_BYTES", 1)
+    vectorised, paths, calls = _run_round(name, monkeypatch, vectorised=True)
+    per_client, per_client_paths, _ = _run_round(name, monkeypatch, vectorised=False)
+    assert paths.get(activity.VECTORISED) == 10 and calls == 5
     assert activity.VECTORISED not in per_client_paths
     assert per_client_paths.get(activity.TENSOR_LOOP) == 10
     _assert_close(name, vectorised, per_client, RTOL, ATOL)
@@ -153,10 +163,10 @@ def test_fedavg_clients_with_equal_datasets_train_in_one_bucket_as_per_client(mo
     _assert_close(name, vectorised, expected, tolerance["rtol"], tolerance["atol"])
 
 
-def test_cnn_clients_train_in_one_bucket_to_tffs_result(monkeypatch):
+def test_cnn_clients_train_in_one_call_to_tffs_result(monkeypatch):
     name = "fedavg_cnn_c10"
-    result, paths = _run_round(name, monkeypatch, vectorised=True)
-    assert paths.get(activity.VECTORISED) == 10
+    result, paths, calls = _run_round(name, monkeypatch, vectorised=True)
+    assert paths.get(activity.VECTORISED) == 10 and calls == 1
     expected, tolerance = _expected(name)
     _assert_close(name, result, expected, tolerance["rtol"], tolerance["atol"])
 
@@ -167,7 +177,6 @@ def _unequal_round(monkeypatch, vectorised: bool):
     from federated_language.common_libs import structure  # noqa: PLC0415
     from tffexec.formats import sequences  # noqa: PLC0415
 
-    monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1" if vectorised else "0")
     _, _, comp, function_type, arg_pb = _case("fedavg_mlp_c10")
     arg, _ = values.value_from_proto(arg_pb, function_type.parameter, path="arg")
     op_check.check_value(arg, function_type.parameter, policy_lib.DEFAULT, path="arg")
@@ -182,18 +191,15 @@ def _unequal_round(monkeypatch, vectorised: bool):
             last = elements[-1]
             elements[-1] = structure.Struct([(n, v[:2]) for n, v in structure.iter_elements(last)])
         datasets.append(sequences.SequenceValue(dataset.element_type, elements=elements))
-    with runner_lib.Runner() as runner:
-        before = activity.path_counts()
-        result = runner.run(comp, structure.Struct([(None, arg[0]), (None, datasets)]),
-                            clients=10)
-        return result, activity.paths_since(before)
+    return _run(comp, structure.Struct([(None, arg[0]), (None, datasets)]), 10, monkeypatch,
+                vectorised)
 
 
 def test_unequal_datasets_train_in_buckets_of_equal_structure(monkeypatch):
-    result, paths = _unequal_round(monkeypatch, vectorised=True)
-    assert paths.get(activity.VECTORISED) == 8  # two buckets of four
+    result, paths, calls = _unequal_round(monkeypatch, vectorised=True)
+    assert paths.get(activity.VECTORISED) == 8 and calls == 2  # two buckets of four
     assert paths.get(activity.TENSOR_LOOP) == 2  # two lone clients
-    per_client, per_client_paths = _unequal_round(monkeypatch, vectorised=False)
+    per_client, per_client_paths, _ = _unequal_round(monkeypatch, vectorised=False)
     assert per_client_paths.get(activity.TENSOR_LOOP) == 10
     _assert_close("fedavg_mlp_c10", result, per_client, RTOL, ATOL)
 
