@@ -37,6 +37,11 @@ _IF_OPS = frozenset({"If", "StatelessIf"})
 _MAP_OPS = frozenset({"MapDataset", "ParallelMapDataset", "ParallelMapDatasetV2"})
 #: Stateful ops that are safe to emit as written (no state beyond the op itself).
 _STATEFUL_OK = frozenset({"Assert", "NoOp"})
+#: TF1 control flow: dead tensors and frames that a re-emitted (and vectorised) graph must not
+#: carry; such graphs keep the per-client path.
+_TF1_CONTROL_FLOW = frozenset({"Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond",
+                               "RefSwitch", "RefMerge", "RefEnter", "RefExit",
+                               "RefNextIteration", "ControlTrigger"})
 _RESOURCE = 20  # DT_RESOURCE
 _VARIANT = 21  # DT_VARIANT
 _BAD_NAME = re.compile(r"[^A-Za-z0-9_.\-/]")
@@ -266,6 +271,8 @@ class Interpreter:
         op_def = _op_def(node.op)
         if op_def is None:
             raise Unsupported(f"unknown op {node.op}")
+        if node.op in _TF1_CONTROL_FLOW:
+            raise Unsupported(f"TF1 control flow ({node.op})")
         if op_def.is_stateful and node.op not in _STATEFUL_OK:
             raise Unsupported(f"stateful op {node.op}")
         if any(not self._is_tensor(x) for x in inputs):
