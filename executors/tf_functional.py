@@ -30,6 +30,8 @@ import dataclasses
 import re
 from typing import Any, Callable
 
+import numpy as np
+
 from tffexec import tf_runtime
 
 _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
@@ -77,6 +79,11 @@ class _Body:
     inputs: dict
     args: list
     results: list
+
+
+def _is_tensor(value) -> bool:
+    """Whether an interpreted value is a tensor (not a variable's slot or a dataset)."""
+    return not isinstance(value, (Slot, Elements))
 
 
 def _op_def(op: str):
@@ -210,7 +217,7 @@ class Interpreter:
                     raise Unsupported(f"placeholder {node.name} is not fed")
                 env[node.name] = self._emit(node, self._inputs(self._graph, node, env))
         outputs = [self._output(env, name, index) for name, index in wanted]
-        if any(not self._is_tensor(o) for o in outputs):
+        if any(not _is_tensor(o) for o in outputs):
             raise Unsupported("a result is a resource or a dataset")
         return outputs
 
@@ -227,10 +234,6 @@ class Interpreter:
         return seen
 
     # -- walking -------------------------------------------------------------------------------
-    @staticmethod
-    def _is_tensor(value) -> bool:
-        return not isinstance(value, (Slot, Elements))
-
     @staticmethod
     def _output(env: dict, name: str, index: int):
         outputs = env.get(name)
@@ -275,7 +278,7 @@ class Interpreter:
             raise Unsupported(f"TF1 control flow ({node.op})")
         if op_def.is_stateful and node.op not in _STATEFUL_OK:
             raise Unsupported(f"stateful op {node.op}")
-        if any(not self._is_tensor(x) for x in inputs):
+        if any(not _is_tensor(x) for x in inputs):
             raise Unsupported(f"{node.op} takes a variable or a dataset")
         if any(arg.type in (_RESOURCE, _VARIANT)
                for arg in list(op_def.input_arg) + list(op_def.output_arg)) \
@@ -312,7 +315,7 @@ class Interpreter:
 
     @staticmethod
     def _set(slot: Slot, value) -> None:
-        if not Interpreter._is_tensor(value) or value.dtype.as_datatype_enum != slot.dtype:
+        if not _is_tensor(value) or value.dtype.as_datatype_enum != slot.dtype:
             raise Unsupported("a variable is assigned a value of another dtype")
         slot.value = value
 
@@ -349,10 +352,10 @@ class Interpreter:
         predicate, arguments = inputs[0], inputs[1:]
         then_name = node.attr["then_branch"].func.name
         else_name = node.attr["else_branch"].func.name
-        if not self._is_tensor(predicate) or any(isinstance(a, Elements) for a in arguments):
+        if not _is_tensor(predicate) or any(isinstance(a, Elements) for a in arguments):
             raise Unsupported("a conditional over a dataset")
         known = tf.get_static_value(predicate)
-        if known is not None and getattr(known, "size", 1) == 1:
+        if known is not None and np.size(known) == 1:
             return self.call(then_name if bool(known) else else_name, arguments)
         if predicate.shape.rank != 0:
             raise Unsupported("a conditional on a non-scalar predicate")
@@ -368,7 +371,7 @@ class Interpreter:
                 local = {id(s): Slot(s.dtype, s.value) for s in slots}
                 bound = [local[id(a)] if isinstance(a, Slot) else a for a in arguments]
                 outputs = self.call(name, bound)
-                if any(not self._is_tensor(o) for o in outputs):
+                if any(not _is_tensor(o) for o in outputs):
                     raise Unsupported("a conditional returns a variable or a dataset")
                 count.append(len(outputs))
                 return list(outputs) + [local[id(s)].value for s in slots]
@@ -419,7 +422,7 @@ class Interpreter:
         if source.endless:
             raise Unsupported("a map over an endless dataset")
         captured = inputs[1:1 + len(node.attr["Targuments"].list.type)]
-        if any(not self._is_tensor(c) for c in captured):
+        if any(not _is_tensor(c) for c in captured):
             raise Unsupported("a dataset map over a variable")
         function = node.attr["f"].func.name
         return [Elements([tuple(self.call(function, list(item) + list(captured)))
