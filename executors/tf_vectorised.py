@@ -52,6 +52,9 @@ MIN_BUCKET = 2
 MAX_ELEMENTS = 16
 #: At most this many bytes of stacked client inputs in one call (a bucket is split in calls).
 CALL_BYTES = 128 * 2**20
+#: At most this many bucket functions are traced per graph (each costs seconds to vectorise);
+#: clients of further structures train per client.
+MAX_TRACES = 8
 
 
 def enabled() -> bool:
@@ -80,8 +83,14 @@ class VectorisedTraining:
         self._compiled: dict = {}
         self._refused: set = set()
         self._interpreters: dict = {}
+        self._traced: dict = {}  # graph function -> bucket functions traced for it
         self._lock = threading.Lock()
         self.calls = 0  # vectorised bucket calls made (observable by tests and benchmarks)
+
+    @property
+    def traces(self) -> int:
+        """Bucket functions traced so far (each structure of each graph once)."""
+        return sum(self._traced.values())
 
     # -- the map -------------------------------------------------------------------------------
     def map(self, executor: base.SyncExecutor,
@@ -169,7 +178,7 @@ class VectorisedTraining:
         shared = tuple(all(c.tensors[i] is first.tensors[i] or
                            np.array_equal(c.tensors[i], first.tensors[i]) for c in clients[1:])
                        for i in range(len(first.tensors)))
-        cache_key = (function.graph_function, key, shared)
+        cache_key = (function.graph_function, _traced_structure(key), shared)
         compiled = self._get(cache_key, lambda: self._build(function.graph_function, first,
                                                             shared))
         if compiled is None:
@@ -200,6 +209,9 @@ class VectorisedTraining:
             if key in self._refused or key[0] in self._refused:
                 return None
             if key not in self._compiled:
+                if self._traced.get(key[0], 0) >= MAX_TRACES:
+                    return None  # enough structures of this graph traced: the rest per client
+                self._traced[key[0]] = self._traced.get(key[0], 0) + 1
                 try:
                     self._compiled[key] = build()
                 except tf_functional.Unsupported as e:
@@ -230,7 +242,7 @@ class VectorisedTraining:
         stacked_specs = [tf.TensorSpec([None] + list(a.shape), tf.as_dtype(a.dtype))
                          for a, s in zip(first.tensors, shared) if not s]
         for elements in first.sequences:
-            stacked_specs += [tf.TensorSpec([None] + list(c.shape), tf.as_dtype(c.dtype))
+            stacked_specs += [tf.TensorSpec([None] + _batch_free(c.shape), tf.as_dtype(c.dtype))
                               for element in elements for c in element]
         shared_specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype))
                         for a, s in zip(first.tensors, shared) if s]
@@ -277,6 +289,21 @@ def _calls(bucket: list[int], first: _Client) -> list[list[int]]:
         c.nbytes for elements in first.sequences for element in elements for c in element)
     size = max(MIN_BUCKET, CALL_BYTES // max(1, per_client))
     return [bucket[start:start + size] for start in range(0, len(bucket), size)]
+
+
+def _batch_free(shape: tuple) -> list:
+    """An element component's shape with its first (batch) dimension unknown."""
+    return [None] + list(shape[1:]) if shape else []
+
+
+def _traced_structure(key: tuple) -> tuple:
+    """What a bucket function is traced for: the bucket key without the elements' batch sizes,
+    so that buckets that differ only there (a short last batch of another size) share one trace
+    (one function per number of elements, not per dataset size)."""
+    tensors, sequence_shapes = key
+    return tensors, tuple(
+        tuple(tuple((dtype, tuple(_batch_free(shape))) for dtype, shape in element)
+              for element in elements) for elements in sequence_shapes)
 
 
 def _missing_runs(done: list[bool]) -> list[tuple[int, int]]:

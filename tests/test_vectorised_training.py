@@ -119,15 +119,17 @@ def test_interpreted_client_graph_gives_the_per_client_result(case):
 
 
 def _run(comp, arg, clients: int, monkeypatch, vectorised: bool):
-    """(result, the paths its client graphs took, vectorised calls made) of one call on a fresh
-    Runner, vectorised training on or off."""
+    """(result, the paths its client graphs took, vectorised calls made, bucket functions
+    traced) of one call on a fresh Runner, vectorised training on or off."""
     monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1" if vectorised else "0")
     with runner_lib.Runner() as runner:
         before = activity.path_counts()
         result = runner.run(comp, arg, clients=clients)
         training = runner.factory.create_executor(
             {federated_language.CLIENTS: clients}).child.client_work.training
-        return result, activity.paths_since(before), training.calls if training else 0
+        if training is None:
+            return result, activity.paths_since(before), 0, 0
+        return result, activity.paths_since(before), training.calls, training.traces
 
 
 def _run_round(name: str, monkeypatch, vectorised: bool):
@@ -153,8 +155,8 @@ def test_fedavg_clients_with_equal_datasets_train_vectorised_as_per_client(monke
     name = "fedavg_mlp_c10"
     # Inputs of at most two clients per call: the bucket of ten runs as five calls.
     monkeypatch.setattr(tf_vectorised, "CALL_BYTES", 1)
-    vectorised, paths, calls = _run_round(name, monkeypatch, vectorised=True)
-    per_client, per_client_paths, _ = _run_round(name, monkeypatch, vectorised=False)
+    vectorised, paths, calls, _ = _run_round(name, monkeypatch, vectorised=True)
+    per_client, per_client_paths, _, _ = _run_round(name, monkeypatch, vectorised=False)
     assert paths.get(activity.VECTORISED) == 10 and calls == 5
     assert activity.VECTORISED not in per_client_paths
     assert per_client_paths.get(activity.TENSOR_LOOP) == 10
@@ -165,41 +167,49 @@ def test_fedavg_clients_with_equal_datasets_train_vectorised_as_per_client(monke
 
 def test_cnn_clients_train_in_one_call_to_tffs_result(monkeypatch):
     name = "fedavg_cnn_c10"
-    result, paths, calls = _run_round(name, monkeypatch, vectorised=True)
+    result, paths, calls, _ = _run_round(name, monkeypatch, vectorised=True)
     assert paths.get(activity.VECTORISED) == 10 and calls == 1
     expected, tolerance = _expected(name)
     _assert_close(name, result, expected, tolerance["rtol"], tolerance["atol"])
 
 
 def _unequal_round(monkeypatch, vectorised: bool):
-    """fedavg_mlp_c10's round with datasets of four structures: clients 0-3 as made (4 batches),
-    4-7 without their last batch, 8 with 2 batches, 9 with a short last batch (2 examples)."""
+    """fedavg_mlp_c10's round with datasets of five structures: clients 0-2 as made (4 batches
+    of 4), 3-4 with a last batch of 2, 5-7 without their last batch, 8 with 2 batches, 9 with a
+    last batch of 3."""
     from federated_language.common_libs import structure  # noqa: PLC0415
     from tffexec.formats import sequences  # noqa: PLC0415
 
     _, _, comp, function_type, arg_pb = _case("fedavg_mlp_c10")
     arg, _ = values.value_from_proto(arg_pb, function_type.parameter, path="arg")
     op_check.check_value(arg, function_type.parameter, policy_lib.DEFAULT, path="arg")
+
+    def shortened(element, rows: int):
+        return structure.Struct([(n, v[:rows]) for n, v in structure.iter_elements(element)])
+
     datasets = []
     for client, dataset in enumerate(arg[1]):
         elements = list(dataset.elements())
-        if 4 <= client <= 7:
+        if client in (3, 4):
+            elements[-1] = shortened(elements[-1], 2)
+        elif 5 <= client <= 7:
             elements = elements[:3]
         elif client == 8:
             elements = elements[:2]
         elif client == 9:
-            last = elements[-1]
-            elements[-1] = structure.Struct([(n, v[:2]) for n, v in structure.iter_elements(last)])
+            elements[-1] = shortened(elements[-1], 3)
         datasets.append(sequences.SequenceValue(dataset.element_type, elements=elements))
     return _run(comp, structure.Struct([(None, arg[0]), (None, datasets)]), 10, monkeypatch,
                 vectorised)
 
 
 def test_unequal_datasets_train_in_buckets_of_equal_structure(monkeypatch):
-    result, paths, calls = _unequal_round(monkeypatch, vectorised=True)
-    assert paths.get(activity.VECTORISED) == 8 and calls == 2  # two buckets of four
+    result, paths, calls, traces = _unequal_round(monkeypatch, vectorised=True)
+    assert paths.get(activity.VECTORISED) == 8 and calls == 3  # buckets of 3, 2 and 3
+    # Buckets that differ only in a batch's size share one traced function.
+    assert traces == 2
     assert paths.get(activity.TENSOR_LOOP) == 2  # two lone clients
-    per_client, per_client_paths, _ = _unequal_round(monkeypatch, vectorised=False)
+    per_client, per_client_paths, _, _ = _unequal_round(monkeypatch, vectorised=False)
     assert per_client_paths.get(activity.TENSOR_LOOP) == 10
     _assert_close("fedavg_mlp_c10", result, per_client, RTOL, ATOL)
 
@@ -265,3 +275,12 @@ def test_an_lstm_client_graph_is_refused_by_the_interpreter():
     one_client = _interpreted(graph_function, _random_parameters(graph_function), dataset)
     with pytest.raises(tf_functional.Unsupported):
         one_client.get_concrete_function()
+
+
+def test_structures_past_the_trace_budget_train_per_client(monkeypatch):
+    monkeypatch.setattr(tf_vectorised, "MAX_TRACES", 1)
+    result, paths, calls, traces = _unequal_round(monkeypatch, vectorised=True)
+    # The first bucket's function (4 batches) also serves the bucket with a shorter last batch;
+    # the 3-batch bucket would need a second trace and trains per client.
+    assert traces == 1 and calls == 2
+    assert paths.get(activity.VECTORISED) == 5 and paths.get(activity.TENSOR_LOOP) == 5
