@@ -116,12 +116,16 @@ class VectorisedTraining:
                 buckets.setdefault(client.key, []).append(index)
         columns: Optional[list] = None
         done = [False] * len(arguments)
-        for key, bucket in buckets.items():
+        # Largest buckets first; at most one new function is traced per map (a trace takes
+        # seconds): the first round of many dataset structures costs one trace, not one each,
+        # and later rounds trace the next structure.
+        traced_before = self.traces
+        for key, bucket in sorted(buckets.items(), key=lambda item: -len(item[1])):
             if len(bucket) < MIN_BUCKET:
                 continue
             for members in _calls(bucket, clients[bucket[0]]):
                 outputs = self._run_bucket(function, key, [clients[i] for i in members],
-                                           result_types)
+                                           result_types, self.traces == traced_before)
                 if outputs is None:
                     continue
                 if columns is None:
@@ -172,15 +176,16 @@ class VectorisedTraining:
         return _Client(tensors, sequence_leaves)
 
     # -- one bucket ----------------------------------------------------------------------------
-    def _run_bucket(self, function, key, clients: list[_Client], result_types) -> Optional[list]:
+    def _run_bucket(self, function, key, clients: list[_Client], result_types,
+                    may_trace: bool) -> Optional[list]:
         tf = tf_runtime.tensorflow()
         first = clients[0]
         shared = tuple(all(c.tensors[i] is first.tensors[i] or
                            np.array_equal(c.tensors[i], first.tensors[i]) for c in clients[1:])
                        for i in range(len(first.tensors)))
         cache_key = (function.graph_function, _traced_structure(key), shared)
-        compiled = self._get(cache_key, lambda: self._build(function.graph_function, first,
-                                                            shared))
+        compiled = self._get(cache_key, may_trace,
+                             lambda: self._build(function.graph_function, first, shared))
         if compiled is None:
             return None
         stacked = [np.stack([c.tensors[i] for c in clients])
@@ -201,16 +206,17 @@ class VectorisedTraining:
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
 
-    def _get(self, key, build: Callable):
-        """The bucket function for `key` (graph, bucket structure, shared leaves), traced once;
-        None when it was refused (remembered: the graph itself when the interpreter refuses it,
-        else this bucket structure)."""
+    def _get(self, key, may_trace: bool, build: Callable):
+        """The bucket function for `key` (graph, bucket structure, shared leaves), traced once
+        (when `may_trace` and the graph's budget allows); None when it is not traced yet or was
+        refused (remembered: the graph itself when the interpreter refuses it, else this
+        bucket structure)."""
         with self._lock:
             if key in self._refused or key[0] in self._refused:
                 return None
             if key not in self._compiled:
-                if self._traced.get(key[0], 0) >= MAX_TRACES:
-                    return None  # enough structures of this graph traced: the rest per client
+                if not may_trace or self._traced.get(key[0], 0) >= MAX_TRACES:
+                    return None  # not now, or enough structures of this graph: per client
                 self._traced[key[0]] = self._traced.get(key[0], 0) + 1
                 try:
                     self._compiled[key] = build()

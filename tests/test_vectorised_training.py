@@ -9,6 +9,7 @@ stateful random op, an LSTM's While loop) keep the per-client path.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -118,21 +119,34 @@ def test_interpreted_client_graph_gives_the_per_client_result(case):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=f"result {index}")
 
 
-def _run(comp, arg, clients: int, monkeypatch, vectorised: bool):
-    """(result, the paths its client graphs took, vectorised calls made, bucket functions
-    traced) of one call on a fresh Runner, vectorised training on or off."""
+@dataclasses.dataclass
+class _Rounds:
+    """What rounds on one Runner gave: the last result, the paths the client graphs took in
+    each round, and the vectorised calls made and bucket functions traced in all rounds."""
+
+    result: object
+    paths: list
+    calls: int
+    traces: int
+
+
+def _run(comp, arg, clients: int, monkeypatch, vectorised: bool, rounds: int = 1) -> _Rounds:
+    """`rounds` calls on a fresh Runner, vectorised training on or off."""
     monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1" if vectorised else "0")
+    paths = []
     with runner_lib.Runner() as runner:
-        before = activity.path_counts()
-        result = runner.run(comp, arg, clients=clients)
+        for _ in range(rounds):
+            before = activity.path_counts()
+            result = runner.run(comp, arg, clients=clients)
+            paths.append(activity.paths_since(before))
         training = runner.factory.create_executor(
             {federated_language.CLIENTS: clients}).child.client_work.training
-        if training is None:
-            return result, activity.paths_since(before), 0, 0
-        return result, activity.paths_since(before), training.calls, training.traces
+    if training is None:
+        return _Rounds(result, paths, 0, 0)
+    return _Rounds(result, paths, training.calls, training.traces)
 
 
-def _run_round(name: str, monkeypatch, vectorised: bool):
+def _run_round(name: str, monkeypatch, vectorised: bool) -> _Rounds:
     """`_run` on the case's round."""
     _, meta, comp, _, arg_pb = _case(name)
     return _run(comp, arg_pb, meta["num_clients"], monkeypatch, vectorised)
@@ -155,25 +169,25 @@ def test_fedavg_clients_with_equal_datasets_train_vectorised_as_per_client(monke
     name = "fedavg_mlp_c10"
     # Inputs of at most two clients per call: the bucket of ten runs as five calls.
     monkeypatch.setattr(tf_vectorised, "CALL_BYTES", 1)
-    vectorised, paths, calls, _ = _run_round(name, monkeypatch, vectorised=True)
-    per_client, per_client_paths, _, _ = _run_round(name, monkeypatch, vectorised=False)
-    assert paths.get(activity.VECTORISED) == 10 and calls == 5
-    assert activity.VECTORISED not in per_client_paths
-    assert per_client_paths.get(activity.TENSOR_LOOP) == 10
-    _assert_close(name, vectorised, per_client, RTOL, ATOL)
+    vectorised = _run_round(name, monkeypatch, vectorised=True)
+    per_client = _run_round(name, monkeypatch, vectorised=False)
+    assert vectorised.paths[0].get(activity.VECTORISED) == 10 and vectorised.calls == 5
+    assert activity.VECTORISED not in per_client.paths[0]
+    assert per_client.paths[0].get(activity.TENSOR_LOOP) == 10
+    _assert_close(name, vectorised.result, per_client.result, RTOL, ATOL)
     expected, tolerance = _expected(name)
-    _assert_close(name, vectorised, expected, tolerance["rtol"], tolerance["atol"])
+    _assert_close(name, vectorised.result, expected, tolerance["rtol"], tolerance["atol"])
 
 
 def test_cnn_clients_train_in_one_call_to_tffs_result(monkeypatch):
     name = "fedavg_cnn_c10"
-    result, paths, calls, _ = _run_round(name, monkeypatch, vectorised=True)
-    assert paths.get(activity.VECTORISED) == 10 and calls == 1
+    rounds = _run_round(name, monkeypatch, vectorised=True)
+    assert rounds.paths[0].get(activity.VECTORISED) == 10 and rounds.calls == 1
     expected, tolerance = _expected(name)
-    _assert_close(name, result, expected, tolerance["rtol"], tolerance["atol"])
+    _assert_close(name, rounds.result, expected, tolerance["rtol"], tolerance["atol"])
 
 
-def _unequal_round(monkeypatch, vectorised: bool):
+def _unequal_round(monkeypatch, vectorised: bool, rounds: int = 1):
     """fedavg_mlp_c10's round with datasets of five structures: clients 0-2 as made (4 batches
     of 4), 3-4 with a last batch of 2, 5-7 without their last batch, 8 with 2 batches, 9 with a
     last batch of 3."""
@@ -200,18 +214,21 @@ def _unequal_round(monkeypatch, vectorised: bool):
             elements[-1] = shortened(elements[-1], 3)
         datasets.append(sequences.SequenceValue(dataset.element_type, elements=elements))
     return _run(comp, structure.Struct([(None, arg[0]), (None, datasets)]), 10, monkeypatch,
-                vectorised)
+                vectorised, rounds)
 
 
 def test_unequal_datasets_train_in_buckets_of_equal_structure(monkeypatch):
-    result, paths, calls, traces = _unequal_round(monkeypatch, vectorised=True)
-    assert paths.get(activity.VECTORISED) == 8 and calls == 3  # buckets of 3, 2 and 3
-    # Buckets that differ only in a batch's size share one traced function.
-    assert traces == 2
-    assert paths.get(activity.TENSOR_LOOP) == 2  # two lone clients
-    per_client, per_client_paths, _, _ = _unequal_round(monkeypatch, vectorised=False)
-    assert per_client_paths.get(activity.TENSOR_LOOP) == 10
-    _assert_close("fedavg_mlp_c10", result, per_client, RTOL, ATOL)
+    vectorised = _unequal_round(monkeypatch, vectorised=True, rounds=2)
+    first, second = vectorised.paths
+    # One new function per round: the first round traces the first bucket's (4 batches), which
+    # also serves the bucket whose last batch is shorter; the 3-batch bucket trains per client.
+    assert first.get(activity.VECTORISED) == 5 and first.get(activity.TENSOR_LOOP) == 5
+    # The second round traces the 3-batch bucket's: buckets of 3, 3 and 2; two lone clients.
+    assert second.get(activity.VECTORISED) == 8 and second.get(activity.TENSOR_LOOP) == 2
+    assert vectorised.traces == 2 and vectorised.calls == 2 + 3
+    per_client = _unequal_round(monkeypatch, vectorised=False)
+    assert per_client.paths[0].get(activity.TENSOR_LOOP) == 10
+    _assert_close("fedavg_mlp_c10", vectorised.result, per_client.result, RTOL, ATOL)
 
 
 def _graph_def_of(fn, *specs):
@@ -279,8 +296,8 @@ def test_an_lstm_client_graph_is_refused_by_the_interpreter():
 
 def test_structures_past_the_trace_budget_train_per_client(monkeypatch):
     monkeypatch.setattr(tf_vectorised, "MAX_TRACES", 1)
-    result, paths, calls, traces = _unequal_round(monkeypatch, vectorised=True)
-    # The first bucket's function (4 batches) also serves the bucket with a shorter last batch;
-    # the 3-batch bucket would need a second trace and trains per client.
-    assert traces == 1 and calls == 2
-    assert paths.get(activity.VECTORISED) == 5 and paths.get(activity.TENSOR_LOOP) == 5
+    rounds = _unequal_round(monkeypatch, vectorised=True, rounds=2)
+    # The 3-batch bucket would need a second function: it stays per client in every round.
+    assert rounds.traces == 1 and rounds.calls == 2 + 2
+    assert rounds.paths[1].get(activity.VECTORISED) == 5
+    assert rounds.paths[1].get(activity.TENSOR_LOOP) == 5
