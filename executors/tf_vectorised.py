@@ -22,6 +22,7 @@ in another order); `TFFEXEC_VECTORISED_TRAINING=0` turns the path off to compare
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -36,6 +37,7 @@ from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_batch
+from tffexec.executors import tf_call_config
 from tffexec.executors import tf_function
 from tffexec.executors import tf_functional
 from tffexec.executors import tf_loop_feed
@@ -75,22 +77,54 @@ class _Client:
                                 for element in elements) for elements in sequence_leaves))
 
 
+class _Functions:
+    """Bucket functions, interpreters and refusals of the whole process, keyed by the client
+    graph's content (`_digest`): every stack (and Runner) that meets the same graph reuses its
+    traced functions instead of vectorising it again (seconds each)."""
+
+    def __init__(self):
+        self.compiled: dict = {}  # (digest, traced structure, shared mask) -> concrete function
+        self.refused: set = set()  # such keys, and digests of graphs the interpreter refuses
+        self.traced: dict = {}  # digest -> bucket functions traced for it
+        self.interpreters: dict = {}  # digest -> tf_functional.Interpreter
+        self.lock = threading.Lock()
+
+
+_functions = _Functions()
+
+
+def clear_cache() -> None:
+    """Forgets every traced bucket function and refusal (for tests that count traces)."""
+    global _functions
+    _functions = _Functions()
+
+
+def _digest(graph_def) -> bytes:
+    """The graph's content, without the shared names that make each import unique."""
+    tf = tf_runtime.tensorflow()
+    copy = tf.compat.v1.GraphDef()
+    copy.CopyFrom(graph_def)
+    for node in tf_call_config.graph_nodes(copy):
+        if "shared_name" in node.attr:
+            del node.attr["shared_name"]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
 class VectorisedTraining:
     """Vectorised buckets of one stack's leaf (`leaf`: its TensorFlow executor)."""
 
     def __init__(self, leaf: tensorflow_executor.TensorFlowExecutor):
         self.leaf = leaf
-        self._compiled: dict = {}
-        self._refused: set = set()
-        self._interpreters: dict = {}
-        self._traced: dict = {}  # graph function -> bucket functions traced for it
-        self._lock = threading.Lock()
+        self._graphs: dict = {}  # graph function -> (digest, prepared GraphDef)
         self.calls = 0  # vectorised bucket calls made (observable by tests and benchmarks)
+        self.traces = 0  # bucket functions this stack traced (others came from the cache)
 
-    @property
-    def traces(self) -> int:
-        """Bucket functions traced so far (each structure of each graph once)."""
-        return sum(self._traced.values())
+    def _graph(self, graph_function) -> tuple:
+        entry = self._graphs.get(graph_function)
+        if entry is None:
+            prepared = graph_function.prepared_graph_def()
+            entry = self._graphs[graph_function] = (_digest(prepared), prepared)
+        return entry
 
     # -- the map -------------------------------------------------------------------------------
     def map(self, executor: base.SyncExecutor,
@@ -105,9 +139,10 @@ class VectorisedTraining:
         graph_function = function.graph_function
         result_type = function.type_signature.result
         result_types = batch_lib.leaf_types(result_type)
-        if graph_function in self._refused or result_types is None or not any(
+        if result_types is None or not any(
                 kind == "variant" for kind, _ in graph_function.parameter_leaves) or any(
-                kind != "tensor" for kind, _ in graph_function.result_leaves):
+                kind != "tensor" for kind, _ in graph_function.result_leaves) or \
+                self._graph(graph_function)[0] in _functions.refused:
             return None
         clients = [self._client(executor, function, a) for a in arguments]
         buckets: dict = {}
@@ -183,7 +218,7 @@ class VectorisedTraining:
         shared = tuple(all(c.tensors[i] is first.tensors[i] or
                            np.array_equal(c.tensors[i], first.tensors[i]) for c in clients[1:])
                        for i in range(len(first.tensors)))
-        cache_key = (function.graph_function, _traced_structure(key), shared)
+        cache_key = (self._graph(function.graph_function)[0], _traced_structure(key), shared)
         compiled = self._get(cache_key, may_trace,
                              lambda: self._build(function.graph_function, first, shared))
         if compiled is None:
@@ -207,37 +242,39 @@ class VectorisedTraining:
         return [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
 
     def _get(self, key, may_trace: bool, build: Callable):
-        """The bucket function for `key` (graph, bucket structure, shared leaves), traced once
-        (when `may_trace` and the graph's budget allows); None when it is not traced yet or was
-        refused (remembered: the graph itself when the interpreter refuses it, else this
-        bucket structure)."""
-        with self._lock:
-            if key in self._refused or key[0] in self._refused:
+        """The bucket function for `key` (graph digest, bucket structure, shared leaves), traced
+        once in the process (when `may_trace` and the graph's budget allows); None when it is
+        not traced yet or was refused (remembered: the graph itself when the interpreter
+        refuses it, else this bucket structure)."""
+        cache = _functions
+        with cache.lock:
+            if key in cache.refused or key[0] in cache.refused:
                 return None
-            if key not in self._compiled:
-                if not may_trace or self._traced.get(key[0], 0) >= MAX_TRACES:
+            if key not in cache.compiled:
+                if not may_trace or cache.traced.get(key[0], 0) >= MAX_TRACES:
                     return None  # not now, or enough structures of this graph: per client
-                self._traced[key[0]] = self._traced.get(key[0], 0) + 1
+                cache.traced[key[0]] = cache.traced.get(key[0], 0) + 1
+                self.traces += 1
                 try:
-                    self._compiled[key] = build()
+                    cache.compiled[key] = build()
                 except tf_functional.Unsupported as e:
-                    self._refused.update((key, key[0]))
+                    cache.refused.update((key, key[0]))
                     _LOG.info("vectorised training: a client graph trains client by client: %s",
                               e)
                     return None
                 except Exception as e:  # noqa: BLE001 - pfor/tracing refuse in several ways
-                    self._refused.add(key)
+                    cache.refused.add(key)
                     first_line = (str(e).strip().splitlines() or [""])[0][:200]
                     _LOG.info("vectorised training: a bucket trains client by client: %s: %s",
                               type(e).__name__, first_line)
                     return None
-            return self._compiled[key]
+            return cache.compiled[key]
 
     def _interpreter(self, graph_function) -> tf_functional.Interpreter:
-        interpreter = self._interpreters.get(graph_function)
+        digest, prepared = self._graph(graph_function)
+        interpreter = _functions.interpreters.get(digest)
         if interpreter is None:
-            interpreter = tf_functional.Interpreter(graph_function.prepared_graph_def())
-            self._interpreters[graph_function] = interpreter
+            interpreter = _functions.interpreters[digest] = tf_functional.Interpreter(prepared)
         return interpreter
 
     def _build(self, graph_function, first: _Client, shared: tuple):

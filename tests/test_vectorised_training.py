@@ -34,6 +34,14 @@ LEARNING = pathlib.Path(__file__).resolve().parents[1] / "examples" / "learning"
 RTOL, ATOL = 1e-5, 1e-6
 
 
+@pytest.fixture(autouse=True)
+def fresh_bucket_functions():
+    """Each test counts the bucket functions it traces: none is cached from another test."""
+    tf_vectorised.clear_cache()
+    yield
+    tf_vectorised.clear_cache()
+
+
 def _case(name: str):
     case_dir = LEARNING / name
     meta = json.loads((case_dir / "meta.json").read_text())
@@ -292,6 +300,16 @@ def test_an_lstm_client_graph_is_refused_by_the_interpreter():
     one_client = _interpreted(graph_function, _random_parameters(graph_function), dataset)
     with pytest.raises(tf_functional.Unsupported):
         one_client.get_concrete_function()
+
+
+def test_a_second_runner_reuses_the_traced_bucket_function(monkeypatch):
+    """Traced functions are shared by every stack of the process (keyed by the graph's
+    content): a second Runner trains in buckets without tracing again."""
+    first = _run_round("fedavg_mlp_c10", monkeypatch, vectorised=True)
+    second = _run_round("fedavg_mlp_c10", monkeypatch, vectorised=True)
+    assert first.traces == 1 and second.traces == 0
+    assert second.paths[0].get(activity.VECTORISED) == 10 and second.calls == 1
+    _assert_close("fedavg_mlp_c10", second.result, first.result, 0.0, 0.0)
 
 
 def test_structures_past_the_trace_budget_train_per_client(monkeypatch):
