@@ -58,12 +58,14 @@ def listen(listener: Callable[[Event], None]) -> Iterator[None]:
 # -- client graph paths ----------------------------------------------------------------------
 #: The ways a client's graph can run (issue 16): several clients in one vectorised call, the
 #: graph's dataset reduction compiled as a loop over tensors, a per-client call that feeds a
-#: `tf.data` dataset, and a plain per-client call.
+#: `tf.data` dataset, and a plain per-client call; clients that train together (their datasets
+#: reduced in one call vectorised across clients, `tf_vectorised`).
 BATCHED = "batched bucket"
+VECTORISED = "vectorised bucket"
 TENSOR_LOOP = "tensor loop"
 TF_DATA = "tf.data"
 PER_CLIENT = "per client"
-PATHS = (BATCHED, TENSOR_LOOP, TF_DATA, PER_CLIENT)
+PATHS = (BATCHED, VECTORISED, TENSOR_LOOP, TF_DATA, PER_CLIENT)
 
 _path_lock = threading.Lock()
 _path_counts: dict[str, int] = dict.fromkeys(PATHS, 0)

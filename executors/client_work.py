@@ -33,6 +33,7 @@ from tffexec.executors import batch as batch_lib
 from tffexec.executors import batch_lambda
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_batch
+from tffexec.executors import tf_vectorised
 
 _task_keys = itertools.count(1)
 
@@ -83,6 +84,13 @@ class ClientWork(abc.ABC):
                     intrinsic: str) -> Optional[batch_lib.Batch]:
         """`function` applied to every client of `batch` at once, as a Batch of `result_type`;
         None when it cannot be (the caller then uses `map`)."""
+        return None
+
+    def map_members_batched(self, executor: base.SyncExecutor, function: base.ExecValue,
+                            arguments: Sequence[Optional[base.ExecValue]], *, intrinsic: str,
+                            first_client: int = 0) -> Optional[batch_lib.Batch]:
+        """`map` over members that cannot be columns (e.g. datasets), its results as a Batch
+        where it can do better than `map`; None when it cannot (nothing has run then)."""
         return None
 
     def fold_batched(self, zero_leaves: list, accumulate: base.ExecValue,
@@ -272,10 +280,23 @@ class BatchingClientWork(ClientWork):
         self._chunk_sizes: dict = {}  # function -> chunk size that proved worth it
         self.functions = tf_batch.BatchedFunctions(leaf)
         self._lambdas = batch_lambda.LambdaBatcher(self.functions, leaf)
+        self.training = tf_vectorised.VectorisedTraining(leaf) if tf_vectorised.enabled() else None
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
         return self.inner.map(executor, function, arguments, intrinsic=intrinsic,
                               first_client=first_client)
+
+    def map_members_batched(self, executor, function, arguments, *, intrinsic,
+                            first_client=0) -> Optional[batch_lib.Batch]:
+        """Clients that train over datasets of one structure, one vectorised call per bucket
+        (`tf_vectorised`), the others per client; the results as columns, or None."""
+        if self.training is None:
+            return None
+        return self.training.map(
+            executor, self.functions.function_of(function), arguments,
+            lambda start, stop: self.inner.map(executor, function, arguments[start:stop],
+                                               intrinsic=intrinsic,
+                                               first_client=first_client + start))
 
     def run_tasks(self, tasks: list[Callable[[], object]]) -> list:
         return self.inner.run_tasks(tasks)

@@ -93,6 +93,12 @@ class FederatingExecutor(base.StructLayer):
             if result is not None:
                 return self.placed_batch(result, result_type)
         arguments = [None] * self.num_clients if data is None else self.members(data)
+        if data is not None:  # e.g. clients training over their datasets, in buckets
+            columns = self.client_work.map_members_batched(
+                self.child, function, arguments, intrinsic=intrinsic,
+                first_client=self.first_client)
+            if columns is not None:
+                return self.placed_batch(columns, result_type)
         return self.placed(self._map_members(function, arguments, intrinsic), result_type)
 
     def _map_batch(self, data: Optional[base.ExecValue]) -> Optional["batch_lib.Batch"]:

@@ -73,6 +73,10 @@ def _quiet_pfor() -> None:
         _pfor_quieted = True
 
 
+#: For other vectorising paths (`tf_vectorised`): pfor's records dropped, as here.
+quiet_pfor = _quiet_pfor
+
+
 def _report_refusal(key: tuple, error: BaseException) -> None:
     """One `-v` line saying which batched form was refused and why (its first line)."""
     lines = str(error).strip().splitlines()

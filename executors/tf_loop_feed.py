@@ -102,6 +102,11 @@ def _leaves(value, element_type) -> list:
     return [leaf for i, member_type in members for leaf in _leaves(value[i], member_type)]
 
 
+def element_leaves(value, element_type) -> list:
+    """One element's tensors in tf.nest order, the order in which looped graphs take them."""
+    return _leaves(value, element_type)
+
+
 def element_dtypes(element_type) -> tuple[int, ...]:
     """The TensorFlow dtype enums of an element type's leaves, in tf.nest order."""
     members = _members(element_type)
