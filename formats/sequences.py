@@ -33,6 +33,7 @@ from federated_language.common_libs import structure
 
 from tffexec import policy as policy_lib
 from tffexec.errors import ArgumentError, PolicyError
+from tffexec.formats import dataset_graphs
 from tffexec.formats import types as tt
 
 #: Text in the TensorFlow error raised when a fed dataset of unknown length passes the limit;
@@ -147,7 +148,14 @@ class SequenceValue:
         """
         if self._elements is None:
             policy = self.policy
-            self._elements = _read_elements(self.to_dataset(), self._element_type, policy)
+            if self._graph_def is not None and dataset_graphs.enabled():
+                # Slices and batches of constants: read with numpy (~0.1 ms, not ~20 ms).
+                self._admit_graph()
+                self._elements = dataset_graphs.read_elements(
+                    self._graph_def, self._element_type, policy.max_sequence_elements,
+                    policy.sequence_too_long)
+            if self._elements is None:
+                self._elements = _read_elements(self.to_dataset(), self._element_type, policy)
         elif len(self._elements) > self.policy.max_sequence_elements:
             raise self.policy.sequence_too_long(len(self._elements))
         return self._elements
