@@ -15,8 +15,9 @@ Everything else in a graph starts fresh on every call (resources are per call, d
 ones included, are rebuilt per call: see `tf_function`), so its clients may run in any order.
 
 A map's function may be a `tensorflow` computation or a lambda that calls some (directly, through
-the names it captures, or through sequence intrinsics): `reason` looks through all of them. The
-answer per graph is computed once (graphs are parsed and walked once per process).
+the names it captures, or through sequence intrinsics): `reason` looks through all of them. Each
+graph's ops are walked once per process, on the GraphDef its `GraphFunction` parsed (nothing is
+parsed twice).
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ import weakref
 from typing import Iterable, Optional
 
 from tffexec import errors
-from tffexec.checks import graphs
 from tffexec.executors import base
 from tffexec.executors import reference_resolving_executor as rre
 from tffexec.executors import tensorflow_executor
@@ -40,9 +40,9 @@ _MAX_DEPTH = 64
 _lock = threading.Lock()
 # GraphFunction -> reason; a weak key: a graph's answer lives as long as its function.
 _by_function: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-# id(lambda proto) -> (proto, reason of the `tensorflow` nodes inside it); the proto is kept so
-# that its id is not reused.
-_by_lambda: dict[int, tuple[object, Optional[str]]] = {}
+# id(lambda proto) -> (proto, reason of the `tensorflow` nodes inside it, its free names); the
+# proto is kept so that its id is not reused.
+_by_lambda: dict[int, tuple[object, Optional[str], list[str]]] = {}
 _LAMBDA_CACHE_LIMIT = 4096
 
 
@@ -61,25 +61,26 @@ def ops_reason(ops: Iterable[str]) -> Optional[str]:
 
 
 def reason(function: base.ExecValue) -> Optional[str]:
-    """Why calls of `function` must run in client order (the op that requires it), or None when
-    its clients may run on several threads."""
-    return _value_reason(function, 0, set())
+    """Why calls of `function` must run in client order (e.g. "a RandomUniform op"), or None
+    when its clients may run on several threads."""
+    return _value_reason(function, 0, {})
 
 
-def _value_reason(value, depth: int, seen: set) -> Optional[str]:
+def _value_reason(value, depth: int, seen: dict) -> Optional[str]:
+    """`seen` holds the values looked at (by id; kept alive so that no id is reused)."""
     if depth > _MAX_DEPTH:
-        return "nesting deeper than tffexec follows"  # conservative: in order
+        return "values nested deeper than tffexec looks"  # conservative: in order
     while isinstance(value, base.ExecValue):
         if id(value) in seen:
             return None
-        seen.add(id(value))
+        seen[id(value)] = value
         rep = value.rep
         if isinstance(rep, tensorflow_executor.LeafFunction):
             return _function_reason(rep.graph_function)
         if isinstance(rep, rre.Closure):
-            return _closure_reason(rep.comp, rep.scope, depth, seen)
+            return _closure_reason(value.owner, rep.comp, rep.scope, depth, seen)
         if isinstance(rep, base.ClosureSpec):
-            return _spec_reason(rep, depth, seen)
+            return _spec_reason(value.owner, rep, depth, seen)
         if isinstance(rep, base.StructRep):
             return _first(_value_reason(v, depth + 1, seen) for _, v in rep.elements)
         value = rep
@@ -91,58 +92,66 @@ def _first(reasons) -> Optional[str]:
 
 
 def _function_reason(graph_function) -> Optional[str]:
-    try:
-        return _by_function[graph_function]
-    except KeyError:
-        pass
-    found = ops_reason(node.op for node in tf_call_config.graph_nodes(graph_function.graph_def))
+    with _lock:
+        if graph_function in _by_function:
+            return _by_function[graph_function]
+    op = ops_reason(node.op for node in tf_call_config.graph_nodes(graph_function.graph_def))
+    found = None if op is None else f"a {op} op"
     with _lock:
         _by_function[graph_function] = found
     return found
 
 
-def _closure_reason(comp, scope: Optional[rre.Scope], depth: int, seen: set) -> Optional[str]:
-    own = _lambda_reason(comp)
+def _closure_reason(owner, comp, scope: Optional[rre.Scope], depth: int,
+                   seen: dict) -> Optional[str]:
+    own, free = _lambda_reason(owner, comp, depth, seen)
     if own is not None or scope is None:
         return own
     values = []
-    for name in rre.free_names(comp):
+    for name in free:
         try:
             values.append(scope.lookup(name))
-        except Exception:  # noqa: BLE001 - an unbound name fails when the function is called
+        except errors.TffexecError:  # an unbound name fails when the function is called
             continue
     return _first(_value_reason(v, depth + 1, seen) for v in values)
 
 
-def _spec_reason(spec: base.ClosureSpec, depth: int, seen: set) -> Optional[str]:
-    own = _lambda_reason(spec.comp)
+def _spec_reason(owner, spec: base.ClosureSpec, depth: int, seen: dict) -> Optional[str]:
+    own, _ = _lambda_reason(owner, spec.comp, depth, seen)
     if own is not None:
         return own
     return _first(_value_reason(v, depth + 1, seen) for v in spec.captured.values())
 
 
-def _lambda_reason(comp) -> Optional[str]:
-    """The reason of the `tensorflow` computations written inside `comp` (cached per proto)."""
+def _lambda_reason(owner, comp, depth: int, seen: dict) -> tuple[Optional[str], list[str]]:
+    """The reason of the `tensorflow` computations written inside `comp`, and the names free in
+    it (both cached per proto).
+
+    Each is embedded through `owner` (the executor that holds the lambda), as the lambda's call
+    will embed it: the graph is parsed, checked and imported once, by the leaf executor, and its
+    `GraphFunction` answers. A graph that cannot be embedded makes the map run in client order,
+    where its call reports the error and names the client.
+    """
     hit = _by_lambda.get(id(comp))
     if hit is not None and hit[0] is comp:
-        return hit[1]
+        return hit[1], hit[2]
     found = None
     stack = [comp]
     while stack and found is None:
         node = stack.pop()
         if node.WhichOneof("computation") == "tensorflow":
             try:
-                graph_def = graphs.parse_graph_def(node.tensorflow.graph_def)
-            except errors.ComputationError:
-                continue  # the call itself reports the broken graph, naming its node
-            found = ops_reason(use.op for use in graphs.iter_ops(graph_def))
+                found = _value_reason(owner.value(node), depth + 1, seen)
+            except errors.TffexecError:
+                return "a graph that cannot run", []  # not cached: the call reports it
             continue
         stack.extend(_children(node))
     with _lock:
         if len(_by_lambda) >= _LAMBDA_CACHE_LIMIT:
             _by_lambda.clear()
-        _by_lambda[id(comp)] = (comp, found)
-    return found
+        free = rre.free_names(comp)
+        _by_lambda[id(comp)] = (comp, found, free)
+    return found, free
 
 
 def _children(node) -> list:

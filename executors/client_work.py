@@ -228,13 +228,13 @@ class ThreadedClientWork(ClientWork):
         or calls whose results depend on their order: `client_order`)."""
         if total <= 1 or self.threads <= 1:
             return True
-        op = client_order.reason(function)
-        if op is None:
+        why = client_order.reason(function)
+        if why is None:
             return False
-        if (intrinsic, op) not in self._told:
-            self._told.add((intrinsic, op))
-            _LOG.info("client threads: a %s's function has a %s op: its clients run in client "
-                      "order on one thread", intrinsic, op)
+        if (intrinsic, why) not in self._told:
+            self._told.add((intrinsic, why))
+            _LOG.info("client threads: a %s runs its clients in client order on one thread: "
+                      "its function holds %s", intrinsic, why)
         return True
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):

@@ -220,7 +220,8 @@ def test_verbose_says_the_client_threads_and_why_a_map_runs_in_order(runner, tmp
                                           "1", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert "client threads: 2 for per-client maps (local stack" in result.stderr
-    assert "has a RandomUniform op: its clients run in client order" in result.stderr
+    assert ("a federated_map runs its clients in client order on one thread: its function "
+            "holds a RandomUniform op") in result.stderr
 
 
 def test_benchmark_json_says_the_client_threads(runner, tmp_path, matmul_map):
