@@ -182,17 +182,40 @@ def test_a_stateful_random_map_runs_in_client_order_and_matches_one_thread_under
     assert len(set(draws.tolist())) == len(values)  # each client drew its own value
 
 
-def test_a_lambda_that_calls_a_random_graph_also_runs_in_client_order(random_map):
+def _noise():
     import tensorflow as tf  # noqa: PLC0415
 
-    noise = tfc.as_computation(tfc.tensorflow_computation(
-        lambda x: x * tf.random.normal([]), F32))
+    return tfc.as_computation(tfc.tensorflow_computation(lambda x: x * tf.random.normal([]), F32))
 
+
+def _lambda_calling(noise):
+    """federated_map of a lambda whose body holds the random graph."""
     @fl.federated_computation(F32)
     def per_client(x):
         return noise(x)
 
-    comp = _map(per_client)
+    return _map(per_client)
+
+
+def _lambda_capturing(noise):
+    """A block binds the random graph to `f`; the mapped lambda calls it by name (as TFF's
+    compiled forms do), so the graph is found through the closure's scope."""
+    fw = fl.framework
+    graph = noise.to_building_block()
+    clients = fl.FederatedType(np.float32, fl.CLIENTS)
+    per_client = fw.Lambda("y", F32, fw.Call(fw.Reference("f", graph.type_signature),
+                                             fw.Reference("y", F32)))
+    federated_map = fw.Intrinsic(fw.FEDERATED_MAP.uri,
+                                 fl.FunctionType([per_client.type_signature, clients], clients))
+    body = fw.Block([("f", graph)], fw.Call(federated_map, fw.Struct(
+        [per_client, fw.Reference("x", clients)])))
+    return fw.Lambda("x", clients, body).to_proto()
+
+
+@pytest.mark.parametrize("build", [_lambda_calling, _lambda_capturing],
+                         ids=["in-its-body", "captured"])
+def test_a_lambda_that_calls_a_random_graph_also_runs_in_client_order(build):
+    comp = build(_noise())
     values = [float(i + 1) for i in range(6)]
     threaded = config_lib.StackConfig(threads=3, clients_per_thread=1, seed=3)
     with runner_lib.Runner(threaded) as runner:
