@@ -26,6 +26,7 @@ import weakref
 from typing import Iterable, Optional
 
 from tffexec import errors
+from tffexec.checks import ast_walk
 from tffexec.executors import base
 from tffexec.executors import reference_resolving_executor as rre
 from tffexec.executors import tensorflow_executor
@@ -136,16 +137,15 @@ def _lambda_reason(owner, comp, depth: int, seen: dict) -> tuple[Optional[str], 
     if hit is not None and hit[0] is comp:
         return hit[1], hit[2]
     found = None
-    stack = [comp]
-    while stack and found is None:
-        node = stack.pop()
-        if node.WhichOneof("computation") == "tensorflow":
-            try:
-                found = _value_reason(owner.value(node), depth + 1, seen)
-            except errors.TffexecError:
-                return "a graph that cannot run", []  # not cached: the call reports it
+    for node in ast_walk.walk(comp):
+        if node.kind != "tensorflow":
             continue
-        stack.extend(_children(node))
+        try:
+            found = _value_reason(owner.value(node.comp), depth + 1, seen)
+        except errors.TffexecError:
+            return "a graph that cannot run", []  # not cached: the call reports it
+        if found is not None:
+            break
     with _lock:
         if len(_by_lambda) >= _LAMBDA_CACHE_LIMIT:
             _by_lambda.clear()
@@ -153,19 +153,3 @@ def _lambda_reason(owner, comp, depth: int, seen: dict) -> tuple[Optional[str], 
         _by_lambda[id(comp)] = (comp, found, free)
     return found, free
 
-
-def _children(node) -> list:
-    """The computations directly inside an AST node."""
-    kind = node.WhichOneof("computation")
-    if kind == "lambda":
-        return [getattr(node, "lambda").result]
-    if kind == "block":
-        return [local.value for local in node.block.local] + [node.block.result]
-    if kind == "call":
-        return [node.call.function] + ([node.call.argument] if node.call.HasField("argument")
-                                       else [])
-    if kind == "struct":
-        return [element.value for element in node.struct.element]
-    if kind == "selection":
-        return [node.selection.source]
-    return []

@@ -52,10 +52,11 @@ def tf_thread_plan(config: config_lib.StackConfig) -> tuple[int | None, int | No
 
     The local stack keeps TensorFlow's defaults (both pools as large as the cores): its batched
     calls run one at a time and use every core, and its client threads share the one
-    process-wide intra-op pool (measured on 2 cores: per-client training rounds as fast as with
-    one intra-op thread, batched maps unchanged). The threaded stack also runs batched chunks side
-    by side, so each client's ops get `cores // threads` intra-op threads (at least 1): N client
-    threads x intra-op threads stay within the cores instead of oversubscribing them.
+    process-wide intra-op pool (on a busy 2-core machine, per-client training rounds were within
+    noise of the threaded stack's one intra-op thread per client). The threaded stack also runs
+    batched chunks side by side, so each client's ops get `cores // threads` intra-op threads
+    (at least 1): N client threads x intra-op threads stay within the cores instead of
+    oversubscribing them.
     `--tf-threads` overrides the intra-op count on either stack.
     """
     if config.tf_threads is not None:
