@@ -104,12 +104,15 @@ def benchmark(comp: str, arg: str | None, runs: int, warmup: int, clients: int |
     with progress.Reporter(progress=progress.show_progress(quiet), verbose=verbose):
         comp_name, report = watchdog.run_guarded(work, timeout=timeout)
 
+    from tffexec.factories import stacks  # noqa: PLC0415 - loaded with the executors
+
     document = {
         "schema": JSON_SCHEMA,
         "file": comp_name,
         "argument": common.display_name(arg) if arg is not None else None,
         "clients": report.clients,
         "stack": {key: value for key, value in stack_params.items()},
+        "client_threads": stacks.client_threads(config),
         "load": {"computation_s": report.load_computation_s,
                  "argument_s": report.load_argument_s},
         "import_tensorflow_s": report.import_tensorflow_s,
@@ -136,7 +139,8 @@ def _print_table(doc: dict) -> None:
 
     steady = doc["steady"]
     table = Table(title=doc["file"], caption=f"{doc['clients']} clients, stack "
-                                              f"{doc['stack'].get('stack') or 'local'}",
+                                              f"{doc['stack'].get('stack') or 'local'}, "
+                                              f"{doc['client_threads']} client threads",
                   show_header=True)
     table.add_column("stage")
     table.add_column("time", justify="right")

@@ -33,13 +33,17 @@ def options(command: Callable) -> Callable:
     decorators = [
         common.env_option("--stack", "stack", type=click.Choice(STACK_CHOICES), default="local",
                           show_default=True,
-                          help="Execution stack: local runs client work on one thread; "
-                               "threaded runs it on a pool of threads; ray spreads shards of "
-                               "clients over Ray actors (pip install 'tffexec[ray]')."),
+                          help="Execution stack: local runs in this process, per-client "
+                               "maps on --threads threads and batched calls one at a time with "
+                               "all TensorFlow threads; threaded also runs batched chunks side "
+                               "by side, sharing TensorFlow's threads among them; ray spreads "
+                               "shards of clients over Ray actors (pip install 'tffexec[ray]')."),
         common.env_option("--threads", type=click.IntRange(min=1), default=None,
-                          help="Client threads of the threaded stack (default: number of cores)."),
+                          help="Threads that run a per-client map (default: number of cores; "
+                               "1: one client after another). Maps with stateful random ops "
+                               "run in client order on one thread, so --seed reproduces runs."),
         click.option("--clients-per-thread", type=click.IntRange(min=1), default=None,
-                     help="Clients handled by one task of the threaded stack (default: clients "
+                     help="Clients handled by one task of a threaded map (default: clients "
                           "divided evenly over the threads)."),
         common.env_option("--max-fanout", type=click.IntRange(min=2), default=None,
                           help="Split more clients than this into child stacks composed in levels "
@@ -51,8 +55,8 @@ def options(command: Callable) -> Callable:
                           help="Run client work one client at a time instead of batching clients "
                                "into one TensorFlow call (for comparison and debugging)."),
         common.env_option("--tf-threads", type=click.IntRange(min=1), default=None,
-                          help="TensorFlow intra-op threads (process-wide; default: cores "
-                               "divided by client threads)."),
+                          help="TensorFlow intra-op threads (process-wide; default: the "
+                               "cores, on the threaded stack divided by its client threads)."),
         *ray_options(),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), command)

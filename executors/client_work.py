@@ -1,11 +1,12 @@
 """The one seam through which the federating executor does per-client work.
 
 The federating executor never loops over clients itself: it asks a `ClientWork` to call one
-function on N arguments (`map`) or to fold N client values into an accumulator (`fold`). The local
-stack's implementation is a plain loop; the threaded one runs a map's contiguous chunks of clients
-on a thread pool (a fold stays in client order on every stack, see `ClientWork.fold`); a batched
-implementation can replace the loop by one vectorised TensorFlow call
-without touching the intrinsics.
+function on N arguments (`map`) or to fold N client values into an accumulator (`fold`). With one
+client thread (`--threads 1`) a map is a plain loop; otherwise its contiguous chunks of clients
+run on a thread pool (by default on every in-process stack of a multi-core machine), except where
+the calls' results depend on their order (`client_order`). A fold stays in client order on every
+stack (see `ClientWork.fold`). A batched implementation can replace the loop by one vectorised
+TensorFlow call without touching the intrinsics.
 
 Errors. A failure in one client's work names the client (its global index, so composed stacks
 report the same index as a flat one) and the intrinsic, and keeps its class (and so its exit
@@ -19,6 +20,7 @@ import abc
 import concurrent.futures
 import functools
 import itertools
+import logging
 import math
 import os
 import threading
@@ -31,11 +33,13 @@ from tffexec.executors import activity
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
 from tffexec.executors import batch_lambda
+from tffexec.executors import client_order
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_batch
 from tffexec.executors import tf_vectorised
 
 _task_keys = itertools.count(1)
+_LOG = logging.getLogger("tffexec")
 
 
 class ClientWork(abc.ABC):
@@ -134,14 +138,22 @@ def in_client_order(step: Callable[[object], None], items: Sequence, *, intrinsi
     activity.report(intrinsic, total, total, key)
 
 
+def map_in_order(executor: base.SyncExecutor, function: base.ExecValue,
+                 arguments: Sequence[Optional[base.ExecValue]], *, intrinsic: str,
+                 first_client: int = 0) -> list[base.ExecValue]:
+    """`ClientWork.map` one client after another on the calling thread."""
+    results: list[base.ExecValue] = []
+    in_client_order(lambda argument: results.append(executor.call(function, argument)),
+                    arguments, intrinsic=intrinsic, first_client=first_client)
+    return results
+
+
 class SequentialClientWork(ClientWork):
-    """One client after another on the calling thread (the local stack)."""
+    """One client after another on the calling thread (`--threads 1`, or a one-core machine)."""
 
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
-        results: list[base.ExecValue] = []
-        in_client_order(lambda argument: results.append(executor.call(function, argument)),
-                        arguments, intrinsic=intrinsic, first_client=first_client)
-        return results
+        return map_in_order(executor, function, arguments, intrinsic=intrinsic,
+                            first_client=first_client)
 
 
 class ThreadedClientWork(ClientWork):
@@ -152,17 +164,26 @@ class ThreadedClientWork(ClientWork):
     `clients_per_task` (the CLI's `--clients-per-thread`) defaults to the clients divided evenly
     over the threads: one task per thread, the least scheduling overhead.
 
+    A map whose results would depend on the order of its calls (a stateful random op continuing
+    one stream, a print: see `client_order`) runs in client order on the calling thread instead,
+    so `--seed` reproduces a run whatever the thread count.
+
+    `parallel_tasks` says whether `run_tasks` (the chunks of batched calls) also uses the pool:
+    the threaded stack's choice. The local stack keeps batched calls one after another, each with
+    all of TensorFlow's intra-op threads, and runs only per-client maps on the pool.
+
     Per-client functions are unplaced (they contain no federated intrinsics), so a task never
     waits for another task of the pool: tasks cannot deadlock, however many runs share the pool.
     """
 
-    parallel = True
-
-    def __init__(self, threads: Optional[int] = None, clients_per_task: Optional[int] = None):
+    def __init__(self, threads: Optional[int] = None, clients_per_task: Optional[int] = None,
+                 *, parallel_tasks: bool = True):
         self.threads = threads or tf_runtime.cores()
         self.clients_per_task = clients_per_task
+        self.parallel = parallel_tasks
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._lock = threading.Lock()
+        self._told: set = set()  # (intrinsic, op) already said under -v
 
     def _executor_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -177,8 +198,9 @@ class ThreadedClientWork(ClientWork):
         return [range(start, min(start + size, total)) for start in range(0, total, size)]
 
     def run_tasks(self, tasks: list[Callable[[], object]]) -> list:
-        """Runs independent tasks on the pool, in parallel; their results in order."""
-        return self._run(tasks)
+        """Runs independent tasks (on the pool, in parallel, where `parallel`); their results
+        in order."""
+        return self._run(tasks) if self.parallel else super().run_tasks(tasks)
 
     def _run(self, tasks: list[Callable[[], object]]) -> list:
         """Runs the tasks on the pool (the last one on the calling thread) and waits for all."""
@@ -209,10 +231,25 @@ class ThreadedClientWork(ClientWork):
                 raise error
         return results
 
+    def _in_order(self, function: base.ExecValue, total: int, intrinsic: str) -> bool:
+        """Whether this map runs in client order on the calling thread (one client or thread,
+        or calls whose results depend on their order: `client_order`)."""
+        if total <= 1 or self.threads <= 1:
+            return True
+        why = client_order.reason(function)
+        if why is None:
+            return False
+        if (intrinsic, why) not in self._told:
+            self._told.add((intrinsic, why))
+            _LOG.info("client threads: a %s runs its clients in client order on one thread: "
+                      "its function holds %s", intrinsic, why)
+        return True
+
     def map(self, executor, function, arguments, *, intrinsic, first_client=0):
         total = len(arguments)
-        if total == 0:
-            return []
+        if self._in_order(function, total, intrinsic):
+            return map_in_order(executor, function, arguments, intrinsic=intrinsic,
+                                first_client=first_client)
         key = next(_task_keys)
         done = [0]
         done_lock = threading.Lock()

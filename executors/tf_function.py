@@ -142,6 +142,12 @@ class GraphFunction:
                 self._shared = self._build_instance()
 
     @property
+    def graph_def(self):
+        """The GraphDef every instance is imported from (read it; never change it): what
+        static checks such as `client_order` inspect."""
+        return self._graph_def
+
+    @property
     def session_token_name(self) -> str:
         """The tensor TFF's session token feeds ("" when the graph has none)."""
         return self._proto.session_token_tensor_name

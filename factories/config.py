@@ -6,6 +6,7 @@ a user can say on the command line can be said from Python and vice versa.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 from tffexec import policy as policy_lib
@@ -20,14 +21,19 @@ class StackConfig:
     """How to build the executor stack for one computation call.
 
     Attributes:
-      kind: which stack; "local" runs client work on the calling thread.
+      kind: which stack; "local" and "threaded" run in this process: per-client maps on
+        `threads` threads on both, batched calls one at a time on "local" (each with all of
+        TensorFlow's intra-op threads) and side by side on "threaded"; "ray" spreads shards of
+        clients over Ray actors.
       clients: the number of clients when the argument does not say (`--clients`); when the
         argument has CLIENTS values, this must agree with their length.
       seed: makes random TensorFlow ops reproducible (`--seed`); None draws fresh values.
       cache_size: how many stacks (one per distinct client count) the factory keeps.
-      threads: client threads of the threaded stack (default: the number of cores).
-      clients_per_thread: clients per task on the threaded stack (default: clients divided
-        evenly over the threads).
+      threads: threads that run a per-client map (default: the number of cores; in a Ray
+        actor, its CPUs). 1 runs one client after another. Maps whose results depend on the
+        order of their calls (stateful random ops, prints) always run in client order.
+      clients_per_thread: clients per task of a threaded map (default: clients divided evenly
+        over the threads).
       max_fanout: when clients exceed it, split them into child stacks of at most this many
         clients, composed in levels (TFF's composing stack); None is flat.
       device: where TensorFlow work runs: "cpu", "gpu" or "gpu:N" (None: TensorFlow decides).
@@ -105,8 +111,14 @@ class StackConfig:
 
 def shard_config(config: StackConfig) -> StackConfig:
     """The in-process stack each Ray actor runs for its shards: threaded when `threads` is
-    given, else local; everything else (seed, policy, device, ...) as in `config`."""
-    return dataclasses.replace(config, kind="threaded" if config.threads else "local",
+    given, else local with one client thread per CPU the actor reserves (`worker_cpus`, default
+    1: actors side by side already fill the cores); everything else (seed, policy, device, ...)
+    as in `config`."""
+    if config.threads:
+        kind, threads = "threaded", config.threads
+    else:
+        kind, threads = "local", max(1, math.floor(config.worker_cpus or 1))
+    return dataclasses.replace(config, kind=kind, threads=threads,
                                **{name: None for name in RAY_FIELDS})
 
 

@@ -14,8 +14,9 @@ threaded stacks, each leaf below, and each Ray shard (`factories/ray_worker.py`)
 it. Which kind of stack to build is the factory's choice (`executor_factory.build_stack`): this
 module builds the in-process ones and never imports the Ray modules.
 
-"Client work" is the seam where per-client calls happen: sequential on the local stack, a thread
-pool on the threaded one. With `max_fanout` and more clients than that, clients are split into
+"Client work" is the seam where per-client calls happen: per-client maps on a pool of threads
+(`client_threads`: the cores by default, on the local and threaded stacks alike; one thread is a
+plain loop), batched calls one at a time on the local stack and side by side on the threaded one. With `max_fanout` and more clients than that, clients are split into
 flat stacks of at most `max_fanout` clients (contiguous blocks, the last one smaller), grouped
 `max_fanout` at a time under composing executors until one remains (TFF's composing stack):
 
@@ -29,6 +30,7 @@ of client threads.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 from tffexec import errors
@@ -42,15 +44,20 @@ from tffexec.executors import sequence_executor
 from tffexec.executors import tensorflow_executor
 from tffexec.factories import config as config_lib
 
+_LOG = logging.getLogger("tffexec")
+
 
 def tf_thread_plan(config: config_lib.StackConfig) -> tuple[int | None, int | None]:
     """TensorFlow's (intra-op, inter-op) thread counts for `config` (None: TensorFlow's default).
 
-    The local stack keeps TensorFlow's defaults (both pools as large as the cores): its one
-    client thread leaves the cores to TensorFlow. The threaded stack already keeps every core busy
-    with client threads, so each client's ops get `cores // threads` intra-op threads (at least
-    1): N client threads x intra-op threads stay within the cores instead of oversubscribing
-    them. `--tf-threads` overrides the intra-op count on either stack.
+    The local stack keeps TensorFlow's defaults (both pools as large as the cores): its batched
+    calls run one at a time and use every core, and its client threads share the one
+    process-wide intra-op pool (on a busy 2-core machine, per-client training rounds were within
+    noise of the threaded stack's one intra-op thread per client). The threaded stack also runs
+    batched chunks side by side, so each client's ops get `cores // threads` intra-op threads
+    (at least 1): N client threads x intra-op threads stay within the cores instead of
+    oversubscribing them.
+    `--tf-threads` overrides the intra-op count on either stack.
     """
     if config.tf_threads is not None:
         return config.tf_threads, None
@@ -75,14 +82,33 @@ def unplaced_stack(config: config_lib.StackConfig,
         sequence_executor.SequenceExecutor(rre.ReferenceResolvingExecutor(leaf)))
 
 
+def client_threads(config: config_lib.StackConfig) -> int:
+    """How many threads run a per-client map on `config`'s in-process stacks (on the Ray stack:
+    in each actor): `threads`, else the cores (an actor's: its CPUs)."""
+    if config.kind == "ray":
+        config = config_lib.shard_config(config)
+    return config.threads or tf_runtime.cores()
+
+
 def client_work(config: config_lib.StackConfig,
                 leaf: tensorflow_executor.TensorFlowExecutor) -> client_work_lib.ClientWork:
     """Per-client work: batched on `leaf` (the unplaced stack's leaf) where possible, else
-    sequential or on a pool of threads."""
+    per-client maps on `client_threads` threads (one: one client after another).
+
+    The threaded stack also runs the chunks of batched calls on its pool; the local stack runs
+    them one after another, each with all of TensorFlow's intra-op threads (see
+    `tf_thread_plan`).
+    """
+    threads = client_threads(config)
     if config.kind == "threaded":
-        work = client_work_lib.ThreadedClientWork(config.threads, config.clients_per_thread)
+        work = client_work_lib.ThreadedClientWork(threads, config.clients_per_thread)
+    elif threads > 1:
+        work = client_work_lib.ThreadedClientWork(threads, config.clients_per_thread,
+                                                  parallel_tasks=False)
     else:
         work = client_work_lib.SequentialClientWork()
+    _LOG.info("client threads: %d for per-client maps (%s stack%s)", threads, config.kind,
+              ", batched calls one at a time" if config.kind == "local" and config.batch else "")
     return client_work_lib.BatchingClientWork(work, leaf) if config.batch else work
 
 
