@@ -319,3 +319,15 @@ def test_structures_past_the_trace_budget_train_per_client(monkeypatch):
     assert rounds.traces == 1 and rounds.calls == 2 + 2
     assert rounds.paths[1].get(activity.VECTORISED) == 5
     assert rounds.paths[1].get(activity.TENSOR_LOOP) == 5
+
+
+def test_a_structure_few_clients_share_is_not_traced_and_its_clients_train_per_client(
+        monkeypatch):
+    # The largest bucket of the unequal round holds 3 of 10 clients: under a 35 % share it does
+    # not repay a trace of seconds, so nothing is traced and every client trains on its own.
+    monkeypatch.setattr(tf_vectorised, "TRACE_SHARE", 0.35)
+    monkeypatch.setattr(tf_vectorised, "TRACE_CLIENTS", 4)
+    rounds = _unequal_round(monkeypatch, vectorised=True)
+    assert rounds.traces == 0 and rounds.calls == 0
+    assert rounds.paths[0].get(activity.TENSOR_LOOP) == 10
+    assert activity.VECTORISED not in rounds.paths[0]
