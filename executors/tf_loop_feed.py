@@ -25,6 +25,7 @@ import numpy as np
 from tffexec import tf_runtime
 from tffexec.executors import identity_memo
 from tffexec.executors import tf_loops
+from tffexec.formats import dataset_graphs
 from tffexec.formats import sequences
 from tffexec.formats import types as tt
 
@@ -83,20 +84,9 @@ def _column_list(tf, column: list, dtype, unknown):
     return handle
 
 
-def _members(element_type) -> list | None:
-    """A struct's (name, type) members in tf.nest order (named structs by sorted name, as
-    datasets order dicts), or None for a tensor."""
-    if not isinstance(element_type, fl.StructType):
-        return None
-    members = list(enumerate(element_type.items()))
-    if members and all(name is not None for _, (name, _) in members):
-        members.sort(key=lambda member: member[1][0])
-    return [(i, member_type) for i, (_, member_type) in members]
-
-
 def _leaves(value, element_type) -> list:
     """The element's tensors in tf.nest order."""
-    members = _members(element_type)
+    members = dataset_graphs.nest_members(element_type)
     if members is None:
         return [value]
     return [leaf for i, member_type in members for leaf in _leaves(value[i], member_type)]
@@ -109,7 +99,7 @@ def element_leaves(value, element_type) -> list:
 
 def element_dtypes(element_type) -> tuple[int, ...]:
     """The TensorFlow dtype enums of an element type's leaves, in tf.nest order."""
-    members = _members(element_type)
+    members = dataset_graphs.nest_members(element_type)
     if members is None:
         return (tt.dtype_to_enum(element_type.dtype),)
     return tuple(d for _, member_type in members for d in element_dtypes(member_type))

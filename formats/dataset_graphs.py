@@ -170,21 +170,26 @@ class _Reader:
         return out
 
 
+def nest_members(element_type) -> Optional[list]:
+    """A struct's (index, type) members in tf.nest order (named structs by sorted name, as
+    datasets order dicts), or None for a tensor: the order of a dataset's components."""
+    if not isinstance(element_type, fl.StructType):
+        return None
+    members = list(enumerate(element_type.items()))
+    if members and all(name is not None for _, (name, _) in members):
+        members.sort(key=lambda member: member[1][0])
+    return [(i, member_type) for i, (_, member_type) in members]
+
+
 def _leaf_types(t: fl.Type) -> Optional[list]:
-    """The element type's tensor leaves in tf.nest order (named structs by sorted name, as
-    datasets order dicts); None for element types this reader does not produce."""
+    """The element type's tensor leaves in tf.nest order; None for element types this reader
+    does not produce (strings, mixed named and unnamed members, non-tensors)."""
     if isinstance(t, fl.TensorType):
         return None if tt.is_string(t.dtype) else [t]
-    if not isinstance(t, fl.StructType):
-        return None
-    items = list(t.items())
-    names = [n for n, _ in items]
-    if all(n is not None for n in names):
-        items = sorted(items, key=lambda item: item[0])
-    elif any(n is not None for n in names):
+    if not isinstance(t, fl.StructType) or len({n is None for n, _ in t.items()}) > 1:
         return None
     out: list = []
-    for _, member in items:
+    for _, member in nest_members(t):
         leaves = _leaf_types(member)
         if leaves is None:
             return None
@@ -216,8 +221,5 @@ def _to_value(leaves: list, t: fl.Type):
 def _build(t: fl.Type, leaves):
     if isinstance(t, fl.TensorType):
         return np.array(next(leaves), dtype=tt.value_dtype(t))
-    items = list(t.items())
-    if all(n is not None for n, _ in items):
-        built = {n: _build(member, leaves) for n, member in sorted(items, key=lambda i: i[0])}
-        return structure.Struct([(n, built[n]) for n, _ in items])
-    return structure.Struct([(None, _build(member, leaves)) for _, member in items])
+    built = {i: _build(member, leaves) for i, member in nest_members(t)}
+    return structure.Struct([(name, built[i]) for i, (name, _) in enumerate(t.items())])
