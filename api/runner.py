@@ -130,6 +130,13 @@ class Runner:
         """
         function_type = prepared.signature.function_type
         executor = self.stack(prepared)
+        rounds = self.factory.compiled_rounds(prepared.clients, executor)
+        if rounds is not None and prepared.signature.parameter_type is not None:
+            # A round called again runs as one compiled TensorFlow function (`tf_round`).
+            result = rounds.call(prepared.computation, function_type, prepared.argument)
+            if result is not None:
+                return result if columns else columns_lib.as_lists(result,
+                                                                   function_type.result)
         fn = executor.value(prepared.computation, function_type)
         if not isinstance(function_type, federated_language.FunctionType):
             result, result_type = executor.materialize(fn), function_type

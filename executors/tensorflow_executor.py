@@ -88,6 +88,11 @@ class TensorFlowExecutor(base.SyncExecutor):
         raise errors.ComputationError(
             f"the TensorFlow executor cannot evaluate a {kind!r} node; it must be resolved above it")
 
+    def leaf_function(self, comp: computation_pb2.Computation, type_spec) -> LeafFunction:
+        """The `tensorflow` computation `comp` of `type_spec` as this leaf imports it (checked
+        and imported once per graph content), for layers that compile it into larger functions."""
+        return self._function(comp, type_spec)
+
     def _function(self, comp: computation_pb2.Computation, type_spec) -> LeafFunction:
         hit = self._by_identity.get(id(comp))
         if hit is not None and hit[0] is comp:
@@ -165,6 +170,10 @@ class TensorFlowExecutor(base.SyncExecutor):
             # infinite or over-long sequence never reaches a graph.
             return self._bound(value)
         return value
+
+    def bound_sequence(self, sequence: sequences.SequenceValue) -> sequences.SequenceValue:
+        """`sequence` read under this stack's policy (see `_bound`)."""
+        return self._bound(sequence)
 
     def _bound(self, sequence: sequences.SequenceValue) -> sequences.SequenceValue:
         """The sequence, read under this stack's policy; its graph is checked before first use."""

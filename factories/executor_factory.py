@@ -15,6 +15,7 @@ import federated_language
 
 from tffexec import tf_runtime
 from tffexec.executors import base
+from tffexec.executors import tf_round
 from tffexec.factories import config as config_lib
 from tffexec.factories import stacks
 
@@ -59,6 +60,25 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
         # Shared by all of this factory's stacks, closed with it (the Ray stack's actor pool).
         self.resources = shared_resources(self.config)
         self.built = 0  # how many stacks were built (observable by tests and `benchmark`)
+        # Compiled rounds per stack (`tf_round`), dropped with their stack.
+        self._rounds: dict[int, tuple[base.SyncExecutor, tf_round.Rounds]] = {}
+
+    def compiled_rounds(self, num_clients: int, stack: base.SyncExecutor
+                        ) -> tf_round.Rounds | None:
+        """The compiled rounds of `stack` (the one for `num_clients`), or None where rounds run
+        on the stack only: Ray shards, composed stacks, `--no-batch`, the switch off."""
+        config = self.config
+        if config.kind == "ray" or not config.batch or not tf_round.enabled() or (
+                config.max_fanout is not None and num_clients > config.max_fanout):
+            return None
+        with self._lock:
+            entry = self._rounds.get(num_clients)
+            if entry is None or entry[0] is not stack:
+                leaf = stacks.leaf_of(stack)
+                if leaf is None:
+                    return None
+                entry = self._rounds[num_clients] = (stack, tf_round.Rounds(leaf, num_clients))
+            return entry[1]
 
     def create_executor(self, cardinalities: Mapping) -> base.SyncExecutor:
         num_clients = _clients_of(cardinalities)
@@ -74,13 +94,15 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
             self.built += 1
             self._stacks[num_clients] = stack
             while len(self._stacks) > self.config.cache_size:
-                _, evicted = self._stacks.popitem(last=False)
+                count, evicted = self._stacks.popitem(last=False)
+                self._rounds.pop(count, None)
                 evicted.close()
             return stack
 
     def clean_up_executor(self, cardinalities: Mapping) -> None:
         with self._lock:
             stack = self._stacks.pop(_clients_of(cardinalities), None)
+            self._rounds.pop(_clients_of(cardinalities), None)
         if stack is not None:
             stack.close()
 
@@ -88,6 +110,7 @@ class LazyExecutorFactory(federated_language.framework.ExecutorFactory):
         with self._lock:
             stacks_ = list(self._stacks.values())
             self._stacks.clear()
+            self._rounds.clear()
         for stack in stacks_:
             stack.close()
         if self.resources is not None:

@@ -166,6 +166,17 @@ def compose(unplaced: base.SyncExecutor, work: client_work_lib.ClientWork, num_c
         ]
 
 
+def leaf_of(stack: base.SyncExecutor) -> tensorflow_executor.TensorFlowExecutor | None:
+    """The TensorFlow executor at the bottom of a flat in-process stack (None if not found)."""
+    layer, seen = stack, 0
+    while layer is not None and seen < 16:
+        if isinstance(layer, tensorflow_executor.TensorFlowExecutor):
+            return layer
+        layer = getattr(layer, "child", None) or getattr(layer, "_child", None)
+        seen += 1
+    return None
+
+
 def depth(num_clients: int, fanout: int | None) -> int:
     """Levels of composing executors above the flat stacks (0 for a flat stack)."""
     if fanout is None or num_clients <= fanout:

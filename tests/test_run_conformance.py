@@ -8,7 +8,9 @@ Cases whose values come from stateful random ops are checked for type and shape 
 Every stack runs every case: local with clients batched into columns (the default) and one client
 at a time (`--no-batch`), threaded (one client per task, so per-client work really runs on several
 threads), composed with the smallest fanout (every aggregation is merged from partials across
-several levels), and both together. A composed stack merges partial aggregates where TFF does
+several levels), both together, and "compiled": the local stack with every round compiled into one
+TensorFlow function on its first call (`executors/tf_round.py`; rounds it does not lower run on the
+stack as in "local"). A composed stack merges partial aggregates where TFF does
 not, so the cases whose answer shows merges (`MERGE_SHOWS`) are checked there by
 tests/test_aggregate_order.py instead.
 """
@@ -26,12 +28,15 @@ STACKS = {
     "threaded": config_lib.StackConfig(kind="threaded", threads=3, clients_per_thread=1),
     "fanout2": config_lib.StackConfig(max_fanout=2),
     "threaded-fanout3": config_lib.StackConfig(kind="threaded", threads=2, max_fanout=3),
+    "compiled": config_lib.StackConfig(),
 }
 
 
 @pytest.fixture(scope="module", params=list(STACKS))
 def runner(request):
-    with runner_lib.Runner(STACKS[request.param]) as r:
+    with pytest.MonkeyPatch.context() as patch, runner_lib.Runner(STACKS[request.param]) as r:
+        if request.param == "compiled":
+            patch.setenv("TFFEXEC_COMPILE_AFTER", "0")
         yield r
 
 

@@ -1,0 +1,218 @@
+"""How each federated intrinsic is lowered into a compiled round (see `tf_round`).
+
+One rule per intrinsic, registered beside it with `@lowers` (as `federated_intrinsics` registers
+the stack's handlers): a rule `(tracer, argument, type_spec)` takes the round's tracer, the
+symbolic argument (`round_values`) and the intrinsic's concrete type, and returns the symbolic
+result. The semantics are the federating executor's: sums in client order in the member dtype,
+numpy's casts for means (`executors/numeric.py`). An intrinsic with no rule raises `Unsupported`
+and the round stays on the stack.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import federated_language as fl
+import numpy as np
+from federated_language.proto import computation_pb2
+
+from tffexec import tf_runtime
+from tffexec.executors import activity
+from tffexec.executors.round_values import (Leaf, Placed, Seq, Tup, Unsupported, leaves_of,
+                                            rebuild, tensor_types, walk)
+
+RULES: dict[str, Callable] = {}
+
+
+def lowers(*uris: str):
+    def register(fn):
+        for uri in uris:
+            RULES[uri] = fn
+        return fn
+
+    return register
+
+
+def _pair(argument, count: int) -> list:
+    if not isinstance(argument, Tup) or len(argument.items) != count:
+        raise Unsupported("an intrinsic's argument is not a struct of its parameters")
+    return [item for _, item in argument.items]
+
+
+def _placed(value, clients: bool) -> Any:
+    if not isinstance(value, Placed) or value.clients != clients:
+        raise Unsupported("a federated value of another placement")
+    return value.member
+
+
+def _all_equal_at_clients(member) -> Placed:
+    return Placed(True, rebuild(member, iter(Leaf(t, False) for t in leaves_of(member, []))))
+
+
+@lowers("federated_value_at_server")
+def _value_at_server(tracer, argument, type_spec):
+    return Placed(False, argument)
+
+
+@lowers("federated_value_at_clients")
+def _value_at_clients(tracer, argument, type_spec):
+    return _all_equal_at_clients(argument)
+
+
+@lowers("federated_broadcast")
+def _broadcast(tracer, argument, type_spec):
+    return _all_equal_at_clients(_placed(argument, clients=False))
+
+
+@lowers("federated_eval_at_server")
+def _eval_at_server(tracer, argument, type_spec):
+    return Placed(False, tracer.call(argument, None))
+
+
+@lowers("federated_apply")
+def _apply(tracer, argument, type_spec):
+    function, value = _pair(argument, 2)
+    return Placed(False, tracer.apply(function, _placed(value, clients=False)))
+
+
+@lowers("federated_zip_at_server")
+def _zip_at_server(tracer, argument, type_spec):
+    return Placed(False, _zip(argument, clients=False))
+
+
+@lowers("federated_zip_at_clients")
+def _zip_at_clients(tracer, argument, type_spec):
+    return Placed(True, _zip(argument, clients=True))
+
+
+def _zip(value, clients: bool):
+    if isinstance(value, Tup):
+        return Tup([(name, _zip(item, clients)) for name, item in value.items])
+    return _placed(value, clients)
+
+
+@lowers("federated_map", "federated_map_all_equal")
+def _map(tracer, argument, type_spec):
+    function, value = _pair(argument, 2)
+    member = _placed(value, clients=True)
+    leaves = leaves_of(member, [])
+    stacked = [leaf.tensor for leaf in leaves if leaf.stacked]
+    if isinstance(function, computation_pb2.Computation):
+        graph_function = tracer.leaf.leaf_function(
+            function, fl.Type.from_proto(function.type)).graph_function
+        path = (activity.VECTORISED if any(kind == "variant"
+                                           for kind, _ in graph_function.parameter_leaves)
+                else activity.BATCHED)
+        tracer.paths[path] += tracer.num_clients
+    if not stacked:  # equal for every client: computed once, deterministic (no random ops)
+        plain = rebuild(member, iter(leaf.tensor for leaf in leaves))
+        return _all_equal_at_clients(tracer.apply(function, plain))
+    tf = tf_runtime.tensorflow()
+    template: dict = {}
+
+    def one_client(slices):
+        rows = iter(slices)
+        plain = rebuild(member, iter(next(rows) if leaf.stacked else leaf.tensor
+                                      for leaf in leaves))
+        result = tracer.apply(function, plain)
+        template["result"] = result
+        return [tensor(tf, t) for t in leaves_of(result, [])]
+
+    outputs = tf.vectorized_map(one_client, stacked, fallback_to_while_loop=True)
+    return Placed(True, rebuild(template["result"], iter(Leaf(t, True) for t in outputs)))
+
+
+def _in_order_sum(tf, column):
+    """The clients' values added one after another (as `numeric.fold_leaves`)."""
+    return tf.math.cumsum(column, axis=0)[-1]
+
+
+def _stacked(tf, leaf: Leaf, clients: int):
+    if leaf.stacked:
+        return leaf.tensor
+    return tf.tile(leaf.tensor[None], [clients] + [1] * leaf.tensor.shape.rank)
+
+
+def _reduce(tracer, value, reduce_leaf: Callable) -> Placed:
+    member = _placed(value, clients=True)
+    tf = tf_runtime.tensorflow()
+    return Placed(False, rebuild(member, iter(
+        reduce_leaf(tf, _stacked(tf, leaf, tracer.num_clients))
+        for leaf in leaves_of(member, []))))
+
+
+@lowers("federated_sum")
+def _sum(tracer, argument, type_spec):
+    _check_numeric(type_spec.result.member, floats_only=False)
+    return _reduce(tracer, argument, _in_order_sum)
+
+
+@lowers("federated_mean")
+def _mean(tracer, argument, type_spec):
+    _check_numeric(type_spec.result.member, floats_only=True)
+    count = tracer.num_clients
+    return _reduce(tracer, argument,
+                   lambda tf, c: _in_order_sum(tf, c) / tf.constant(count, c.dtype))
+
+
+@lowers("federated_weighted_mean")
+def _weighted_mean(tracer, argument, type_spec):
+    values, weights = _pair(argument, 2)
+    _check_numeric(type_spec.result.member, floats_only=True)
+    weight_type = type_spec.parameter[1].member
+    if not isinstance(weight_type, fl.TensorType) or weight_type.shape:
+        raise Unsupported("weights that are not scalars")
+    tf = tf_runtime.tensorflow()
+    (weight,) = leaves_of(_placed(weights, clients=True), [])
+    w = tf.cast(_stacked(tf, weight, tracer.num_clients), weight_type.dtype)
+    total = _in_order_sum(tf, w)
+
+    def leaf(tf, column):
+        scale = tf.reshape(tf.cast(w, column.dtype), [-1] + [1] * (column.shape.rank - 1))
+        return _in_order_sum(tf, column * scale) / tf.cast(total, column.dtype)
+
+    return _reduce(tracer, values, leaf)
+
+
+@lowers("federated_aggregate")
+def _aggregate(tracer, argument, type_spec):
+    """A left fold of `accumulate` over the clients in client order (a `tf.while_loop`), then
+    `report`: as a flat stack, `merge` is never called."""
+    values, zero, accumulate, _merge, report = _pair(argument, 5)
+    member = _placed(values, clients=True)
+    leaves = leaves_of(member, [])
+    start = leaves_of(zero, [])
+    if any(isinstance(item, Seq) for item in walk(zero)):
+        raise Unsupported("an accumulator holding a sequence")
+    tf = tf_runtime.tensorflow()
+    start = [tensor(tf, t) for t in start]
+
+    def step(index, *accumulator):
+        value = rebuild(member, iter(leaf.tensor[index] if leaf.stacked else leaf.tensor
+                                      for leaf in leaves))
+        pair = Tup([(None, rebuild(zero, iter(accumulator))), (None, value)])
+        result = tracer.call(accumulate, pair)
+        flat = [tensor(tf, t) for t in leaves_of(result, [])]
+        if len(flat) != len(start) or any(a.dtype != b.dtype for a, b in zip(flat, start)):
+            raise Unsupported("an accumulate whose result does not fit the accumulator")
+        return (index + 1, *flat)
+
+    index = tf.constant(0, tf.int32)
+    final = tf.while_loop(
+        lambda i, *_: i < tracer.num_clients, step, (index, *start),
+        shape_invariants=(index.shape, *(tf.TensorShape(None) for _ in start)))
+    accumulator = rebuild(zero, iter(final[1:]))
+    return Placed(False, tracer.call(report, accumulator))
+
+
+def _check_numeric(member_type, floats_only: bool) -> None:
+    for _, t in tensor_types(member_type):
+        dtype = np.dtype(t.dtype)
+        if dtype.kind not in ("fc" if floats_only else "fciu") or dtype.kind == "b":
+            raise Unsupported(f"an aggregation of {t}")
+
+
+
+
+def tensor(tf, value):
+    """`value` as a tensor (constants from Python or numpy become constants of the trace)."""
+    return value if tf.is_tensor(value) else tf.constant(value)

@@ -1,0 +1,307 @@
+"""The compiled round's symbolic values and its argument as flat arrays (see `tf_round`).
+
+While a round is traced (`tf_round`), a struct is a `Tup`, a sequence a `Seq` of its elements'
+component tensors, a federated value `Placed`; a CLIENTS member's tensors are `Leaf`s, stacked
+along a leading client axis or equal for every client. `Inputs` turns a call's argument into
+the flat arrays the compiled function takes (clients stacked, datasets as element arrays), the
+structure key a compiled function is kept under, and the template of the symbolic parameter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from typing import Any, Optional
+
+import federated_language as fl
+import numpy as np
+from federated_language.common_libs import structure
+from federated_language.proto import computation_pb2
+
+from tffexec.executors import tensorflow_executor
+from tffexec.executors import tf_loop_feed
+from tffexec.executors import tf_vectorised
+from tffexec.formats import columns as columns_lib
+from tffexec.formats import sequences
+
+#: Elements per client dataset up to which reductions are unrolled (as `tf_vectorised`).
+MAX_ELEMENTS = tf_vectorised.MAX_ELEMENTS
+
+
+class Unsupported(Exception):
+    """The computation (or this argument) holds something the compiled round does not lower."""
+
+
+# -- symbolic values -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Tup:
+    """A struct: (name or None, value) pairs."""
+
+    items: list
+
+
+@dataclasses.dataclass
+class Seq:
+    """A sequence as its elements: per element, its component tensors in tf.nest order (for a
+    CLIENTS sequence, `Leaf`s)."""
+
+    items: list
+
+
+@dataclasses.dataclass
+class Leaf:
+    """One tensor of a CLIENTS value: stacked along a leading client axis, or equal for all."""
+
+    tensor: Any
+    stacked: bool
+
+
+@dataclasses.dataclass
+class Placed:
+    """A federated value: its member (SERVER, or a nest of `Leaf`s at CLIENTS)."""
+
+    clients: bool
+    member: Any
+
+
+@dataclasses.dataclass
+class Closure:
+    comp: Any
+    scope: Optional["Scope"]
+
+
+@dataclasses.dataclass
+class Intrinsic:
+    uri: str
+    type_spec: Any
+
+
+class Scope:
+    __slots__ = ("bindings", "parent")
+
+    def __init__(self, bindings: dict, parent: Optional["Scope"]):
+        self.bindings, self.parent = bindings, parent
+
+    def lookup(self, name: str):
+        scope = self
+        while scope is not None:
+            if name in scope.bindings:
+                return scope.bindings[name]
+            scope = scope.parent
+        raise Unsupported(f"reference to unbound name {name!r}")
+
+
+def leaves_of(value, out: list) -> list:
+    """The tensor leaves of a symbolic nest (sequence components included), in order."""
+    if isinstance(value, Tup):
+        for _, item in value.items:
+            leaves_of(item, out)
+    elif isinstance(value, Seq):
+        for element in value.items:
+            out.extend(element)
+    elif isinstance(value, (Placed, Closure, Intrinsic, computation_pb2.Computation)):
+        raise Unsupported("a function or federated value inside a client value")
+    else:
+        out.append(value)
+    return out
+
+
+def rebuild(template, leaves) -> Any:
+    """`template` with its leaves replaced, in order, by `leaves` (an iterator)."""
+    if isinstance(template, Tup):
+        return Tup([(name, rebuild(item, leaves)) for name, item in template.items])
+    if isinstance(template, Seq):
+        return Seq([tuple(next(leaves) for _ in element) for element in template.items])
+    return next(leaves)
+
+
+# -- the argument --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Slot:
+    """Where a parameter leaf sits in the flat inputs; `clients`: one of a CLIENTS member
+    (`stacked`: along the client axis, else equal for every client)."""
+
+    index: int
+    clients: bool = False
+    stacked: bool = False
+
+
+class Inputs:
+    """The argument as flat arrays in binding order (CLIENTS members stacked along a leading
+    client axis, sequences as their elements' components), the structure they have (the cache
+    key) and a template of the symbolic parameter (`Tup`/`Seq`/`Placed` over `_Slot`s)."""
+
+    def __init__(self, leaf: tensorflow_executor.TensorFlowExecutor, num_clients: int,
+                 memo: Optional["ClientsMemo"] = None):
+        self._leaf = leaf
+        self.num_clients = num_clients
+        self.arrays: list = []
+        self.tensors: list = []  # per array: its tensor when one is at hand (`ClientsMemo`)
+        self.key: list = []
+        self._memo = memo
+        self._clients_seen = 0
+
+    def add(self, value, type_spec):
+        """Adds `value` of `type_spec`; its template."""
+        if isinstance(type_spec, fl.FederatedType):
+            if type_spec.placement is fl.CLIENTS and not type_spec.all_equal:
+                self.key.append("clients")
+                return Placed(True, self._clients(value, type_spec.member))
+            self.key.append("placed")
+            member = self.add(value, type_spec.member)
+            if type_spec.placement is fl.CLIENTS:  # all equal: one member for every client
+                member = rebuild(member, iter(_Slot(s.index, True, False)
+                                               for s in leaves_of(member, [])))
+            return Placed(type_spec.placement is fl.CLIENTS, member)
+        if isinstance(type_spec, fl.StructType):
+            elements = (structure.to_elements(value) if isinstance(value, structure.Struct)
+                        else list(enumerate(value)) if isinstance(value, (list, tuple)) else None)
+            if elements is None or len(elements) != len(type_spec):
+                raise Unsupported("an argument struct that does not fit its type")
+            return Tup([(name, self.add(item, item_type)) for (_, item), (name, item_type)
+                        in zip(elements, type_spec.items())])
+        if isinstance(type_spec, fl.SequenceType):
+            items = [tuple(self._array(np.asarray(c)) for c in element)
+                     for element in self._elements(value, type_spec)]
+            self.key.append(("sequence", len(items)))
+            return Seq(items)
+        if not isinstance(type_spec, fl.TensorType):
+            raise Unsupported(f"an argument of type {type_spec}")
+        dtype = np.dtype(type_spec.dtype)
+        return self._array(np.asarray(value) if dtype.kind in "OSU"
+                           else np.asarray(value, dtype=dtype))
+
+    def _array(self, array: np.ndarray, clients: bool = False) -> _Slot:
+        if array.dtype.kind in "OSU" and clients:
+            raise Unsupported("string tensors at clients")
+        self.arrays.append(array)
+        self.tensors.append(None)
+        self.key.append((array.dtype.str, array.shape))
+        return _Slot(len(self.arrays) - 1, clients, clients)
+
+    def _elements(self, value, type_spec) -> list:
+        if not isinstance(value, sequences.SequenceValue):
+            raise Unsupported("a sequence that is not a dataset value")
+        sequence = self._leaf.bound_sequence(value)
+        if not tf_loop_feed.loopable(sequence):
+            raise Unsupported("a dataset whose elements vary between iterations")
+        elements = sequence.elements()
+        if len(elements) > MAX_ELEMENTS:
+            raise Unsupported(f"a dataset of over {MAX_ELEMENTS} elements")
+        return [tf_loop_feed.element_leaves(e, type_spec.element) for e in elements]
+
+    def _clients(self, value, member_type):
+        if isinstance(value, columns_lib.ClientColumns):
+            if len(value) != self.num_clients:
+                raise Unsupported("client columns of another count")
+            types = list(tensor_types(member_type))
+            if len(types) != len(value.leaves):
+                raise Unsupported("client columns that do not fit the member type")
+            slots = iter([self._array(np.asarray(a, dtype=np.dtype(t.dtype)), clients=True)
+                          for a, (_, t) in zip(value.leaves, types)])
+            return _template(member_type, slots)
+        if not isinstance(value, (list, tuple)) or len(value) != self.num_clients or not value:
+            raise Unsupported("a CLIENTS value that is not one member per client")
+        position, self._clients_seen = self._clients_seen, self._clients_seen + 1
+        hit = self._memo.get(position, value) if self._memo is not None else None
+        if hit is not None:
+            key, arrays, tensors, template = hit
+            self.key.append(key)
+            base = len(self.arrays)
+            for array in arrays:
+                self._array(array, clients=True)
+            self.tensors[base:] = tensors
+            return rebuild(template, iter(_Slot(base + s.index, True, True)
+                                           for s in leaves_of(template, [])))
+        per_client = []
+        for member in value:
+            inputs = Inputs(self._leaf, self.num_clients)
+            template = inputs.add(member, member_type)
+            per_client.append(inputs)
+        first = per_client[0]
+        if any(p.key != first.key for p in per_client[1:]):
+            raise Unsupported("clients whose values differ in structure")
+        if any(isinstance(s, Placed) for s in walk(template)):
+            raise Unsupported("a federated value inside a CLIENTS member")
+        key = ("member", tuple(first.key))
+        self.key.append(key)
+        base = len(self.arrays)
+        for index in range(len(first.arrays)):
+            self._array(np.stack([p.arrays[index] for p in per_client]), clients=True)
+        if self._memo is not None:
+            self._memo.put(position, value, (key, self.arrays[base:], self.tensors[base:],
+                                             template))
+        return rebuild(template, iter(_Slot(base + s.index, True, True)
+                                       for s in leaves_of(template, [])))
+
+
+class ClientsMemo:
+    """The stacked arrays (and their tensors, once converted) of the CLIENTS values of the last
+    argument, per position in the argument: a round called again with the same client objects
+    (the same datasets, by identity, weakly held) does not read and stack them again."""
+
+    def __init__(self):
+        self._entries: dict = {}
+
+    def get(self, position: int, members) -> Optional[tuple]:
+        entry = self._entries.get(position)
+        if entry is None or len(entry[0]) != len(members) or any(
+                ref() is not member for ref, member in zip(entry[0], members)):
+            return None
+        return entry[1]
+
+    def put(self, position: int, members, value: tuple) -> None:
+        try:
+            refs = [weakref.ref(member) for member in members]
+        except TypeError:  # members that cannot be weakly held are read every call
+            return
+        self._entries[position] = (refs, value)
+
+    def remember_tensors(self, inputs: "Inputs", tensors: list) -> None:
+        """Keeps the tensors made for the stacked arrays of `inputs` beside them."""
+        for refs, value in self._entries.values():
+            arrays, kept = value[1], value[2]
+            for i, array in enumerate(arrays):
+                if kept[i] is None:
+                    for j, mine in enumerate(inputs.arrays):
+                        if mine is array:
+                            kept[i] = tensors[j]
+                            break
+
+
+def _template(type_spec, slots):
+    if isinstance(type_spec, fl.StructType):
+        return Tup([(name, _template(t, slots)) for name, t in type_spec.items()])
+    return next(slots)
+
+
+def walk(template):
+    yield template
+    if isinstance(template, Tup):
+        for _, item in template.items:
+            yield from walk(item)
+    elif isinstance(template, Placed):
+        yield from walk(template.member)
+
+
+def instantiate(template, tensors: list):
+    """The symbolic parameter: `template` with each slot's tensor (a `Leaf` at CLIENTS)."""
+    if isinstance(template, Tup):
+        return Tup([(name, instantiate(item, tensors)) for name, item in template.items])
+    if isinstance(template, Seq):
+        return Seq([tuple(instantiate(c, tensors) for c in element)
+                    for element in template.items])
+    if isinstance(template, Placed):
+        return Placed(template.clients, instantiate(template.member, tensors))
+    tensor = tensors[template.index]
+    return Leaf(tensor, template.stacked) if template.clients else tensor
+
+
+def tensor_types(type_spec, path=()):
+    """(path, TensorType) of every leaf of a struct of tensors; `Unsupported` otherwise."""
+    if isinstance(type_spec, fl.StructType):
+        for index, (_, t) in enumerate(type_spec.items()):
+            yield from tensor_types(t, path + (index,))
+    elif isinstance(type_spec, fl.TensorType):
+        yield path, type_spec
+    else:
+        raise Unsupported(f"an aggregation of {type_spec}")

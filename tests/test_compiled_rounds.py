@@ -1,0 +1,150 @@
+"""A round called again runs as one compiled TensorFlow function (executors/tf_round.py).
+
+The compiled round must give the stack's answer: the same clients' training (vectorised), the
+aggregations adding clients in client order (bit for bit the stack's sums), the same result
+forms. What it does not lower, and arguments of other structures, stay on the stack.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import federated_language as fl
+import numpy as np
+import pytest
+
+from tffexec import runner as runner_lib
+from tffexec.executors import activity
+from tffexec.factories import config as config_lib
+from tffexec.formats import compare, loading
+
+LEARNING = pathlib.Path(__file__).resolve().parents[1] / "examples" / "learning"
+RTOL, ATOL = 1e-5, 1e-6  # issue 16: vectorised results equal the per-client path within these
+
+
+def _case(name: str):
+    comp = loading.load_computation(LEARNING / name / "comp.pb")
+    function_type = fl.Type.from_proto(comp.type)
+    arg = loading.load_value((LEARNING / name / "arg.pb").read_bytes(), function_type.parameter)
+    expected = loading.load_value(LEARNING / name / "expected.pb", function_type.result)
+    return comp, function_type, arg, expected
+
+
+def _rounds(runner: runner_lib.Runner, prepared):
+    return runner.factory.compiled_rounds(prepared.clients, runner.stack(prepared))
+
+
+def test_a_training_round_called_again_runs_compiled_and_equals_the_stack():
+    comp, function_type, arg, expected = _case("fedavg_mlp_c10")
+    with runner_lib.Runner() as runner:
+        prepared = runner.prepare(comp, arg)
+        on_stack = runner.call(prepared)
+        rounds = _rounds(runner, prepared)
+        assert (rounds.compiled, rounds.calls) == (0, 0)  # a first call is never compiled
+        before = activity.path_counts()
+        compiled = runner.call(prepared)
+        assert (rounds.compiled, rounds.calls) == (1, 1)
+        assert activity.paths_since(before)[activity.VECTORISED] == 10
+        again = runner.call(prepared)
+        assert (rounds.compiled, rounds.calls) == (1, 2)  # traced once
+    assert not compare.values_equal(compiled, on_stack, function_type.result, RTOL, ATOL)
+    assert not compare.values_equal(compiled, again, function_type.result)
+    assert not compare.values_equal(compiled, expected, function_type.result, 1e-5, 1e-6)
+
+
+@pytest.mark.parametrize("name,compiles", [("eval_mlp_c10", True),
+                                           ("fedsgd_mlp_unequal_c10", False)])
+def test_learning_rounds_compile_or_stay_on_the_stack_with_tffs_answer(name, compiles,
+                                                                         monkeypatch):
+    monkeypatch.setenv("TFFEXEC_COMPILE_AFTER", "0")
+    comp, function_type, arg, expected = _case(name)
+    with runner_lib.Runner() as runner:
+        prepared = runner.prepare(comp, arg)
+        result = runner.call(prepared)
+        assert _rounds(runner, prepared).calls == int(compiles)
+    assert not compare.values_equal(result, expected, function_type.result, 1e-5, 1e-6)
+
+
+def test_new_client_datasets_are_read_again_not_taken_from_the_last_call():
+    comp, function_type, arg, _ = _case("fedavg_mlp_c10")
+    state, datasets = arg
+    same_data = [datasets[0]] * len(datasets)  # every client holds client 0's dataset
+    with runner_lib.Runner() as runner:
+        first = runner.prepare(comp, arg)
+        runner.call(first)
+        runner.call(first)  # compiled, its clients' arrays remembered
+        other = runner.prepare(comp, [state, same_data])
+        compiled = runner.call(other)
+        assert _rounds(runner, other).calls == 2
+    with runner_lib.Runner(config_lib.StackConfig(batch=False)) as reference:
+        on_stack = reference.run(comp, [state, same_data])
+        original = reference.run(comp, arg)
+    assert not compare.values_equal(compiled, on_stack, function_type.result, RTOL, ATOL)
+    assert compare.values_equal(compiled, original, function_type.result, RTOL, ATOL)
+
+
+def _aggregations():
+    clients = fl.FederatedType(np.float32, fl.CLIENTS)
+
+    @fl.federated_computation(clients, clients)
+    def aggregations(values, weights):
+        return (fl.federated_sum(values), fl.federated_mean(values),
+                fl.federated_mean(values, weights))
+
+    return aggregations
+
+
+def test_sums_and_means_add_clients_in_client_order_bit_for_bit(monkeypatch):
+    monkeypatch.setenv("TFFEXEC_COMPILE_AFTER", "0")
+    rng = np.random.default_rng(7)
+    count = 1000
+    magnitudes = 10.0 ** rng.integers(-4, 5, count)
+    values = [np.float32(v) for v in rng.standard_normal(count) * magnitudes]
+    weights = [np.float32(w) for w in rng.uniform(0.1, 10.0, count)]
+    comp = _aggregations()
+    with runner_lib.Runner() as runner:
+        prepared = runner.prepare(comp, [values, weights])
+        compiled = runner.call(prepared)
+        assert _rounds(runner, prepared).calls == 1
+    with runner_lib.Runner(config_lib.StackConfig(batch=False)) as reference:
+        on_stack = reference.run(comp, [values, weights])
+    for got, want in zip(compiled, on_stack):
+        assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+    folded = np.float32(0)
+    for v in values:
+        folded = np.float32(folded + v)
+    assert np.asarray(compiled[0]).tobytes() == folded.tobytes()
+
+
+def test_intrinsics_it_does_not_lower_leave_the_round_on_the_stack(monkeypatch):
+    monkeypatch.setenv("TFFEXEC_COMPILE_AFTER", "0")
+
+    @fl.federated_computation(fl.FederatedType(np.int32, fl.CLIENTS))
+    def largest(values):
+        return fl.federated_max(values)
+
+    with runner_lib.Runner() as runner:
+        prepared = runner.prepare(largest, [3, 9, 4])
+        assert runner.call(prepared) == 9
+        rounds = _rounds(runner, prepared)
+        assert (rounds.compiled, rounds.calls) == (0, 0)
+
+
+def test_the_switch_keeps_every_round_on_the_stack(monkeypatch):
+    monkeypatch.setenv("TFFEXEC_COMPILED_ROUNDS", "0")
+    monkeypatch.setenv("TFFEXEC_COMPILE_AFTER", "0")
+    comp = _aggregations()
+    with runner_lib.Runner() as runner:
+        prepared = runner.prepare(comp, [[1.0, 2.0], [1.0, 3.0]])
+        result = runner.call(prepared)
+        assert _rounds(runner, prepared) is None
+    assert float(result[0]) == 3.0 and float(result[2]) == pytest.approx(7.0 / 4.0)
+
+
+def test_composed_and_unbatched_stacks_never_compile(monkeypatch):
+    monkeypatch.setenv("TFFEXEC_COMPILE_AFTER", "0")
+    comp = _aggregations()
+    for config in (config_lib.StackConfig(batch=False), config_lib.StackConfig(max_fanout=2)):
+        with runner_lib.Runner(config) as runner:
+            prepared = runner.prepare(comp, [[1.0, 2.0, 4.0], [1.0, 1.0, 2.0]])
+            assert float(runner.call(prepared)[0]) == 7.0
+            assert _rounds(runner, prepared) is None
