@@ -10,7 +10,8 @@ Steady state, interleaved: ONE tffexec `Runner` in this process and ONE TFF proc
 (`benchmarks/tff_side.py --serve` under --tff-python, TFF imported once, each case deserialized
 once) take turns case by case: for each of --repeats repeats, for each case, tffexec times --runs
 calls, then TFF times --runs calls of the same round. The first repeat starts each side with
---warmup untimed calls (graph import, TFF's compile cache). Per side and case: the median of the
+--warmup untimed calls (graph import, TFF's compile cache; tffexec's compiled round, traced on
+the second call). Per side and case: the median of the
 repeats' medians and their spread (min-max); the ratio is TFF / tffexec per repeat, reported as
 its median and range (> 1: tffexec is faster). tffexec's first result is compared with
 expected.pb under the case's meta.json tolerance (outside the timed region).
@@ -54,7 +55,9 @@ def parse_args(argv):
                     help="case folders (default: every case in --cases-dir)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", type=int, default=1, help="timed calls per side, case and repeat")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed calls in the first repeat")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="untimed calls in the first repeat (default 2: tffexec compiles a round "
+                         "on its second call, so the timed calls are steady on both sides)")
     ap.add_argument("--tff-python", metavar="PATH", help="python of a TFF 0.87 environment")
     ap.add_argument("--tff-timeout", type=float, default=1800.0, metavar="S",
                     help="seconds allowed per TFF request (default 1800)")

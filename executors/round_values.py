@@ -202,7 +202,10 @@ class Inputs:
         if not isinstance(value, (list, tuple)) or len(value) != self.num_clients or not value:
             raise Unsupported("a CLIENTS value that is not one member per client")
         position, self._clients_seen = self._clients_seen, self._clients_seen + 1
-        hit = self._memo.get(position, value) if self._memo is not None else None
+        # Only datasets are remembered: a `SequenceValue` never changes, an array may be
+        # written in place between two calls.
+        memo = self._memo if all(isinstance(m, sequences.SequenceValue) for m in value) else None
+        hit = memo.get(position, value) if memo is not None else None
         if hit is not None:
             key, arrays, tensors, template = hit
             self.key.append(key)
@@ -227,8 +230,8 @@ class Inputs:
         base = len(self.arrays)
         for index in range(len(first.arrays)):
             self._array(np.stack([p.arrays[index] for p in per_client]), clients=True)
-        if self._memo is not None:
-            self._memo.put(position, value, (key, self.arrays[base:], self.tensors[base:],
+        if memo is not None:
+            memo.put(position, value, (key, self.arrays[base:], self.tensors[base:],
                                              template))
         return rebuild(template, iter(_Slot(base + s.index, True, True)
                                        for s in leaves_of(template, [])))
