@@ -130,6 +130,37 @@ def vectorised_floor(data: dict[str, Any]):
     return lambda: round_(x_all, y_all)
 
 
+def tffexec_round(case_dir: pathlib.Path):
+    """`round()` -> the case's result, by a tffexec Runner of its own (default stack): the same
+    round as the floors, to time in the same process, taking turns with them."""
+    import federated_language as fl  # noqa: PLC0415
+
+    from tffexec import runner as runner_lib  # noqa: PLC0415
+    from tffexec.formats import loading  # noqa: PLC0415
+
+    comp = loading.load_computation(case_dir / "comp.pb")
+    arg = loading.load_value((case_dir / "arg.pb").read_bytes(),
+                             fl.Type.from_proto(comp.type).parameter)
+    runner = runner_lib.Runner()
+    return lambda: runner.run(comp, arg)
+
+
+def time_interleaved(rounds: dict[str, Any], runs: int, warmup: int = 2) -> dict[str, Any]:
+    """Median/min/max seconds of each round, the rounds taking turns call by call (after
+    `warmup` untimed calls of each), so that the machine's load moves them alike."""
+    for _ in range(warmup):
+        for round_ in rounds.values():
+            round_()
+    times: dict[str, list] = {name: [] for name in rounds}
+    for _ in range(runs):
+        for name, round_ in rounds.items():
+            t0 = time.perf_counter()
+            round_()
+            times[name].append(time.perf_counter() - t0)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+                   "runs": runs} for name, t in times.items()}
+
+
 def time_floor(round_, runs: int, warmup: int = 2) -> dict[str, Any]:
     """Median/min/max seconds of one floor round (after `warmup` untimed calls)."""
     for _ in range(warmup):
