@@ -37,6 +37,7 @@ stack first; `TFFEXEC_COMPILE_AFTER=0` compiles on the first call, for tests); o
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import threading
@@ -72,7 +73,9 @@ COMPILE_AFTER = 1
 REMEMBERED = 16
 #: Argument structures a computation is compiled for; beyond them it runs on the stack.
 MAX_STRUCTURES = 4
-_REFUSED = "refused"
+#: Arguments a computation's round cannot take (read to flat arrays) before it is no longer
+#: tried: reading them costs what the stack's own reading does, for nothing.
+ARGUMENT_REFUSALS = 2
 
 
 def enabled() -> bool:
@@ -294,6 +297,18 @@ def _has_clients(type_spec) -> bool:
     return False
 
 
+@dataclasses.dataclass(eq=False)
+class _Seen:
+    """What a stack knows of one computation: its calls, its rounds compiled per argument
+    structure (False: refused), whether it is no longer tried."""
+
+    comp: Any
+    calls: int = 0
+    compiled: dict = dataclasses.field(default_factory=dict)
+    arguments_refused: int = 0
+    refused: bool = False
+
+
 class Rounds:
     """The compiled rounds of one stack (its leaf, its client count), per computation object
     and argument structure; computations are compiled on a repeated call (`compile_after`)."""
@@ -316,30 +331,35 @@ class Rounds:
             return None
         with self._lock:
             seen = self._seen.get(id(comp))
-            if seen is None or seen[0] is not comp:
-                seen = self._seen[id(comp)] = [comp, 0, {}]
+            if seen is None or seen.comp is not comp:
+                seen = self._seen[id(comp)] = _Seen(comp)
             self._seen.move_to_end(id(comp))
             while len(self._seen) > REMEMBERED:
                 self._seen.popitem(last=False)
-            seen[1] += 1
-            if seen[1] <= compile_after() or _REFUSED in seen[2]:
+            seen.calls += 1
+            if seen.calls <= compile_after() or seen.refused:
                 return None  # a first call (nothing is read for it), or a refused computation
         inputs = Inputs(self.leaf, self.num_clients, self._memo)
         try:
             template = inputs.add(argument, function_type.parameter)
         except (Unsupported, errors.TffexecError) as e:
             _LOG.debug("compiled rounds: this argument runs on the stack: %s", e)
+            with self._lock:
+                seen.arguments_refused += 1
+                if seen.arguments_refused >= ARGUMENT_REFUSALS:  # e.g. datasets that differ
+                    seen.refused = True
+                    _LOG.info("compiled rounds: a computation stays on the stack: %s", e)
             return None
         key = tuple(inputs.key)
         with self._lock:
-            compiled = seen[2].get(key)
+            compiled = seen.compiled.get(key)
             if compiled is None:
-                if len(seen[2]) >= MAX_STRUCTURES:
+                if len(seen.compiled) >= MAX_STRUCTURES:
                     return None  # enough structures of this computation: the stack runs others
-                compiled = seen[2][key] = (self._compile(comp, function_type, inputs, template)
+                compiled = seen.compiled[key] = (self._compile(comp, function_type, inputs, template)
                                            or False)
                 if compiled is False:
-                    seen[2][_REFUSED] = True  # not lowered: not tried again for other structures
+                    seen.refused = True  # not lowered: not tried again for other structures
         if not compiled:
             return None
         tf = tf_runtime.tensorflow()

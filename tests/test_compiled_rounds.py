@@ -148,3 +148,15 @@ def test_composed_and_unbatched_stacks_never_compile(monkeypatch):
             prepared = runner.prepare(comp, [[1.0, 2.0, 4.0], [1.0, 1.0, 2.0]])
             assert float(runner.call(prepared)[0]) == 7.0
             assert _rounds(runner, prepared) is None
+
+
+def test_clients_of_several_dataset_structures_stop_being_tried(monkeypatch, caplog):
+    monkeypatch.setenv("TFFEXEC_COMPILE_AFTER", "0")
+    comp, function_type, arg, expected = _case("fedsgd_mlp_unequal_c10")
+    with runner_lib.Runner() as runner, caplog.at_level("INFO", logger="tffexec"):
+        prepared = runner.prepare(comp, arg)
+        results = [runner.call(prepared) for _ in range(3)]
+    refusals = [r for r in caplog.records if "stays on the stack" in r.getMessage()]
+    assert len(refusals) == 1 and "differ in structure" in refusals[0].getMessage()
+    for result in results:
+        assert not compare.values_equal(result, expected, function_type.result, 1e-5, 1e-6)
