@@ -17,8 +17,8 @@ from federated_language.proto import computation_pb2
 
 from tffexec import tf_runtime
 from tffexec.executors import activity
-from tffexec.executors.round_values import (Leaf, Placed, Seq, Tup, Unsupported, leaves_of,
-                                            rebuild, tensor_types, walk)
+from tffexec.executors.round_values import (Bucketed, Leaf, Placed, Seq, Tup, Unsupported,
+                                            leaves_of, rebuild, tensor_types, walk)
 
 RULES: dict[str, Callable] = {}
 
@@ -85,17 +85,46 @@ def _zip_at_clients(tracer, argument, type_spec):
 
 
 def _zip(value, clients: bool):
+    zipped = _zip_members(value, clients)
+    return _distribute(zipped) if clients else zipped
+
+
+def _zip_members(value, clients: bool):
     if isinstance(value, Tup):
-        return Tup([(name, _zip(item, clients)) for name, item in value.items])
+        return Tup([(name, _zip_members(item, clients)) for name, item in value.items])
     return _placed(value, clients)
+
+
+def _distribute(nest):
+    """A zip of CLIENTS members one of which is `Bucketed`: one zipped member per bucket (the
+    other members' stacked leaves gathered at the bucket's clients)."""
+    found = [node for node in walk(nest) if isinstance(node, Bucketed)]
+    if not found:
+        return nest
+    if any(node is not found[0] for node in found):
+        raise Unsupported("a zip of clients bucketed in two ways")
+    tf = tf_runtime.tensorflow()
+
+    def member_of(node, indices, member):
+        if node is found[0]:
+            return member
+        if isinstance(node, Tup):
+            return Tup([(name, member_of(item, indices, member)) for name, item in node.items])
+        if isinstance(node, Seq):
+            return Seq([tuple(member_of(c, indices, member) for c in element)
+                        for element in node.items])
+        if isinstance(node, Leaf) and node.stacked:
+            return Leaf(tf.gather(node.tensor, indices), True)
+        return node
+
+    return Bucketed([(indices, member_of(nest, indices, member))
+                     for indices, member in found[0].buckets])
 
 
 @lowers("federated_map", "federated_map_all_equal")
 def _map(tracer, argument, type_spec):
     function, value = _pair(argument, 2)
     member = _placed(value, clients=True)
-    leaves = leaves_of(member, [])
-    stacked = [leaf.tensor for leaf in leaves if leaf.stacked]
     if isinstance(function, computation_pb2.Computation):
         graph_function = tracer.leaf.leaf_function(
             function, fl.Type.from_proto(function.type)).graph_function
@@ -103,9 +132,82 @@ def _map(tracer, argument, type_spec):
                                            for kind, _ in graph_function.parameter_leaves)
                 else activity.BATCHED)
         tracer.paths[path] += tracer.num_clients
+    if not isinstance(member, Bucketed):
+        return Placed(True, _map_member(tracer, function, member))
+    # Each bucket vectorised on its own; the results stitched back in client order.
+    tf = tf_runtime.tensorflow()
+    results = [(indices, _map_bucket(tracer, function, m)) for indices, m in member.buckets]
+    flat = [leaves_of(result, []) for _, result in results]
+    if any(len(f) != len(flat[0]) for f in flat):
+        raise Unsupported("buckets whose results differ in structure")
+    stitched = []
+    for position in range(len(flat[0])):
+        parts = [leaf.tensor if leaf.stacked else
+                 tf.repeat(leaf.tensor[None], tf.shape(indices)[0], axis=0)
+                 for (indices, _), leaf in zip(results, (f[position] for f in flat))]
+        stitched.append(Leaf(tf.dynamic_stitch([i for i, _ in results], parts), True))
+    return Placed(True, rebuild(results[0][1], iter(stitched)))
+
+
+def _component_flags(member) -> list:
+    """Per leaf of `member` (in `leaves_of` order), whether it is a dataset element component."""
+    if isinstance(member, Tup):
+        return [flag for _, item in member.items for flag in _component_flags(item)]
+    if isinstance(member, Seq):
+        return [True for element in member.items for _ in element]
+    return [False]
+
+
+def _map_bucket(tracer, function, member):
+    """`_map_member` for one bucket of a `Bucketed` value. A `tensorflow` computation's bucket
+    runs as a function traced once per structure up to its clients' count and their datasets'
+    batch sizes (`tracer.bucket_functions`, kept by the stack across rounds), so 27 buckets of
+    seven numbers of batches trace seven vectorised functions, not 27."""
+    if not isinstance(function, computation_pb2.Computation):
+        return _map_member(tracer, function, member)  # a lambda: traced inline per bucket
+    tf = tf_runtime.tensorflow()
+    leaves = leaves_of(member, [])
+    specs = []
+    for leaf, component in zip(leaves, _component_flags(member)):
+        shape = leaf.tensor.shape.as_list()
+        if leaf.stacked:
+            shape = [None] + ([None] + shape[2:] if component and len(shape) > 1 else shape[1:])
+        specs.append(tf.TensorSpec(shape, leaf.tensor.dtype))
+    skeleton = repr(rebuild(member, iter(range(len(leaves)))))
+    key = (id(function), skeleton,
+           tuple((leaf.stacked, str(spec)) for leaf, spec in zip(leaves, specs)))
+    entry = tracer.bucket_functions.get(key)
+    if entry is None or entry[0] is not function:
+        holder: dict = {}
+
+        def bucket(stacked, shared):
+            stacked, shared = iter(stacked), iter(shared)
+            inner = rebuild(member, iter(Leaf(next(stacked), True) if leaf.stacked
+                                         else Leaf(next(shared), False) for leaf in leaves))
+            result = _map_member(tracer, function, inner)
+            flat = leaves_of(result, [])
+            holder["result"], holder["stacked"] = result, [leaf.stacked for leaf in flat]
+            return [tensor(tf, leaf.tensor) for leaf in flat]
+
+        signature = [[spec for spec, leaf in zip(specs, leaves) if leaf.stacked],
+                     [spec for spec, leaf in zip(specs, leaves) if not leaf.stacked]]
+        concrete = tf.function(bucket, input_signature=signature,
+                               autograph=False).get_concrete_function()
+        entry = tracer.bucket_functions[key] = (function, concrete, holder)
+    _, concrete, holder = entry
+    outputs = concrete([leaf.tensor for leaf in leaves if leaf.stacked],
+                       [leaf.tensor for leaf in leaves if not leaf.stacked])
+    return rebuild(holder["result"], iter(Leaf(t, stacked)
+                                         for t, stacked in zip(outputs, holder["stacked"])))
+
+
+def _map_member(tracer, function, member):
+    """`function` applied to every client's member: vectorised over the stacked leaves."""
+    leaves = leaves_of(member, [])
+    stacked = [leaf.tensor for leaf in leaves if leaf.stacked]
     if not stacked:  # equal for every client: computed once, deterministic (no random ops)
         plain = rebuild(member, iter(leaf.tensor for leaf in leaves))
-        return _all_equal_at_clients(tracer.apply(function, plain))
+        return _all_equal_at_clients(tracer.apply(function, plain)).member
     tf = tf_runtime.tensorflow()
     template: dict = {}
 
@@ -118,7 +220,7 @@ def _map(tracer, argument, type_spec):
         return [tensor(tf, t) for t in leaves_of(result, [])]
 
     outputs = tf.vectorized_map(one_client, stacked, fallback_to_while_loop=True)
-    return Placed(True, rebuild(template["result"], iter(Leaf(t, True) for t in outputs)))
+    return rebuild(template["result"], iter(Leaf(t, True) for t in outputs))
 
 
 def _in_order_sum(tf, column):

@@ -25,6 +25,9 @@ from tffexec.formats import sequences
 
 #: Elements per client dataset up to which reductions are unrolled (as `tf_vectorised`).
 MAX_ELEMENTS = tf_vectorised.MAX_ELEMENTS
+#: Dataset structures among one CLIENTS value's clients up to which a round compiles (each
+#: bucket is one more vectorised function to trace).
+MAX_BUCKETS = tf_vectorised.MAX_TRACES
 
 
 class Unsupported(Exception):
@@ -53,6 +56,16 @@ class Leaf:
 
     tensor: Any
     stacked: bool
+
+
+@dataclasses.dataclass
+class Bucketed:
+    """A CLIENTS member whose clients differ in structure (datasets of other lengths): per
+    bucket of clients of one structure, their indices (int32, in client order) and their member,
+    its leaves stacked over the bucket's clients. Only zips and maps take it; a map's results
+    are stitched back into one stacked value in client order."""
+
+    buckets: list
 
 
 @dataclasses.dataclass
@@ -98,6 +111,8 @@ def leaves_of(value, out: list) -> list:
     elif isinstance(value, Seq):
         for element in value.items:
             out.extend(element)
+    elif isinstance(value, Bucketed):
+        raise Unsupported("clients of several structures where a stacked value is needed")
     elif isinstance(value, (Placed, Closure, Intrinsic, computation_pb2.Computation)):
         raise Unsupported("a function or federated value inside a client value")
     else:
@@ -136,9 +151,13 @@ class Inputs:
         self.num_clients = num_clients
         self.arrays: list = []
         self.tensors: list = []  # per array: its tensor when one is at hand (`ClientsMemo`)
+        self.dynamic: list = []  # per array: whether its leading axis is left unknown
         self.key: list = []
         self._memo = memo
         self._clients_seen = 0
+        #: The most bucket functions one CLIENTS value needs traced (its clients' dataset
+        #: structures up to batch sizes; 1 when all are alike).
+        self.traced_buckets = 1
 
     def add(self, value, type_spec):
         """Adds `value` of `type_spec`; its template."""
@@ -160,7 +179,7 @@ class Inputs:
             return Tup([(name, self.add(item, item_type)) for (_, item), (name, item_type)
                         in zip(elements, type_spec.items())])
         if isinstance(type_spec, fl.SequenceType):
-            items = [tuple(self._array(np.asarray(c)) for c in element)
+            items = [tuple(self._array(np.asarray(c), component=True) for c in element)
                      for element in self._elements(value, type_spec)]
             self.key.append(("sequence", len(items)))
             return Seq(items)
@@ -170,12 +189,18 @@ class Inputs:
         return self._array(np.asarray(value) if dtype.kind in "OSU"
                            else np.asarray(value, dtype=dtype))
 
-    def _array(self, array: np.ndarray, clients: bool = False) -> _Slot:
+    def _array(self, array: np.ndarray, clients: bool = False, dynamic: bool = False,
+               component: bool = False) -> _Slot:
+        """Adds one flat array; `dynamic`: its leading axis (a bucket's clients) is left unknown
+        to the compiled function, which then serves any split of the clients into buckets;
+        `component`: one component of a dataset element (its key says so: see `traced`)."""
         if array.dtype.kind in "OSU" and clients:
             raise Unsupported("string tensors at clients")
         self.arrays.append(array)
         self.tensors.append(None)
-        self.key.append((array.dtype.str, array.shape))
+        self.dynamic.append(dynamic)
+        self.key.append((array.dtype.str, (None,) + array.shape[1:] if dynamic else array.shape)
+                        + (("component",) if component else ()))
         return _Slot(len(self.arrays) - 1, clients, clients)
 
     def _elements(self, value, type_spec) -> list:
@@ -206,35 +231,77 @@ class Inputs:
         # written in place between two calls.
         memo = self._memo if all(isinstance(m, sequences.SequenceValue) for m in value) else None
         hit = memo.get(position, value) if memo is not None else None
+        base = len(self.arrays)
         if hit is not None:
-            key, arrays, tensors, template = hit
-            self.key.append(key)
-            base = len(self.arrays)
-            for array in arrays:
-                self._array(array, clients=True)
+            key, arrays, tensors, dynamic, local = hit
+            for array, flag in zip(arrays, dynamic):
+                self._array(array, clients=True, dynamic=flag)
             self.tensors[base:] = tensors
-            return rebuild(template, iter(_Slot(base + s.index, True, True)
-                                           for s in leaves_of(template, [])))
-        per_client = []
+            self.key.append(key)  # after the arrays' own entries, as when they are read
+            self.traced_buckets = max(self.traced_buckets, len({traced(k) for k in key[1]}))
+            return _offset(local, base)
+        per_client, templates = [], []
         for member in value:
             inputs = Inputs(self._leaf, self.num_clients)
-            template = inputs.add(member, member_type)
+            templates.append(inputs.add(member, member_type))
             per_client.append(inputs)
-        first = per_client[0]
-        if any(p.key != first.key for p in per_client[1:]):
-            raise Unsupported("clients whose values differ in structure")
-        if any(isinstance(s, Placed) for s in walk(template)):
+        if any(isinstance(s, Placed) for s in walk(templates[0])):
             raise Unsupported("a federated value inside a CLIENTS member")
-        key = ("member", tuple(first.key))
+        groups: dict = {}
+        for index, inputs in enumerate(per_client):
+            groups.setdefault(tuple(inputs.key), []).append(index)
+        traced_count = len({traced(k) for k in groups})
+        if traced_count > MAX_BUCKETS:
+            raise Unsupported(f"clients of over {MAX_BUCKETS} dataset structures")
+        self.traced_buckets = max(self.traced_buckets, traced_count)
+        buckets = []
+        for structure_key in sorted(groups, key=repr):
+            members = groups[structure_key]
+            bucketed = len(groups) > 1
+            indices = (self._array(np.asarray(members, np.int32), dynamic=True)
+                       if bucketed else None)
+            start = len(self.arrays) - base
+            group = [per_client[i] for i in members]
+            for index in range(len(group[0].arrays)):
+                self._array(np.stack([p.arrays[index] for p in group]), clients=True,
+                            dynamic=bucketed)
+            member = rebuild(templates[members[0]], iter(
+                _Slot(start + s.index, True, True) for s in leaves_of(templates[members[0]], [])))
+            buckets.append((None if indices is None else _Slot(indices.index - base), member))
+        local = buckets[0][1] if len(buckets) == 1 else BucketedSlots(buckets)
+        key = ("member", tuple(sorted(groups, key=repr)))
         self.key.append(key)
-        base = len(self.arrays)
-        for index in range(len(first.arrays)):
-            self._array(np.stack([p.arrays[index] for p in per_client]), clients=True)
         if memo is not None:
             memo.put(position, value, (key, self.arrays[base:], self.tensors[base:],
-                                             template))
-        return rebuild(template, iter(_Slot(base + s.index, True, True)
-                                       for s in leaves_of(template, [])))
+                                       self.dynamic[base:], local))
+        return _offset(local, base)
+
+
+def traced(key: tuple) -> tuple:
+    """A client's structure key without its elements' batch sizes: buckets that differ only
+    there (a short last batch of another size) share one traced function (`round_intrinsics`)."""
+    return tuple((entry[0], (None,) + tuple(entry[1][1:])) + entry[2:]
+                 if isinstance(entry, tuple) and entry[-1:] == ("component",) and entry[1]
+                 else entry for entry in key)
+
+
+@dataclasses.dataclass
+class BucketedSlots:
+    """The template of a `Bucketed` member: per bucket, the slot of its indices and its member."""
+
+    buckets: list
+
+
+def _offset(template, base: int):
+    """`template` with every slot moved `base` places on (slots of a memo entry, or of the
+    bucket members, are counted from the first array of their CLIENTS value)."""
+    if isinstance(template, Tup):
+        return Tup([(name, _offset(item, base)) for name, item in template.items])
+    if isinstance(template, Seq):
+        return Seq([tuple(_offset(c, base) for c in element) for element in template.items])
+    if isinstance(template, BucketedSlots):
+        return BucketedSlots([(_offset(i, base), _offset(m, base)) for i, m in template.buckets])
+    return _Slot(template.index + base, template.clients, template.stacked)
 
 
 class ClientsMemo:
@@ -295,6 +362,8 @@ def instantiate(template, tensors: list):
                     for element in template.items])
     if isinstance(template, Placed):
         return Placed(template.clients, instantiate(template.member, tensors))
+    if isinstance(template, BucketedSlots):
+        return Bucketed([(tensors[i.index], instantiate(m, tensors)) for i, m in template.buckets])
     tensor = tensors[template.index]
     return Leaf(tensor, template.stacked) if template.clients else tensor
 
