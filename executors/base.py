@@ -151,9 +151,12 @@ class StructRep:
     def __init__(self, elements: list[tuple[Optional[str], ExecValue]]):
         self.elements = elements
 
-    def element(self, index: int, type_spec) -> ExecValue:
+    def element(self, index: int, source: ExecValue) -> ExecValue:
+        """Element `index`; `source` (the struct's value) names the type in the error only, as
+        building a struct's type costs more than the selection itself."""
         if not 0 <= index < len(self.elements):
-            raise errors.ComputationError(f"selection [{index}] out of range for {type_spec}")
+            raise errors.ComputationError(
+                f"selection [{index}] out of range for {source.type_signature}")
         return self.elements[index][1]
 
 
@@ -178,7 +181,7 @@ class StructLayer(SyncExecutor):
     def selection(self, source: ExecValue, index: int) -> ExecValue:
         rep = source.rep
         if isinstance(rep, StructRep):
-            return rep.element(index, source.type_signature)
+            return rep.element(index, source)
         if isinstance(rep, self.child_rep):
             return self.child_selection(source, index)
         raise errors.ComputationError(

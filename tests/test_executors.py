@@ -204,7 +204,7 @@ def test_rre_selection_from_a_leaf_struct_value():
 def test_rre_selection_out_of_range_is_computation_error():
     comp = lam("x", I32, sel(struct(ref("x")), 0))
     getattr(comp, "lambda").result.selection.index = 3
-    with pytest.raises(errors.ComputationError, match=r"\[3\] out of range"):
+    with pytest.raises(errors.ComputationError, match=r"\[3\] out of range for <int32>"):
         evaluate(leaf_stack(), comp, np.int32(1))
 
 
@@ -337,6 +337,17 @@ def test_federating_struct_of_placed_values_keeps_placement_per_element():
     value = ex.value(structure.Struct([("s", np.int32(1)), ("c", [np.int32(2), np.int32(3)])]), t)
     result = ex.materialize(value)
     assert result.s == 1 and [int(v) for v in result.c] == [2, 3]
+
+
+def test_federating_selection_from_a_struct_of_placed_values_and_out_of_range_names_the_type():
+    t = fl.StructType([("s", fl.FederatedType(I32, S)), ("c", fl.FederatedType(I32, C))])
+    ex = federating(2)
+    value = ex.struct([(n, ex.value(v, member)) for (n, member), v in
+                       zip(t.items(), [np.int32(1), [np.int32(2), np.int32(3)]])])
+    assert [int(v) for v in ex.materialize(ex.selection(value, 1))] == [2, 3]
+    named = r"selection \[2\] out of range for <s=int32@SERVER,c=\{int32\}@CLIENTS>"
+    with pytest.raises(errors.ComputationError, match=named):
+        ex.selection(value, 2)
 
 
 def test_federating_unplaced_call_runs_on_the_child():
