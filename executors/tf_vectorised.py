@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,6 +36,7 @@ from tffexec import tf_runtime
 from tffexec.executors import activity
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
+from tffexec.executors import identity_memo
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_batch
 from tffexec.executors import tf_call_config
@@ -74,14 +76,61 @@ def enabled() -> bool:
 class _Client:
     """One client's flat argument leaves: tensors as arrays, sequences as element leaves."""
 
-    __slots__ = ("tensors", "sequences", "key")
+    __slots__ = ("tensors", "sequences", "entries", "key")
 
-    def __init__(self, tensors: list, sequence_leaves: list):
+    def __init__(self, tensors: list, sequences_: list):
         self.tensors = tensors
-        self.sequences = sequence_leaves  # per sequence parameter: [element][component] arrays
+        # per sequence parameter: [element][component] arrays (`_SequenceLeaves.leaves`)
+        self.sequences = [s.leaves for s in sequences_]
+        self.entries = sequences_
         self.key = (tuple((a.dtype.str, a.shape) for a in tensors),
-                    tuple(tuple(tuple((c.dtype.str, c.shape) for c in element)
-                                for element in elements) for elements in sequence_leaves))
+                    tuple(s.key for s in sequences_))
+
+
+class _SequenceLeaves:
+    """What a client's sequence is to a bucket: its element leaves and its part of the key.
+
+    Clients bring the same sequence objects round after round, and reading their elements
+    into leaves cost more than the vectorised call itself (100 clients); `_sequence_memo` keeps
+    them per live sequence. `elements` is the sequence's own element list they were read from:
+    a hit is used only while the sequence still returns that very list."""
+
+    __slots__ = ("elements", "leaves", "key", "nbytes", "__weakref__")
+
+    def __init__(self, elements: list, element_type):
+        self.elements = elements
+        self.leaves = [[np.asarray(c) for c in tf_loop_feed.element_leaves(e, element_type)]
+                       for e in elements]
+        self.key = tuple(tuple((c.dtype.str, c.shape) for c in element)
+                         for element in self.leaves)
+        self.nbytes = sum(c.nbytes for element in self.leaves for c in element)
+
+
+#: Stacked element tensors kept per stack for the next call of the same members (bytes).
+STACK_MEMO_BYTES = 256 * 2**20
+_STACK_TAG = "vectorised-stack"
+#: Element leaves of client sequences kept between maps (see `_SequenceLeaves`).
+SEQUENCE_MEMO_BYTES = 256 * 2**20
+_sequence_memo = identity_memo.IdentityMemo(SEQUENCE_MEMO_BYTES)
+_SEQUENCE_TAG = "vectorised-leaves"
+
+
+def _sequence_leaves(sequence: sequences.SequenceValue) -> Optional[_SequenceLeaves]:
+    """The sequence's leaves, or None when it cannot be fed as elements or is too long for a
+    bucket. The element limit is checked on every call (`elements()`), as the policy it is read
+    under can change; loopability is only remembered once it held (it does not change back:
+    the graph is fixed, and elements once read stay)."""
+    hit = _sequence_memo.get(sequence, _SEQUENCE_TAG)
+    if hit is not None and sequence.elements() is hit.elements:
+        return hit
+    if not tf_loop_feed.loopable(sequence):
+        return None
+    elements = sequence.elements()
+    if len(elements) > MAX_ELEMENTS:
+        return None
+    leaves = _SequenceLeaves(elements, sequence.element_type)
+    _sequence_memo.put(sequence, _SEQUENCE_TAG, leaves, leaves.nbytes)
+    return leaves
 
 
 class _Functions:
@@ -123,6 +172,9 @@ class VectorisedTraining:
     def __init__(self, leaf: tensorflow_executor.TensorFlowExecutor):
         self.leaf = leaf
         self._graphs: dict = {}  # graph function -> (digest, prepared GraphDef)
+        # A call's stacked element tensors, kept for a call of the very same sequence leaves
+        # (`_stacked_sequences`); per stack, as they live on its device.
+        self._stacks = identity_memo.IdentityMemo(STACK_MEMO_BYTES)
         self.calls = 0  # vectorised bucket calls made (observable by tests and benchmarks)
         self.traces = 0  # bucket functions this stack traced (others came from the cache)
 
@@ -151,7 +203,8 @@ class VectorisedTraining:
                 kind != "tensor" for kind, _ in graph_function.result_leaves) or \
                 self._graph(graph_function)[0] in _functions.refused:
             return None
-        clients = [self._client(executor, function, a) for a in arguments]
+        seen: dict = {}
+        clients = [self._client(executor, function, a, seen) for a in arguments]
         buckets: dict = {}
         for index, client in enumerate(clients):
             if client is not None:
@@ -194,10 +247,11 @@ class VectorisedTraining:
                     column[row] = leaf
         return batch_lib.Batch(result_type, len(arguments), columns, [True] * len(columns))
 
-    def _client(self, executor, function, argument) -> Optional[_Client]:
-        """The client's leaves, or None when its sequences are not at hand as elements."""
-        value = executor.materialize(argument)
-        flat = tf_function.flatten(value, function.type_signature.parameter)
+    def _client(self, executor, function, argument, seen: dict) -> Optional[_Client]:
+        """The client's leaves, or None when its sequences are not at hand as elements.
+        `seen`: values already materialized and structs already flattened in this map (both
+        keyed by id: executor values and Python structs never share an id while alive)."""
+        flat = _flat_leaves(executor, argument, function.type_signature.parameter, seen)
         tensors, sequence_leaves = [], []
         for (kind, _), leaf in zip(function.graph_function.parameter_leaves, flat):
             if kind == "tensor":
@@ -208,15 +262,12 @@ class VectorisedTraining:
             if kind != "variant" or not isinstance(leaf, sequences.SequenceValue):
                 return None
             try:
-                if not tf_loop_feed.loopable(leaf):
-                    return None
-                elements = leaf.elements()
+                leaves = _sequence_leaves(leaf)
             except errors.TffexecError:
                 return None  # the per-client path reports it, naming the client
-            if len(elements) > MAX_ELEMENTS:
+            if leaves is None:
                 return None
-            sequence_leaves.append([[np.asarray(c) for c in tf_loop_feed.element_leaves(
-                e, leaf.element_type)] for e in elements])
+            sequence_leaves.append(leaves)
         return _Client(tensors, sequence_leaves)
 
     # -- one bucket ----------------------------------------------------------------------------
@@ -234,21 +285,46 @@ class VectorisedTraining:
             return None
         stacked = [np.stack([c.tensors[i] for c in clients])
                    for i, s in enumerate(shared) if not s]
-        for position in range(len(first.sequences)):
-            for element in range(len(first.sequences[position])):
-                for component in range(len(first.sequences[position][element])):
-                    stacked.append(np.stack([c.sequences[position][element][component]
-                                             for c in clients]))
         constants = [first.tensors[i] for i, s in enumerate(shared) if s]
         try:
             with self.leaf.device_scope():
-                flat = [tf.convert_to_tensor(x) for x in stacked + constants]
+                flat = ([tf.convert_to_tensor(x) for x in stacked] +
+                        self._stacked_sequences(clients) +
+                        [tf.convert_to_tensor(x) for x in constants])
                 outputs = tf_function.call_flat(compiled, flat)
         except tf.errors.OpError:
             return None  # a data-dependent failure: the per-client path names the client
         self.calls += 1
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
+
+    def _stacked_sequences(self, clients: list[_Client]) -> list:
+        """The clients' element leaves stacked across clients as tensors (per sequence, element,
+        component), in the leaf's device scope.
+
+        Rounds bring the same clients with the same sequences, and stacking and converting
+        their elements cost as much as the vectorised call; so the tensors of one call are kept,
+        under the first client's first sequence leaves, with weak references to every member's
+        (`_SequenceLeaves`, one object per live sequence and its elements). They are reused only
+        when every member of this call holds the very same leaves objects in the same order:
+        equal inputs, by construction."""
+        tf = tf_runtime.tensorflow()
+        members = [entry for c in clients for entry in c.entries]
+        if not members:
+            return []
+        kept = self._stacks.get(members[0], _STACK_TAG)
+        if kept is not None and len(kept[0]) == len(members) and all(
+                ref() is entry for ref, entry in zip(kept[0], members)):
+            return kept[1]
+        first = clients[0].sequences
+        stacked = [np.stack([c.sequences[position][element][component] for c in clients])
+                   for position in range(len(first))
+                   for element in range(len(first[position]))
+                   for component in range(len(first[position][element]))]
+        tensors = [tf.convert_to_tensor(x) for x in stacked]
+        self._stacks.put(members[0], _STACK_TAG, ([weakref.ref(m) for m in members], tensors),
+                         sum(x.nbytes for x in stacked))
+        return tensors
 
     def _get(self, key, may_trace: bool, build: Callable):
         """The bucket function for `key` (graph digest, bucket structure, shared leaves), traced
@@ -313,6 +389,24 @@ class VectorisedTraining:
                                      fallback_to_while_loop=True)
 
         return bucket.get_concrete_function()
+
+
+def _flat_leaves(executor: base.SyncExecutor, value: base.ExecValue, type_spec,
+                 seen: dict) -> list:
+    """`tf_function.flatten(executor.materialize(value), type_spec)` without building the
+    argument struct of every client: a struct of executor values is walked, each other value is
+    materialized and flattened once per map (`seen`, keyed by id: the map's arguments keep the
+    values alive). Every client of a map holds the same broadcast model value."""
+    rep = value.rep
+    if isinstance(rep, base.StructRep) and isinstance(executor, base.StructLayer):
+        return [leaf for (_, member), (_, element) in zip(type_spec.items(), rep.elements)
+                for leaf in _flat_leaves(executor, element, member, seen)]
+    hit = seen.get(id(value))
+    if hit is not None and hit[0] is value and hit[1] is type_spec:
+        return hit[2]
+    leaves = tf_function.flatten(executor.materialize(value), type_spec, seen)
+    seen[id(value)] = (value, type_spec, leaves)
+    return leaves
 
 
 def client_feeds(graph_function, tensors: list, elements: list) -> dict:
