@@ -43,6 +43,7 @@ from tffexec.executors import tf_call_config
 from tffexec.executors import tf_function
 from tffexec.executors import tf_functional
 from tffexec.executors import tf_loop_feed
+from tffexec.executors import tf_tensor_memo
 from tffexec.formats import sequences
 
 _LOG = logging.getLogger("tffexec")
@@ -290,7 +291,7 @@ class VectorisedTraining:
             with self.leaf.device_scope():
                 flat = ([tf.convert_to_tensor(x) for x in stacked] +
                         self._stacked_sequences(clients) +
-                        [tf.convert_to_tensor(x) for x in constants])
+                        [tf_tensor_memo.tensor_of(x) for x in constants])
                 outputs = tf_function.call_flat(compiled, flat)
         except tf.errors.OpError:
             return None  # a data-dependent failure: the per-client path names the client
