@@ -47,6 +47,12 @@ class ExecValue(federated_language.framework.ExecutorValue):
             return t.elements[index][1].type_signature
         return self.type_signature[index]
 
+    def wrapped(self, rep: Any, owner: "SyncExecutor") -> "ExecValue":
+        """A value of `owner` (a layer above) of this value's type; a struct type not built
+        yet stays unbuilt (each layer wraps every value its child makes, and building struct
+        types on every wrap cost as much as the per-client calls of a small graph)."""
+        return ExecValue(rep, self._type, owner)
+
     @property
     def reference(self):
         return self.rep
@@ -205,7 +211,7 @@ class StructLayer(SyncExecutor):
 
     def wrap(self, child_value: ExecValue) -> ExecValue:
         """A value of the layer below, as this layer's value."""
-        return ExecValue(child_value, child_value.type_signature, self)
+        return child_value.wrapped(child_value, self)
 
     def to_child(self, value: ExecValue) -> ExecValue:
         """The layer below's version of one of this layer's values (a struct element-wise)."""

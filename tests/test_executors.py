@@ -436,6 +436,19 @@ def test_sequence_executor_reduce_with_a_closure_from_above(runner):
     assert runner.run(lam("s", seq_t, reduce), [1, 2]) == (7 * 2 + 1) * 2 + 2
 
 
+def test_layers_wrap_a_struct_without_building_its_type_until_asked():
+    """Every layer wraps the values its child makes; a struct's type is built only when someone
+    looks at it (building it on every wrap cost as much as a small graph's per-client call)."""
+    ex = sequence_stack()
+    f32 = fl.TensorType(np.float32)
+    pair = ex.struct([("a", ex.value(np.int32(1), I32)), (None, ex.value(np.float32(2), f32))])
+    for value in (pair, pair.rep):  # the sequence layer's wrap of the RRE's struct
+        assert not isinstance(value._type, fl.Type)
+    assert pair.type_signature == fl.StructType([("a", I32), (None, f32)])
+    assert pair.rep.type_signature == pair.type_signature
+    assert ex.materialize(ex.selection(pair, 1)) == np.float32(2)
+
+
 def test_sequence_executor_unknown_intrinsic_lists_supported():
     ex = sequence_stack()
     with pytest.raises(errors.ComputationError, match="unknown intrinsic 'sequence_frob'.*sequence_sum"):
