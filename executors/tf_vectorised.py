@@ -79,13 +79,12 @@ class _Client:
 
     __slots__ = ("tensors", "sequences", "entries", "key")
 
-    def __init__(self, tensors: list, sequences_: list):
+    def __init__(self, tensors: list, tensor_keys: tuple, sequences_: list):
         self.tensors = tensors
         # per sequence parameter: [element][component] arrays (`_SequenceLeaves.leaves`)
         self.sequences = [s.leaves for s in sequences_]
         self.entries = sequences_
-        self.key = (tuple((a.dtype.str, a.shape) for a in tensors),
-                    tuple(s.key for s in sequences_))
+        self.key = (tensor_keys, tuple(s.key for s in sequences_))
 
 
 class _SequenceLeaves:
@@ -250,26 +249,40 @@ class VectorisedTraining:
 
     def _client(self, executor, function, argument, seen: dict) -> Optional[_Client]:
         """The client's leaves, or None when its sequences are not at hand as elements.
-        `seen`: values already materialized and structs already flattened in this map (both
-        keyed by id: executor values and Python structs never share an id while alive)."""
-        flat = _flat_leaves(executor, argument, function.type_signature.parameter, seen)
-        tensors, sequence_leaves = [], []
-        for (kind, _), leaf in zip(function.graph_function.parameter_leaves, flat):
-            if kind == "tensor":
-                if not isinstance(leaf, (np.ndarray, np.generic)) or leaf.dtype.kind in "OSU":
-                    return None
-                tensors.append(np.asarray(leaf))
+        `seen`: what this map met already (`_flat_parts`; its checked tensor parts by id and
+        offset: the broadcast model is one part that every client holds)."""
+        kinds = function.graph_function.parameter_leaves
+        tensors, tensor_keys, sequence_leaves, offset = [], [], [], 0
+        for part in _flat_parts(executor, argument, function.type_signature.parameter, seen):
+            checked = seen.get((id(part), offset))
+            if checked is None or checked[0] is not part:
+                checked = seen[(id(part), offset)] = (part, _tensor_part(
+                    kinds[offset:offset + len(part)], part))
+            offset += len(part)
+            if checked[1] is not None:
+                tensors += checked[1][0]
+                tensor_keys += checked[1][1]
                 continue
-            if kind != "variant" or not isinstance(leaf, sequences.SequenceValue):
-                return None
-            try:
-                leaves = _sequence_leaves(leaf)
-            except errors.TffexecError:
-                return None  # the per-client path reports it, naming the client
-            if leaves is None:
-                return None
-            sequence_leaves.append(leaves)
-        return _Client(tensors, sequence_leaves)
+            for (kind, _), leaf in zip(kinds[offset - len(part):offset], part):
+                if kind == "tensor":
+                    single = _tensor_part([(kind, None)], [leaf])
+                    if single is None:
+                        return None
+                    tensors += single[0]
+                    tensor_keys += single[1]
+                    continue
+                if kind != "variant" or not isinstance(leaf, sequences.SequenceValue):
+                    return None
+                try:
+                    leaves = _sequence_leaves(leaf)
+                except errors.TffexecError:
+                    return None  # the per-client path reports it, naming the client
+                if leaves is None:
+                    return None
+                sequence_leaves.append(leaves)
+        if offset != len(kinds):
+            return None
+        return _Client(tensors, tuple(tensor_keys), sequence_leaves)
 
     # -- one bucket ----------------------------------------------------------------------------
     def _run_bucket(self, function, key, clients: list[_Client], result_types,
@@ -392,22 +405,35 @@ class VectorisedTraining:
         return bucket.get_concrete_function()
 
 
-def _flat_leaves(executor: base.SyncExecutor, value: base.ExecValue, type_spec,
-                 seen: dict) -> list:
-    """`tf_function.flatten(executor.materialize(value), type_spec)` without building the
-    argument struct of every client: a struct of executor values is walked, each other value is
-    materialized and flattened once per map (`seen`, keyed by id: the map's arguments keep the
-    values alive). Every client of a map holds the same broadcast model value."""
+def _flat_parts(executor: base.SyncExecutor, value: base.ExecValue, type_spec,
+                seen: dict) -> list[list]:
+    """`tf_function.flatten(executor.materialize(value), type_spec)` in parts (their
+    concatenation), without building the argument struct of every client: a struct of executor
+    values is walked, each other value is materialized and flattened once per map (`seen`, keyed
+    by id: the map's arguments keep the values alive) into one part, the same list object
+    wherever the value recurs. Every client of a map holds the same broadcast model value."""
     rep = value.rep
     if isinstance(rep, base.StructRep) and isinstance(executor, base.StructLayer):
-        return [leaf for (_, member), (_, element) in zip(type_spec.items(), rep.elements)
-                for leaf in _flat_leaves(executor, element, member, seen)]
+        return [part for (_, member), (_, element) in zip(type_spec.items(), rep.elements)
+                for part in _flat_parts(executor, element, member, seen)]
     hit = seen.get(id(value))
     if hit is not None and hit[0] is value and hit[1] is type_spec:
-        return hit[2]
+        return [hit[2]]
     leaves = tf_function.flatten(executor.materialize(value), type_spec, seen)
     seen[id(value)] = (value, type_spec, leaves)
-    return leaves
+    return [leaves]
+
+
+def _tensor_part(kinds: list, leaves: list) -> Optional[tuple[list, list]]:
+    """(arrays, their (dtype, shape) keys) when every leaf is a tensor parameter fed a numeric
+    array, else None."""
+    arrays = []
+    for (kind, _), leaf in zip(kinds, leaves):
+        if kind != "tensor" or not isinstance(leaf, (np.ndarray, np.generic)) or \
+                leaf.dtype.kind in "OSU":
+            return None
+        arrays.append(np.asarray(leaf))
+    return arrays, [(a.dtype.str, a.shape) for a in arrays]
 
 
 def client_feeds(graph_function, tensors: list, elements: list) -> dict:

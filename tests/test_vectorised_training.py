@@ -285,7 +285,7 @@ def test_the_same_sequences_reuse_their_stacked_inputs_and_a_different_member_do
     training = tf_vectorised.VectorisedTraining(tensorflow_executor.TensorFlowExecutor())
 
     def clients(sequences_):
-        return [tf_vectorised._Client([], [tf_vectorised._sequence_leaves(s)])
+        return [tf_vectorised._Client([], (), [tf_vectorised._sequence_leaves(s)])
                 for s in sequences_]
 
     first = training._stacked_sequences(clients(datasets))
