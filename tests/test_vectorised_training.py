@@ -17,8 +17,10 @@ import federated_language
 import numpy as np
 import pytest
 import tensorflow as tf
+from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
+from tffexec import errors
 from tffexec import policy as policy_lib
 from tffexec import runner as runner_lib
 from tffexec.checks import op_check
@@ -28,7 +30,8 @@ from tffexec.executors import tf_function
 from tffexec.executors import tf_functional
 from tffexec.executors import tf_loop_feed
 from tffexec.executors import tf_vectorised
-from tffexec.formats import compare, loading, values
+from tffexec.factories import config as config_lib
+from tffexec.formats import compare, loading, sequences, values
 from tffexec.formats.protos import executor_pb2
 
 LEARNING = pathlib.Path(__file__).resolve().parents[1] / "examples" / "learning"
@@ -236,9 +239,6 @@ def _mlp_c10_arg():
 
 def _scaled(dataset, factor: float):
     """A new sequence object: `dataset`'s elements with every float array scaled."""
-    from federated_language.common_libs import structure  # noqa: PLC0415
-    from tffexec.formats import sequences  # noqa: PLC0415
-
     def scale(v):
         return v * np.asarray(factor, v.dtype) if v.dtype.kind == "f" else v
 
@@ -259,8 +259,6 @@ def test_a_client_sequence_replaced_between_calls_trains_on_its_new_data(monkeyp
     """Element leaves and stacked bucket inputs are kept per sequence object between calls:
     a call where one client (then every client) brings a new sequence with other data of the
     same structure must train on the new data, not on what was kept."""
-    from federated_language.common_libs import structure  # noqa: PLC0415
-
     comp, arg = _mlp_c10_arg()
     model, datasets = arg[0], list(arg[1])
     one_new = datasets[:4] + [_scaled(datasets[4], 0.5)] + datasets[5:]
@@ -275,6 +273,19 @@ def test_a_client_sequence_replaced_between_calls_trains_on_its_new_data(monkeyp
     for changed in per_client[1:]:
         assert compare.value_differences(changed, per_client[0], _case(name)[3].result,
                                          rtol=RTOL, atol=ATOL, path="result")
+
+
+def test_kept_element_leaves_do_not_bypass_a_lower_element_limit(monkeypatch):
+    """A sequence's leaves are kept between calls, but its element limit is checked on every
+    call: the same sequences (4 elements each) under a stack that allows 3 are refused."""
+    comp, arg = _mlp_c10_arg()
+    value = structure.Struct([(None, arg[0]), (None, list(arg[1]))])
+    monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1")
+    with runner_lib.Runner() as runner:
+        runner.run(comp, value, clients=10)
+    strict = config_lib.StackConfig(policy=policy_lib.Policy(max_sequence_elements=3))
+    with runner_lib.Runner(strict) as runner, pytest.raises(errors.PolicyError):
+        runner.run(comp, value, clients=10)
 
 
 def test_the_same_sequences_reuse_their_stacked_inputs_and_a_different_member_does_not():
