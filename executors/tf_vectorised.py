@@ -17,6 +17,12 @@ dataset is not at hand, graphs the interpreter or pfor refuse, a TensorFlow erro
 is left to the per-client path, which also names a failing client. A refusal is remembered per
 graph and bucket structure and said in one line under `-v`.
 
+Rounds bring the same clients again, so what only depends on a client's sequence object is kept
+between maps (its leaves and key part: `_sequence_leaves`; a call's stacked element tensors:
+`VectorisedTraining._stacked_sequences`), weakly and bounded in bytes, and checked by identity;
+the broadcast model is read once per map (`_flat_parts`). Nothing derived from other values is
+kept across maps.
+
 Results equal the per-client path within floating-point reassociation (vectorised matmuls may sum
 in another order); `TFFEXEC_VECTORISED_TRAINING=0` turns the path off to compare.
 """
