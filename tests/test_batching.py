@@ -68,6 +68,30 @@ def test_map_and_mean_run_as_one_call_and_equal_the_per_client_result_bit_for_bi
     assert len(leaf_calls) == 300
 
 
+def test_a_map_whose_graph_holds_a_conditional_runs_as_one_call_equal_to_per_client(
+        leaf_calls):
+    """pfor cannot vectorise an imported graph's `If` (it needs the branches as traced
+    functions): such a map is re-emitted op by op (`tf_functional`) and batched all the same."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def clip(x):
+        norm = tf.norm(x)
+        return tf.cond(norm > 1.0, lambda: x / norm, lambda: x * 2.0)
+
+    fn = tf_fn(clip, fl.TensorType(np.float32, [4]))
+
+    @fl.federated_computation(fl.FederatedType(fl.TensorType(np.float32, [4]), C))
+    def comp(x):
+        return fl.federated_map(fn, x)
+
+    values = list(np.random.default_rng(4).standard_normal((60, 4)).astype(np.float32) * 0.6)
+    batched, per_client, calls = _run_both(comp, values, 60)
+    assert calls == 1 and len(leaf_calls) == 60  # the per-client stack made all 60
+    norms = np.linalg.norm(np.stack(values), axis=1)
+    assert (norms > 1.0).any() and (norms <= 1.0).any()  # both branches taken
+    np.testing.assert_array_equal(np.stack(batched), np.stack(per_client))
+
+
 def test_sum_of_many_float32_scalars_adds_in_client_order():
     values = [np.float32(v) for v in np.random.default_rng(1).standard_normal(1000) * 1e3]
 
