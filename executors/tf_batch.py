@@ -16,10 +16,13 @@ function, which the leaf imports once per distinct graph, and the shapes of the 
 caller takes the per-client path. A TensorFlow error at run time also sends that call to the
 per-client path, which reruns it client by client and reports the failing client's index.
 
-Conditionals. pfor vectorises an `If`/`StatelessIf` only when it can trace its branches, which an
-imported graph's branch functions are not; a map whose graph holds one is re-emitted op by op
-instead (`tf_functional.Interpreter`: each `If` becomes a `tf.cond` of traced branches), then
-vectorised the same way (e.g. a robust aggregator's per-client clipping).
+Second form. A map pfor refuses is traced once more before it goes per client: an op pfor has
+no rule for (e.g. `L2Loss`, in a DP aggregator's clipping) runs client after client in a loop
+inside the same call (`fallback_to_while_loop`: the op's own kernel on each client's slice, so
+the results are those of the per-client path), and a graph with an `If`/`StatelessIf` is
+re-emitted op by op (`tf_functional.Interpreter`: each `If` becomes a `tf.cond` of traced
+branches, which pfor can vectorise; an imported graph's branch functions it cannot), e.g. a
+robust aggregator's per-client clipping.
 
 Quiet fallback. pfor logs every op it cannot convert at ERROR level (tens of lines for one
 `tf.while_loop`), though the per-client path then gives the right answer: those records are
@@ -223,25 +226,31 @@ class BatchedFunctions:
         key = ("map", graph_function, tuple(batch.stacked),
                tuple((a.dtype.str, a.shape[1:] if s else a.shape)
                      for a, s in zip(batch.leaves, batch.stacked)))
-        conditional = self._conditional.get(graph_function)
-        if conditional is None:
-            conditional = self._conditional[graph_function] = _has_conditional(graph_function)
-        compiled = self._get(key, lambda: self._build_map(graph_function, batch),
-                             report=not conditional)
-        if compiled is None and conditional:  # said under -v if this one is refused too
-            key += ("interpreted",)
-            compiled = self._get(key, lambda: self._build_map(graph_function, batch, True))
+        compiled = self._get(key, lambda: self._build_map(graph_function, batch), report=False)
+        second_form = compiled is None
+        if second_form:  # said under -v if it is refused too
+            conditional = self._conditional.get(graph_function)
+            if conditional is None:
+                conditional = self._conditional[graph_function] = _has_conditional(graph_function)
+            key += ("interpreted" if conditional else "looped",)
+            compiled = self._get(key, lambda: self._build_map(
+                graph_function, batch, interpreted=conditional, loop=True))
         if compiled is None:
             return None
         stacked = [a for a, s in zip(batch.leaves, batch.stacked) if s]
         shared = [a for a, s in zip(batch.leaves, batch.stacked) if not s]
-        outputs = self._invoke(key, compiled, stacked, shared)
+        # A second form that fails is not tried again (a looped op whose per-client outputs
+        # differ in shape fails on every call); the per-client path names a failing client.
+        outputs = self._invoke(key, compiled, stacked, shared, refuse_any_error=second_form)
         if outputs is None:
             return None
         leaves = [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
         return batch_lib.Batch(result_type, batch.count, leaves, [True] * len(leaves))
 
-    def _build_map(self, graph_function, batch, interpreted: bool = False):
+    def _build_map(self, graph_function, batch, interpreted: bool = False, loop: bool = False):
+        """The batched map: the graph imported (or, `interpreted`, re-emitted by `tf_functional`)
+        inside `tf.vectorized_map`; with `loop`, an op pfor has no rule for runs client after
+        client in a loop inside the same call (the same kernel on each client's slice)."""
         tf = tf_runtime.tensorflow()
         _quiet_pfor()
         results = [name for _, name in graph_function.result_leaves]
@@ -264,7 +273,7 @@ class BatchedFunctions:
         @tf.function(input_signature=signature, autograph=False)
         def all_clients(stacked, shared):
             return tf.vectorized_map(lambda xs: one_client(xs, shared), stacked,
-                                     fallback_to_while_loop=False)
+                                     fallback_to_while_loop=loop)
 
         return all_clients.get_concrete_function()
 
