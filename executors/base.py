@@ -47,6 +47,12 @@ class ExecValue(federated_language.framework.ExecutorValue):
             return t.elements[index][1].type_signature
         return self.type_signature[index]
 
+    def wrapped(self, rep: Any, owner: "SyncExecutor") -> "ExecValue":
+        """A value of `owner` (a layer above) of this value's type; a struct type not built
+        yet stays unbuilt (each layer wraps every value its child makes, and building struct
+        types on every wrap cost as much as the per-client calls of a small graph)."""
+        return ExecValue(rep, self._type, owner)
+
     @property
     def reference(self):
         return self.rep
@@ -151,9 +157,12 @@ class StructRep:
     def __init__(self, elements: list[tuple[Optional[str], ExecValue]]):
         self.elements = elements
 
-    def element(self, index: int, type_spec) -> ExecValue:
+    def element(self, index: int, source: ExecValue) -> ExecValue:
+        """Element `index`; `source` (the struct's value) names the type in the error only, as
+        building a struct's type costs more than the selection itself."""
         if not 0 <= index < len(self.elements):
-            raise errors.ComputationError(f"selection [{index}] out of range for {type_spec}")
+            raise errors.ComputationError(
+                f"selection [{index}] out of range for {source.type_signature}")
         return self.elements[index][1]
 
 
@@ -178,7 +187,7 @@ class StructLayer(SyncExecutor):
     def selection(self, source: ExecValue, index: int) -> ExecValue:
         rep = source.rep
         if isinstance(rep, StructRep):
-            return rep.element(index, source.type_signature)
+            return rep.element(index, source)
         if isinstance(rep, self.child_rep):
             return self.child_selection(source, index)
         raise errors.ComputationError(
@@ -202,7 +211,7 @@ class StructLayer(SyncExecutor):
 
     def wrap(self, child_value: ExecValue) -> ExecValue:
         """A value of the layer below, as this layer's value."""
-        return ExecValue(child_value, child_value.type_signature, self)
+        return child_value.wrapped(child_value, self)
 
     def to_child(self, value: ExecValue) -> ExecValue:
         """The layer below's version of one of this layer's values (a struct element-wise)."""

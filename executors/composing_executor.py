@@ -204,7 +204,7 @@ class ComposingExecutor(base.StructLayer):
         return self.at_server(self.server.value(python_value, type_spec.member), type_spec)
 
     def unplaced(self, server_value: base.ExecValue) -> base.ExecValue:
-        return base.ExecValue(Unplaced(server_value), server_value.type_signature, self)
+        return server_value.wrapped(Unplaced(server_value), self)
 
     def server_member(self, value: base.ExecValue) -> base.ExecValue:
         """A SERVER value (or a struct of them) as one value of the server stack (a zip)."""

@@ -53,7 +53,7 @@ class SequenceExecutor(base.SyncExecutor):
         self._child.close()
 
     def _wrap(self, child_value: base.ExecValue) -> base.ExecValue:
-        return base.ExecValue(child_value, child_value.type_signature, self)
+        return child_value.wrapped(child_value, self)
 
     def _down(self, value: base.ExecValue) -> base.ExecValue:
         if isinstance(value.rep, base.ExecValue):

@@ -16,6 +16,14 @@ function, which the leaf imports once per distinct graph, and the shapes of the 
 caller takes the per-client path. A TensorFlow error at run time also sends that call to the
 per-client path, which reruns it client by client and reports the failing client's index.
 
+Second form. A map pfor refuses is traced once more before it goes per client: an op pfor has
+no rule for (e.g. `L2Loss`, in a DP aggregator's clipping) runs client after client in a loop
+inside the same call (`fallback_to_while_loop`: the op's own kernel on each client's slice, so
+the results are those of the per-client path), and a graph with an `If`/`StatelessIf` is
+re-emitted op by op (`tf_functional.Interpreter`: each `If` becomes a `tf.cond` of traced
+branches, which pfor can vectorise; an imported graph's branch functions it cannot), e.g. a
+robust aggregator's per-client clipping.
+
 Quiet fallback. pfor logs every op it cannot convert at ERROR level (tens of lines for one
 `tf.while_loop`), though the per-client path then gives the right answer: those records are
 dropped, and the fallback is said in one line on the `tffexec` logger (shown under `-v`).
@@ -34,7 +42,9 @@ from tffexec import tf_runtime
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
 from tffexec.executors import tensorflow_executor
+from tffexec.executors import tf_call_config
 from tffexec.executors import tf_function
+from tffexec.executors import tf_functional
 
 _LOG = logging.getLogger("tffexec")
 _PFOR_SOURCE = os.path.join("parallel_for", "pfor.py")
@@ -123,6 +133,35 @@ def _graph_for_batching(tf, graph_function):
     return graph_def, keys, extra
 
 
+def _has_conditional(graph_function) -> bool:
+    """Whether the graph (or a function it calls) holds an `If`/`StatelessIf`."""
+    return any(node.op in ("If", "StatelessIf")
+               for node in tf_call_config.graph_nodes(graph_function.graph_def))
+
+
+def _interpreted_client(tf, graph_function, mask: list, results: list):
+    """One client's results with the graph re-emitted by `tf_functional` (each `If` a `tf.cond`
+    pfor can vectorise); `Unsupported` (a stateful op, a parameter that is not a placeholder)
+    refuses the map like any pfor refusal."""
+    interpreter = tf_functional.Interpreter(graph_function.prepared_graph_def())
+    names = []
+    for _, tensor_name in graph_function.parameter_leaves:
+        node_name, _, output = tensor_name.partition(":")
+        if output not in ("", "0"):
+            raise tf_functional.Unsupported(f"parameter {tensor_name} is not a placeholder")
+        names.append(node_name)
+    token = graph_function.session_token_name
+
+    def one_client(stacked_slices, shared):
+        slices, constants = iter(stacked_slices), iter(shared)
+        feeds = {name: next(slices) if s else next(constants) for name, s in zip(names, mask)}
+        if token:
+            feeds[token.split(":")[0]] = tf.constant("tffexec-batch")
+        return interpreter.run(feeds, results)
+
+    return one_client
+
+
 def _as_identity(node, input_name: str) -> None:
     dtype = node.attr["dtype"].type
     node.op = "Identity"
@@ -148,6 +187,7 @@ class BatchedFunctions:
         self.leaf = leaf
         self._compiled: dict = {}
         self._refused: set = set()
+        self._conditional: dict = {}  # graph function -> whether it holds an If (see map)
         self._lock = threading.Lock()
         self.calls = 0  # batched TensorFlow calls made (observable by tests and benchmarks)
         self.traces = 0  # batched functions traced (a call that traced says little of its cost)
@@ -186,38 +226,54 @@ class BatchedFunctions:
         key = ("map", graph_function, tuple(batch.stacked),
                tuple((a.dtype.str, a.shape[1:] if s else a.shape)
                      for a, s in zip(batch.leaves, batch.stacked)))
-        compiled = self._get(key, lambda: self._build_map(graph_function, batch))
+        compiled = self._get(key, lambda: self._build_map(graph_function, batch), report=False)
+        second_form = compiled is None
+        if second_form:  # said under -v if it is refused too
+            conditional = self._conditional.get(graph_function)
+            if conditional is None:
+                conditional = self._conditional[graph_function] = _has_conditional(graph_function)
+            key += ("interpreted" if conditional else "looped",)
+            compiled = self._get(key, lambda: self._build_map(
+                graph_function, batch, interpreted=conditional, loop=True))
         if compiled is None:
             return None
         stacked = [a for a, s in zip(batch.leaves, batch.stacked) if s]
         shared = [a for a, s in zip(batch.leaves, batch.stacked) if not s]
-        outputs = self._invoke(key, compiled, stacked, shared)
+        # A second form that fails is not tried again (a looped op whose per-client outputs
+        # differ in shape fails on every call); the per-client path names a failing client.
+        outputs = self._invoke(key, compiled, stacked, shared, refuse_any_error=second_form)
         if outputs is None:
             return None
         leaves = [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
         return batch_lib.Batch(result_type, batch.count, leaves, [True] * len(leaves))
 
-    def _build_map(self, graph_function, batch):
+    def _build_map(self, graph_function, batch, interpreted: bool = False, loop: bool = False):
+        """The batched map: the graph imported (or, `interpreted`, re-emitted by `tf_functional`)
+        inside `tf.vectorized_map`; with `loop`, an op pfor has no rule for runs client after
+        client in a loop inside the same call (the same kernel on each client's slice)."""
         tf = tf_runtime.tensorflow()
         _quiet_pfor()
-        graph_def, parameters, extra = _graph_for_batching(tf, graph_function)
         results = [name for _, name in graph_function.result_leaves]
         mask = list(batch.stacked)
         signature = [[_spec(tf, a, True) for a, s in zip(batch.leaves, mask) if s],
                      [_spec(tf, a, False) for a, s in zip(batch.leaves, mask) if not s]]
+        if interpreted:
+            one_client = _interpreted_client(tf, graph_function, mask, results)
+        else:
+            graph_def, parameters, extra = _graph_for_batching(tf, graph_function)
 
-        def one_client(stacked_slices, shared):
-            slices, constants = iter(stacked_slices), iter(shared)
-            inputs = {name: next(slices) if s else tf.identity(next(constants))
-                      for name, s in zip(parameters, mask)}
-            inputs.update({name: tf.constant(v) for name, v in extra.items()})
-            return tf.graph_util.import_graph_def(graph_def, input_map=inputs,
-                                                  return_elements=results, name="client")
+            def one_client(stacked_slices, shared):
+                slices, constants = iter(stacked_slices), iter(shared)
+                inputs = {name: next(slices) if s else tf.identity(next(constants))
+                          for name, s in zip(parameters, mask)}
+                inputs.update({name: tf.constant(v) for name, v in extra.items()})
+                return tf.graph_util.import_graph_def(graph_def, input_map=inputs,
+                                                      return_elements=results, name="client")
 
         @tf.function(input_signature=signature, autograph=False)
         def all_clients(stacked, shared):
             return tf.vectorized_map(lambda xs: one_client(xs, shared), stacked,
-                                     fallback_to_while_loop=False)
+                                     fallback_to_while_loop=loop)
 
         return all_clients.get_concrete_function()
 
@@ -285,8 +341,9 @@ class BatchedFunctions:
         return folded.get_concrete_function()
 
     # -- plumbing ------------------------------------------------------------------------------------
-    def _get(self, key, build):
-        """The compiled function for `key`, traced once; None if tracing refused it (remembered)."""
+    def _get(self, key, build, report: bool = True):
+        """The compiled function for `key`, traced once; None if tracing refused it (remembered,
+        and said under -v when `report`)."""
         if key in self._refused:
             return None
         compiled = self._compiled.get(key)
@@ -299,7 +356,10 @@ class BatchedFunctions:
                         compiled = self._compiled[key] = build()
                     except Exception as e:  # noqa: BLE001 - pfor/tracing refuse in several ways
                         self._refused.add(key)
-                        _report_refusal(key, e)
+                        if report:
+                            _report_refusal(key, e)
+                        else:
+                            _pfor_failed_op.type = None  # this refusal's op, not the next's
                         return None
         return compiled
 

@@ -25,7 +25,7 @@ import itertools
 import threading
 import uuid
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import federated_language
 import numpy as np
@@ -413,12 +413,22 @@ def pack(flat: list, type_spec, convert: Callable[[Any, Any], Any]):
     return build(type_spec)
 
 
-def flatten(value, type_spec) -> list:
-    """The leaves of a value in binding order."""
+def flatten(value, type_spec, seen: Optional[dict] = None) -> list:
+    """The leaves of a value in binding order.
+
+    `seen` (id -> (struct, type, leaves)), when given, keeps each struct's leaves so that a
+    struct met again (a model broadcast to every client of a map) is flattened once; the caller
+    keeps the values alive while the dict lives, so an id cannot be reused meanwhile."""
     if isinstance(type_spec, federated_language.StructType):
+        if seen is not None:
+            hit = seen.get(id(value))
+            if hit is not None and hit[0] is value and hit[1] is type_spec:
+                return hit[2]
         out = []
         for (_, member_type), element in zip(type_spec.items(), structure.iter_elements(value)):
-            out.extend(flatten(element[1], member_type))
+            out.extend(flatten(element[1], member_type, seen))
+        if seen is not None:
+            seen[id(value)] = (value, type_spec, out)
         return out
     return [value]
 

@@ -17,6 +17,12 @@ dataset is not at hand, graphs the interpreter or pfor refuse, a TensorFlow erro
 is left to the per-client path, which also names a failing client. A refusal is remembered per
 graph and bucket structure and said in one line under `-v`.
 
+Rounds bring the same clients again, so what only depends on a client's sequence object is kept
+between maps (its leaves and key part: `_sequence_leaves`; a call's stacked element tensors:
+`VectorisedTraining._stacked_sequences`), weakly and bounded in bytes, and checked by identity;
+the broadcast model is read once per map (`_flat_parts`). Nothing derived from other values is
+kept across maps.
+
 Results equal the per-client path within floating-point reassociation (vectorised matmuls may sum
 in another order); `TFFEXEC_VECTORISED_TRAINING=0` turns the path off to compare.
 """
@@ -26,6 +32,7 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,12 +42,14 @@ from tffexec import tf_runtime
 from tffexec.executors import activity
 from tffexec.executors import base
 from tffexec.executors import batch as batch_lib
+from tffexec.executors import identity_memo
 from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_batch
 from tffexec.executors import tf_call_config
 from tffexec.executors import tf_function
 from tffexec.executors import tf_functional
 from tffexec.executors import tf_loop_feed
+from tffexec.executors import tf_tensor_memo
 from tffexec.formats import sequences
 
 _LOG = logging.getLogger("tffexec")
@@ -74,14 +83,60 @@ def enabled() -> bool:
 class _Client:
     """One client's flat argument leaves: tensors as arrays, sequences as element leaves."""
 
-    __slots__ = ("tensors", "sequences", "key")
+    __slots__ = ("tensors", "sequences", "entries", "key")
 
-    def __init__(self, tensors: list, sequence_leaves: list):
+    def __init__(self, tensors: list, tensor_keys: tuple, sequences_: list):
         self.tensors = tensors
-        self.sequences = sequence_leaves  # per sequence parameter: [element][component] arrays
-        self.key = (tuple((a.dtype.str, a.shape) for a in tensors),
-                    tuple(tuple(tuple((c.dtype.str, c.shape) for c in element)
-                                for element in elements) for elements in sequence_leaves))
+        # per sequence parameter: [element][component] arrays (`_SequenceLeaves.leaves`)
+        self.sequences = [s.leaves for s in sequences_]
+        self.entries = sequences_
+        self.key = (tensor_keys, tuple(s.key for s in sequences_))
+
+
+class _SequenceLeaves:
+    """What a client's sequence is to a bucket: its element leaves and its part of the key.
+
+    Clients bring the same sequence objects round after round, and reading their elements
+    into leaves cost more than the vectorised call itself (100 clients); `_sequence_memo` keeps
+    them per live sequence. `elements` is the sequence's own element list they were read from:
+    a hit is used only while the sequence still returns that very list."""
+
+    __slots__ = ("elements", "leaves", "key", "nbytes", "__weakref__")
+
+    def __init__(self, elements: list, element_type):
+        self.elements = elements
+        self.leaves = [[np.asarray(c) for c in tf_loop_feed.element_leaves(e, element_type)]
+                       for e in elements]
+        self.key = tuple(tuple((c.dtype.str, c.shape) for c in element)
+                         for element in self.leaves)
+        self.nbytes = sum(c.nbytes for element in self.leaves for c in element)
+
+
+#: Stacked element tensors kept per stack for the next call of the same members (bytes).
+STACK_MEMO_BYTES = 256 * 2**20
+_STACK_TAG = "vectorised-stack"
+#: Element leaves of client sequences kept between maps (see `_SequenceLeaves`).
+SEQUENCE_MEMO_BYTES = 256 * 2**20
+_sequence_memo = identity_memo.IdentityMemo(SEQUENCE_MEMO_BYTES)
+_SEQUENCE_TAG = "vectorised-leaves"
+
+
+def _sequence_leaves(sequence: sequences.SequenceValue) -> Optional[_SequenceLeaves]:
+    """The sequence's leaves, or None when it cannot be fed as elements or is too long for a
+    bucket. The element limit is checked on every call (`elements()`), as the policy it is read
+    under can change; loopability is only remembered once it held (it does not change back:
+    the graph is fixed, and elements once read stay)."""
+    hit = _sequence_memo.get(sequence, _SEQUENCE_TAG)
+    if hit is not None and sequence.elements() is hit.elements:
+        return hit
+    if not tf_loop_feed.loopable(sequence):
+        return None
+    elements = sequence.elements()
+    if len(elements) > MAX_ELEMENTS:
+        return None
+    leaves = _SequenceLeaves(elements, sequence.element_type)
+    _sequence_memo.put(sequence, _SEQUENCE_TAG, leaves, leaves.nbytes)
+    return leaves
 
 
 class _Functions:
@@ -123,6 +178,9 @@ class VectorisedTraining:
     def __init__(self, leaf: tensorflow_executor.TensorFlowExecutor):
         self.leaf = leaf
         self._graphs: dict = {}  # graph function -> (digest, prepared GraphDef)
+        # A call's stacked element tensors, kept for a call of the very same sequence leaves
+        # (`_stacked_sequences`); per stack, as they live on its device.
+        self._stacks = identity_memo.IdentityMemo(STACK_MEMO_BYTES)
         self.calls = 0  # vectorised bucket calls made (observable by tests and benchmarks)
         self.traces = 0  # bucket functions this stack traced (others came from the cache)
 
@@ -151,7 +209,8 @@ class VectorisedTraining:
                 kind != "tensor" for kind, _ in graph_function.result_leaves) or \
                 self._graph(graph_function)[0] in _functions.refused:
             return None
-        clients = [self._client(executor, function, a) for a in arguments]
+        seen: dict = {}
+        clients = [self._client(executor, function, a, seen) for a in arguments]
         buckets: dict = {}
         for index, client in enumerate(clients):
             if client is not None:
@@ -194,30 +253,42 @@ class VectorisedTraining:
                     column[row] = leaf
         return batch_lib.Batch(result_type, len(arguments), columns, [True] * len(columns))
 
-    def _client(self, executor, function, argument) -> Optional[_Client]:
-        """The client's leaves, or None when its sequences are not at hand as elements."""
-        value = executor.materialize(argument)
-        flat = tf_function.flatten(value, function.type_signature.parameter)
-        tensors, sequence_leaves = [], []
-        for (kind, _), leaf in zip(function.graph_function.parameter_leaves, flat):
-            if kind == "tensor":
-                if not isinstance(leaf, (np.ndarray, np.generic)) or leaf.dtype.kind in "OSU":
-                    return None
-                tensors.append(np.asarray(leaf))
+    def _client(self, executor, function, argument, seen: dict) -> Optional[_Client]:
+        """The client's leaves, or None when its sequences are not at hand as elements.
+        `seen`: what this map met already (`_flat_parts`; its checked tensor parts by id and
+        offset: the broadcast model is one part that every client holds)."""
+        kinds = function.graph_function.parameter_leaves
+        tensors, tensor_keys, sequence_leaves, offset = [], [], [], 0
+        for part in _flat_parts(executor, argument, function.type_signature.parameter, seen):
+            checked = seen.get((id(part), offset))
+            if checked is None or checked[0] is not part:
+                checked = seen[(id(part), offset)] = (part, _tensor_part(
+                    kinds[offset:offset + len(part)], part))
+            offset += len(part)
+            if checked[1] is not None:
+                tensors += checked[1][0]
+                tensor_keys += checked[1][1]
                 continue
-            if kind != "variant" or not isinstance(leaf, sequences.SequenceValue):
-                return None
-            try:
-                if not tf_loop_feed.loopable(leaf):
+            for (kind, _), leaf in zip(kinds[offset - len(part):offset], part):
+                if kind == "tensor":
+                    single = _tensor_part([(kind, None)], [leaf])
+                    if single is None:
+                        return None
+                    tensors += single[0]
+                    tensor_keys += single[1]
+                    continue
+                if kind != "variant" or not isinstance(leaf, sequences.SequenceValue):
                     return None
-                elements = leaf.elements()
-            except errors.TffexecError:
-                return None  # the per-client path reports it, naming the client
-            if len(elements) > MAX_ELEMENTS:
-                return None
-            sequence_leaves.append([[np.asarray(c) for c in tf_loop_feed.element_leaves(
-                e, leaf.element_type)] for e in elements])
-        return _Client(tensors, sequence_leaves)
+                try:
+                    leaves = _sequence_leaves(leaf)
+                except errors.TffexecError:
+                    return None  # the per-client path reports it, naming the client
+                if leaves is None:
+                    return None
+                sequence_leaves.append(leaves)
+        if offset != len(kinds):
+            return None
+        return _Client(tensors, tuple(tensor_keys), sequence_leaves)
 
     # -- one bucket ----------------------------------------------------------------------------
     def _run_bucket(self, function, key, clients: list[_Client], result_types,
@@ -234,21 +305,46 @@ class VectorisedTraining:
             return None
         stacked = [np.stack([c.tensors[i] for c in clients])
                    for i, s in enumerate(shared) if not s]
-        for position in range(len(first.sequences)):
-            for element in range(len(first.sequences[position])):
-                for component in range(len(first.sequences[position][element])):
-                    stacked.append(np.stack([c.sequences[position][element][component]
-                                             for c in clients]))
         constants = [first.tensors[i] for i, s in enumerate(shared) if s]
         try:
             with self.leaf.device_scope():
-                flat = [tf.convert_to_tensor(x) for x in stacked + constants]
+                flat = ([tf.convert_to_tensor(x) for x in stacked] +
+                        self._stacked_sequences(clients) +
+                        [tf_tensor_memo.tensor_of(x) for x in constants])
                 outputs = tf_function.call_flat(compiled, flat)
         except tf.errors.OpError:
             return None  # a data-dependent failure: the per-client path names the client
         self.calls += 1
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return [tf_function.to_numpy(o, np.dtype(t.dtype)) for o, t in zip(outputs, result_types)]
+
+    def _stacked_sequences(self, clients: list[_Client]) -> list:
+        """The clients' element leaves stacked across clients as tensors (per sequence, element,
+        component), in the leaf's device scope.
+
+        Rounds bring the same clients with the same sequences, and stacking and converting
+        their elements cost as much as the vectorised call; so the tensors of one call are kept,
+        under the first client's first sequence leaves, with weak references to every member's
+        (`_SequenceLeaves`, one object per live sequence and its elements). They are reused only
+        when every member of this call holds the very same leaves objects in the same order:
+        equal inputs, by construction."""
+        tf = tf_runtime.tensorflow()
+        members = [entry for c in clients for entry in c.entries]
+        if not members:
+            return []
+        kept = self._stacks.get(members[0], _STACK_TAG)
+        if kept is not None and len(kept[0]) == len(members) and all(
+                ref() is entry for ref, entry in zip(kept[0], members)):
+            return kept[1]
+        first = clients[0].sequences
+        stacked = [np.stack([c.sequences[position][element][component] for c in clients])
+                   for position in range(len(first))
+                   for element in range(len(first[position]))
+                   for component in range(len(first[position][element]))]
+        tensors = [tf.convert_to_tensor(x) for x in stacked]
+        self._stacks.put(members[0], _STACK_TAG, ([weakref.ref(m) for m in members], tensors),
+                         sum(x.nbytes for x in stacked))
+        return tensors
 
     def _get(self, key, may_trace: bool, build: Callable):
         """The bucket function for `key` (graph digest, bucket structure, shared leaves), traced
@@ -313,6 +409,37 @@ class VectorisedTraining:
                                      fallback_to_while_loop=True)
 
         return bucket.get_concrete_function()
+
+
+def _flat_parts(executor: base.SyncExecutor, value: base.ExecValue, type_spec,
+                seen: dict) -> list[list]:
+    """`tf_function.flatten(executor.materialize(value), type_spec)` in parts (their
+    concatenation), without building the argument struct of every client: a struct of executor
+    values is walked, each other value is materialized and flattened once per map (`seen`, keyed
+    by id: the map's arguments keep the values alive) into one part, the same list object
+    wherever the value recurs. Every client of a map holds the same broadcast model value."""
+    rep = value.rep
+    if isinstance(rep, base.StructRep) and isinstance(executor, base.StructLayer):
+        return [part for (_, member), (_, element) in zip(type_spec.items(), rep.elements)
+                for part in _flat_parts(executor, element, member, seen)]
+    hit = seen.get(id(value))
+    if hit is not None and hit[0] is value and hit[1] is type_spec:
+        return [hit[2]]
+    leaves = tf_function.flatten(executor.materialize(value), type_spec, seen)
+    seen[id(value)] = (value, type_spec, leaves)
+    return [leaves]
+
+
+def _tensor_part(kinds: list, leaves: list) -> Optional[tuple[list, list]]:
+    """(arrays, their (dtype, shape) keys) when every leaf is a tensor parameter fed a numeric
+    array, else None."""
+    arrays = []
+    for (kind, _), leaf in zip(kinds, leaves):
+        if kind != "tensor" or not isinstance(leaf, (np.ndarray, np.generic)) or \
+                leaf.dtype.kind in "OSU":
+            return None
+        arrays.append(np.asarray(leaf))
+    return arrays, [(a.dtype.str, a.shape) for a in arrays]
 
 
 def client_feeds(graph_function, tensors: list, elements: list) -> dict:

@@ -68,6 +68,50 @@ def test_map_and_mean_run_as_one_call_and_equal_the_per_client_result_bit_for_bi
     assert len(leaf_calls) == 300
 
 
+def test_a_map_whose_graph_holds_a_conditional_runs_as_one_call_equal_to_per_client(
+        leaf_calls):
+    """pfor cannot vectorise an imported graph's `If` (it needs the branches as traced
+    functions): such a map is re-emitted op by op (`tf_functional`) and batched all the same."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def clip(x):
+        norm = tf.norm(x)
+        return tf.cond(norm > 1.0, lambda: x / norm, lambda: x * 2.0)
+
+    fn = tf_fn(clip, fl.TensorType(np.float32, [4]))
+
+    @fl.federated_computation(fl.FederatedType(fl.TensorType(np.float32, [4]), C))
+    def comp(x):
+        return fl.federated_map(fn, x)
+
+    values = list(np.random.default_rng(4).standard_normal((60, 4)).astype(np.float32) * 0.6)
+    batched, per_client, calls = _run_both(comp, values, 60)
+    assert calls == 1 and len(leaf_calls) == 60  # the per-client stack made all 60
+    norms = np.linalg.norm(np.stack(values), axis=1)
+    assert (norms > 1.0).any() and (norms <= 1.0).any()  # both branches taken
+    np.testing.assert_array_equal(np.stack(batched), np.stack(per_client))
+
+
+def test_a_map_with_an_op_pfor_has_no_rule_for_runs_it_in_a_loop_in_one_call(leaf_calls):
+    """`L2Loss` (a DP aggregator's clipping) has no pfor rule: the map runs in one call with
+    that op looped over the clients, each on its own slice, as the per-client path computes it."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def clip(x):
+        return x * tf.minimum(1.0, 0.5 / tf.sqrt(2.0 * tf.nn.l2_loss(x)))
+
+    fn = tf_fn(clip, fl.TensorType(np.float32, [8]))
+
+    @fl.federated_computation(fl.FederatedType(fl.TensorType(np.float32, [8]), C))
+    def comp(x):
+        return fl.federated_map(fn, x)
+
+    values = list(np.random.default_rng(6).standard_normal((40, 8)).astype(np.float32))
+    batched, per_client, calls = _run_both(comp, values, 40)
+    assert calls == 1 and len(leaf_calls) == 40  # the per-client stack made all 40
+    np.testing.assert_array_equal(np.stack(batched), np.stack(per_client))
+
+
 def test_sum_of_many_float32_scalars_adds_in_client_order():
     values = [np.float32(v) for v in np.random.default_rng(1).standard_normal(1000) * 1e3]
 
@@ -193,9 +237,13 @@ def test_an_op_pfor_cannot_vectorise_falls_back_and_the_refusal_is_remembered():
     with runner_lib.Runner(BATCHED) as runner:
         first = runner.run(comp, values)
         functions = runner.factory.create_executor({C: 6}).child.client_work.functions
-        assert functions.calls == 0 and len(functions._refused) == 1
+        # Both forms refused: the vectorised one when traced, the looped one (Where's outputs
+        # differ in shape between clients) when it failed to stack them.
+        assert functions.calls == 0 and len(functions._refused) == 2
+        traces = functions.traces
         second = runner.run(comp, values)
-        assert len(functions._refused) == 1  # not traced again
+        assert len(functions._refused) == 2 and functions.traces == traces  # not tried again
+        assert functions.calls == 0
     assert [int(v) for v in first] == [int(v) for v in second] == [0, 0, 1, 2, 3, 3]
 
 

@@ -204,7 +204,7 @@ def test_rre_selection_from_a_leaf_struct_value():
 def test_rre_selection_out_of_range_is_computation_error():
     comp = lam("x", I32, sel(struct(ref("x")), 0))
     getattr(comp, "lambda").result.selection.index = 3
-    with pytest.raises(errors.ComputationError, match=r"\[3\] out of range"):
+    with pytest.raises(errors.ComputationError, match=r"\[3\] out of range for <int32>"):
         evaluate(leaf_stack(), comp, np.int32(1))
 
 
@@ -339,6 +339,17 @@ def test_federating_struct_of_placed_values_keeps_placement_per_element():
     assert result.s == 1 and [int(v) for v in result.c] == [2, 3]
 
 
+def test_federating_selection_from_a_struct_of_placed_values_and_out_of_range_names_the_type():
+    t = fl.StructType([("s", fl.FederatedType(I32, S)), ("c", fl.FederatedType(I32, C))])
+    ex = federating(2)
+    value = ex.struct([(n, ex.value(v, member)) for (n, member), v in
+                       zip(t.items(), [np.int32(1), [np.int32(2), np.int32(3)]])])
+    assert [int(v) for v in ex.materialize(ex.selection(value, 1))] == [2, 3]
+    named = r"selection \[2\] out of range for <s=int32@SERVER,c=\{int32\}@CLIENTS>"
+    with pytest.raises(errors.ComputationError, match=named):
+        ex.selection(value, 2)
+
+
 def test_federating_unplaced_call_runs_on_the_child():
     ex = federating(0)
     fn = ex.value(DOUBLE)
@@ -423,6 +434,19 @@ def test_sequence_executor_reduce_with_a_closure_from_above(runner):
     arg = struct(ref("s", seq_t), call(SEVEN), op)
     reduce = call(intrinsic("sequence_reduce", fl.FunctionType(type_of(arg), I32)), arg)
     assert runner.run(lam("s", seq_t, reduce), [1, 2]) == (7 * 2 + 1) * 2 + 2
+
+
+def test_layers_wrap_a_struct_without_building_its_type_until_asked():
+    """Every layer wraps the values its child makes; a struct's type is built only when someone
+    looks at it (building it on every wrap cost as much as a small graph's per-client call)."""
+    ex = sequence_stack()
+    f32 = fl.TensorType(np.float32)
+    pair = ex.struct([("a", ex.value(np.int32(1), I32)), (None, ex.value(np.float32(2), f32))])
+    for value in (pair, pair.rep):  # the sequence layer's wrap of the RRE's struct
+        assert not isinstance(value._type, fl.Type)
+    assert pair.type_signature == fl.StructType([("a", I32), (None, f32)])
+    assert pair.rep.type_signature == pair.type_signature
+    assert ex.materialize(ex.selection(pair, 1)) == np.float32(2)
 
 
 def test_sequence_executor_unknown_intrinsic_lists_supported():

@@ -17,17 +17,21 @@ import federated_language
 import numpy as np
 import pytest
 import tensorflow as tf
+from federated_language.common_libs import structure
 from federated_language.proto import computation_pb2
 
+from tffexec import errors
 from tffexec import policy as policy_lib
 from tffexec import runner as runner_lib
 from tffexec.checks import op_check
 from tffexec.executors import activity
+from tffexec.executors import tensorflow_executor
 from tffexec.executors import tf_function
 from tffexec.executors import tf_functional
 from tffexec.executors import tf_loop_feed
 from tffexec.executors import tf_vectorised
-from tffexec.formats import compare, loading, values
+from tffexec.factories import config as config_lib
+from tffexec.formats import compare, loading, sequences, values
 from tffexec.formats.protos import executor_pb2
 
 LEARNING = pathlib.Path(__file__).resolve().parents[1] / "examples" / "learning"
@@ -223,6 +227,92 @@ def _unequal_round(monkeypatch, vectorised: bool, rounds: int = 1):
         datasets.append(sequences.SequenceValue(dataset.element_type, elements=elements))
     return _run(comp, structure.Struct([(None, arg[0]), (None, datasets)]), 10, monkeypatch,
                 vectorised, rounds)
+
+
+def _mlp_c10_arg():
+    """fedavg_mlp_c10's argument as Python values: (model, one sequence per client)."""
+    _, _, comp, function_type, arg_pb = _case("fedavg_mlp_c10")
+    arg, _ = values.value_from_proto(arg_pb, function_type.parameter, path="arg")
+    op_check.check_value(arg, function_type.parameter, policy_lib.DEFAULT, path="arg")
+    return comp, arg
+
+
+def _scaled(dataset, factor: float):
+    """A new sequence object: `dataset`'s elements with every float array scaled."""
+    def scale(v):
+        return v * np.asarray(factor, v.dtype) if v.dtype.kind == "f" else v
+
+    elements = [structure.Struct([(n, scale(v)) for n, v in structure.iter_elements(e)])
+                for e in dataset.elements()]
+    return sequences.SequenceValue(dataset.element_type, elements=elements)
+
+
+def _runs(comp, args: list, clients: int, monkeypatch, vectorised: bool) -> list:
+    """Each argument's result, in turn on one Runner (what it keeps from a call may serve the
+    next)."""
+    monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1" if vectorised else "0")
+    with runner_lib.Runner() as runner:
+        return [runner.run(comp, arg, clients=clients) for arg in args]
+
+
+def test_a_client_sequence_replaced_between_calls_trains_on_its_new_data(monkeypatch):
+    """Element leaves and stacked bucket inputs are kept per sequence object between calls:
+    a call where one client (then every client) brings a new sequence with other data of the
+    same structure must train on the new data, not on what was kept."""
+    comp, arg = _mlp_c10_arg()
+    model, datasets = arg[0], list(arg[1])
+    one_new = datasets[:4] + [_scaled(datasets[4], 0.5)] + datasets[5:]
+    all_new = [_scaled(d, 2.0) for d in datasets]
+    args = [structure.Struct([(None, model), (None, d)]) for d in (datasets, one_new, all_new)]
+    vectorised = _runs(comp, args + [args[0]], 10, monkeypatch, vectorised=True)
+    per_client = _runs(comp, args, 10, monkeypatch, vectorised=False)
+    name = "fedavg_mlp_c10"
+    for got, want in zip(vectorised, per_client + per_client[:1]):
+        _assert_close(name, got, want, RTOL, ATOL)
+    # The data changed the results: a kept (stale) input would have given the first result.
+    for changed in per_client[1:]:
+        assert compare.value_differences(changed, per_client[0], _case(name)[3].result,
+                                         rtol=RTOL, atol=ATOL, path="result")
+
+
+def test_kept_element_leaves_do_not_bypass_a_lower_element_limit(monkeypatch):
+    """A sequence's leaves are kept between calls, but its element limit is checked on every
+    call: the same sequences (4 elements each) under a stack that allows 3 are refused."""
+    comp, arg = _mlp_c10_arg()
+    value = structure.Struct([(None, arg[0]), (None, list(arg[1]))])
+    monkeypatch.setenv(tf_vectorised.ENV_SWITCH, "1")
+    with runner_lib.Runner() as runner:
+        runner.run(comp, value, clients=10)
+    strict = config_lib.StackConfig(policy=policy_lib.Policy(max_sequence_elements=3))
+    with runner_lib.Runner(strict) as runner, pytest.raises(errors.PolicyError):
+        runner.run(comp, value, clients=10)
+
+
+def test_the_same_sequences_reuse_their_stacked_inputs_and_a_different_member_does_not():
+    """A bucket call's stacked element tensors serve the next call only when every member
+    brings the very same sequence leaves, in the same order."""
+    _, arg = _mlp_c10_arg()
+    datasets = list(arg[1])
+    training = tf_vectorised.VectorisedTraining(tensorflow_executor.TensorFlowExecutor())
+
+    def clients(sequences_):
+        return [tf_vectorised._Client([], (), [tf_vectorised._sequence_leaves(s)])
+                for s in sequences_]
+
+    first = training._stacked_sequences(clients(datasets))
+    assert all(a is b for a, b in zip(training._stacked_sequences(clients(datasets)), first))
+    replaced = datasets[:9] + [_scaled(datasets[9], 3.0)]
+    other = training._stacked_sequences(clients(replaced))
+    assert not any(a is b for a, b in zip(other, first))
+    want = [np.stack([tf_loop_feed.element_leaves(s.elements()[e], s.element_type)[c]
+                      for s in replaced])
+            for e in range(len(replaced[0].elements())) for c in range(2)]
+    assert len(other) == len(want)
+    for got, expected in zip(other, want):
+        np.testing.assert_array_equal(got.numpy(), expected)
+    # A different order of the same members is a different call too.
+    swapped = training._stacked_sequences(clients(datasets[1:2] + datasets[:1] + datasets[2:]))
+    np.testing.assert_array_equal(swapped[0].numpy()[0], first[0].numpy()[1])
 
 
 def test_unequal_datasets_train_in_buckets_of_equal_structure(monkeypatch):
