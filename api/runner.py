@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import os
 import pathlib
+import time
 from typing import Any, Optional, Union
 
 import federated_language
@@ -137,6 +138,7 @@ class Runner:
             if result is not None:
                 return result if columns else columns_lib.as_lists(result,
                                                                    function_type.result)
+        began = time.perf_counter()
         fn = executor.value(prepared.computation, function_type)
         if not isinstance(function_type, federated_language.FunctionType):
             result, result_type = executor.materialize(fn), function_type
@@ -146,6 +148,8 @@ class Runner:
                         if parameter_type is not None else None)
             result = executor.materialize(executor.call(fn, argument))
             result_type = function_type.result
+        if rounds is not None:
+            rounds.ran_on_stack(prepared.computation, time.perf_counter() - began)
         return result if columns else columns_lib.as_lists(result, result_type)
 
     def run(self, computation: ComputationLike, arg: Any = None, *,

@@ -17,8 +17,9 @@ from federated_language.proto import computation_pb2
 
 from tffexec import tf_runtime
 from tffexec.executors import activity
+from tffexec.executors import tf_vectorised
 from tffexec.executors.round_values import (Bucketed, Leaf, Placed, Seq, Tup, Unsupported,
-                                            leaves_of, rebuild, tensor_types, walk)
+                                            leaves_of, pack, rebuild, tensor_types, walk)
 
 RULES: dict[str, Callable] = {}
 
@@ -133,6 +134,10 @@ def _map(tracer, argument, type_spec):
                 else activity.BATCHED)
         tracer.paths[path] += tracer.num_clients
     if not isinstance(member, Bucketed):
+        if isinstance(function, computation_pb2.Computation):
+            reused = _stack_bucket(tracer, function, member)  # no second vectorisation
+            if reused is not None:
+                return Placed(True, reused)
         return Placed(True, _map_member(tracer, function, member))
     # Each bucket vectorised on its own; the results stitched back in client order.
     tf = tf_runtime.tensorflow()
@@ -165,6 +170,9 @@ def _map_bucket(tracer, function, member):
     seven numbers of batches trace seven vectorised functions, not 27."""
     if not isinstance(function, computation_pb2.Computation):
         return _map_member(tracer, function, member)  # a lambda: traced inline per bucket
+    reused = _stack_bucket(tracer, function, member)
+    if reused is not None:
+        return reused
     tf = tf_runtime.tensorflow()
     leaves = leaves_of(member, [])
     specs = []
@@ -199,6 +207,56 @@ def _map_bucket(tracer, function, member):
                        [leaf.tensor for leaf in leaves if not leaf.stacked])
     return rebuild(holder["result"], iter(Leaf(t, stacked)
                                          for t, stacked in zip(outputs, holder["stacked"])))
+
+
+def _stack_bucket(tracer, function, member):
+    """The bucket's results from the function the stack's vectorised training (`tf_vectorised`)
+    already traced for this graph and structure, called inside the round: no second trace of
+    the same vectorisation. None when the stack has none for it."""
+    type_spec = fl.Type.from_proto(function.type)
+    if type_spec.parameter is None:
+        return None
+    tensors, sequences = [], []
+    for leaf in _binding_leaves(member, type_spec.parameter):
+        (sequences if isinstance(leaf, Seq) else tensors).append(leaf)
+    if not sequences or any(not c.stacked for s in sequences for e in s.items for c in e):
+        return None
+
+    def entry(leaf):
+        shape = leaf.tensor.shape[1:] if leaf.stacked else leaf.tensor.shape
+        if not shape.is_fully_defined():
+            raise LookupError
+        return np.dtype(leaf.tensor.dtype.as_numpy_dtype).str, tuple(shape.as_list())
+
+    try:
+        key = (tuple(entry(leaf) for leaf in tensors),
+               tuple(tuple(tuple(entry(c) for c in element) for element in s.items)
+                     for s in sequences))
+    except LookupError:
+        return None
+    graph_function = tracer.leaf.leaf_function(function, type_spec).graph_function
+    concrete = tf_vectorised.traced_bucket(tracer.digest(graph_function), key,
+                                           tuple(not leaf.stacked for leaf in tensors))
+    if concrete is None:
+        return None
+    stacked = [leaf.tensor for leaf in tensors if leaf.stacked] + [
+        c.tensor for s in sequences for element in s.items for c in element]
+    outputs = concrete(stacked, [leaf.tensor for leaf in tensors if not leaf.stacked])
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return pack(iter(Leaf(t, True) for t in outputs), type_spec.result)
+
+
+def _binding_leaves(value, type_spec) -> list:
+    """A graph's argument as its binding-order leaves (`Leaf`s; sequences as one `Seq` each)."""
+    if isinstance(type_spec, fl.StructType):
+        if not isinstance(value, Tup) or len(value.items) != len(type_spec):
+            raise Unsupported("a graph argument that does not fit its parameter")
+        return [leaf for (_, item), (_, t) in zip(value.items, type_spec.items())
+                for leaf in _binding_leaves(item, t)]
+    if isinstance(type_spec, fl.SequenceType) != isinstance(value, Seq) or not isinstance(
+            value, (Seq, Leaf)):
+        raise Unsupported("a graph argument that does not fit its parameter")
+    return [value]
 
 
 def _map_member(tracer, function, member):

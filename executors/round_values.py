@@ -368,6 +368,13 @@ def instantiate(template, tensors: list):
     return Leaf(tensor, template.stacked) if template.clients else tensor
 
 
+def pack(outputs, type_spec):
+    """The flat `outputs` (an iterator) packed into `type_spec`'s structure as `Tup`s."""
+    if isinstance(type_spec, fl.StructType):
+        return Tup([(name, pack(outputs, t)) for name, t in type_spec.items()])
+    return next(outputs)
+
+
 def tensor_types(type_spec, path=()):
     """(path, TensorType) of every leaf of a struct of tensors; `Unsupported` otherwise."""
     if isinstance(type_spec, fl.StructType):

@@ -61,7 +61,7 @@ from tffexec.formats import arrays
 from tffexec.formats import columns as columns_lib
 from tffexec.executors.round_values import (Closure, ClientsMemo, Inputs, Intrinsic, Leaf, Placed,
                                             Scope, Seq, Tup, Unsupported, instantiate,
-                                            leaves_of, tensor_types)
+                                            leaves_of, pack, tensor_types)
 
 _LOG = logging.getLogger("tffexec")
 
@@ -73,12 +73,13 @@ COMPILE_AFTER = 1
 REMEMBERED = 16
 #: Argument structures a computation is compiled for; beyond them it runs on the stack.
 MAX_STRUCTURES = 4
-#: Calls on the stack, per compile_after() and per bucket function beyond the first, before a
-#: round whose clients hold datasets of several structures is compiled: each such function
-#: costs seconds to trace (vectorising the training step), so a round of seven structures
-#: (fedavg_mlp_unequal_c100: ~60 s to trace, 0.4 s a round on the stack) compiles on its 25th
-#: call, a loop long enough to repay it.
-BUCKET_CALLS = 4
+#: What tracing one more bucket function costs, in seconds of rounds on the stack: a round whose
+#: clients hold datasets of several structures (one vectorised function to trace for each but
+#: the one the stack traced) compiles once its calls on the stack have taken that long, the
+#: ski-rental rule: all told, never more than twice the better of compiling at once and never
+#: compiling. fedavg_mlp_unequal_c100 (7 structures, ~55 s to trace on 2 cores, 0.3 s a round
+#: on the stack, 0.05 s compiled) compiles after ~48 s of rounds.
+TRACE_SECONDS = 8.0
 #: Arguments a computation's round cannot take (read to flat arrays) before it is no longer
 #: tried: reading them costs what the stack's own reading does, for nothing.
 ARGUMENT_REFUSALS = 2
@@ -104,7 +105,15 @@ class _Tracer:
         self.num_clients = num_clients
         self.interpreters = interpreters
         self.bucket_functions = bucket_functions  # see `round_intrinsics._map_bucket`
+        self._digests: dict = {}
         self.paths: collections.Counter = collections.Counter()  # replayed per call
+
+    def digest(self, graph_function) -> bytes:
+        """The graph's content digest as `tf_vectorised` keys its bucket functions."""
+        digest = self._digests.get(graph_function)
+        if digest is None:
+            digest = self._digests[graph_function] = tf_vectorised.graph_digest(graph_function)
+        return digest
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, comp, scope: Optional[Scope]):
@@ -186,7 +195,7 @@ class _Tracer:
             outputs = interpreter.run(feeds, [name for _, name in graph_function.result_leaves])
         except tf_functional.Unsupported as e:
             raise Unsupported(str(e)) from None
-        return _pack(iter(outputs), type_spec.result)
+        return pack(iter(outputs), type_spec.result)
 
     def apply(self, function, member):
         """`function` applied to one (unplaced) value."""
@@ -207,12 +216,6 @@ def _flat_parameter(value, type_spec) -> list:
     if isinstance(value, (Tup, Placed, Leaf)):
         raise Unsupported("a graph argument that does not fit its parameter")
     return [value]
-
-
-def _pack(outputs, type_spec):
-    if isinstance(type_spec, fl.StructType):
-        return Tup([(name, _pack(outputs, t)) for name, t in type_spec.items()])
-    return next(outputs)
 
 
 # -- the compiled round --------------------------------------------------------------------------
@@ -314,6 +317,7 @@ class _Seen:
     compiled: dict = dataclasses.field(default_factory=dict)
     arguments_refused: int = 0
     refused: bool = False
+    stack_seconds: float = 0.0  # time its calls took on the stack (`ran_on_stack`)
 
 
 class Rounds:
@@ -358,8 +362,8 @@ class Rounds:
                     seen.refused = True
                     _LOG.info("compiled rounds: a computation stays on the stack: %s", e)
             return None
-        if seen.calls <= compile_after() * (1 + BUCKET_CALLS * (inputs.traced_buckets - 1)):
-            return None  # clients of several structures: a trace per structure, paid later
+        if compile_after() and seen.stack_seconds < TRACE_SECONDS * (inputs.traced_buckets - 1):
+            return None  # clients of several structures: their traces wait until rounds repay them
         key = tuple(inputs.key)
         with self._lock:
             compiled = seen.compiled.get(key)
@@ -379,6 +383,13 @@ class Rounds:
             return None  # the stack runs it again and reports the error, naming the client
         self.calls += 1
         return result
+
+    def ran_on_stack(self, comp: computation_pb2.Computation, seconds: float) -> None:
+        """Records that a call of `comp` ran on the stack for `seconds` (see `TRACE_SECONDS`)."""
+        with self._lock:
+            seen = self._seen.get(id(comp))
+            if seen is not None and seen.comp is comp:
+                seen.stack_seconds += seconds
 
     def _compile(self, comp, function_type, inputs: Inputs,
                  template) -> Optional[CompiledRound]:

@@ -187,8 +187,7 @@ class VectorisedTraining:
     def _graph(self, graph_function) -> tuple:
         entry = self._graphs.get(graph_function)
         if entry is None:
-            prepared = graph_function.prepared_graph_def()
-            entry = self._graphs[graph_function] = (_digest(prepared), prepared)
+            entry = self._graphs[graph_function] = graph_entry(graph_function)
         return entry
 
     # -- the map -------------------------------------------------------------------------------
@@ -495,3 +494,36 @@ def _missing_runs(done: list[bool]) -> list[tuple[int, int]]:
             runs.append((start, index))
             start = None
     return runs
+
+
+_graph_entries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_graph_lock = threading.Lock()
+
+
+def graph_entry(graph_function) -> tuple:
+    """(digest, prepared GraphDef) of a graph function, made once per graph function in the
+    process: a prepared GraphDef's library names may be unique to it, so every user of the
+    bucket functions (each stack's `VectorisedTraining`, compiled rounds) must key them by
+    the same one."""
+    with _graph_lock:
+        entry = _graph_entries.get(graph_function)
+        if entry is None:
+            prepared = graph_function.prepared_graph_def()
+            entry = _graph_entries[graph_function] = (_digest(prepared), prepared)
+        return entry
+
+
+def graph_digest(graph_function) -> bytes:
+    """The content digest bucket functions of `graph_function` are kept under (`_digest`)."""
+    return graph_entry(graph_function)[0]
+
+
+def traced_bucket(digest: bytes, key: tuple, shared: tuple):
+    """The bucket function this process traced for a graph (`graph_digest`), a bucket key (as
+    `_Client.key`: per tensor parameter (dtype str, per-client shape), per sequence parameter
+    per element per component the same) and which tensor parameters all clients share; None
+    when none was traced. It takes ([non-shared tensors stacked over clients, then every
+    element component stacked], [shared tensors]) and returns the result leaves stacked."""
+    with _functions.lock:
+        return _functions.compiled.get((digest, _traced_structure(key), shared))
+
