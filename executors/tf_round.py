@@ -363,7 +363,7 @@ class Rounds:
                     _LOG.info("compiled rounds: a computation stays on the stack: %s", e)
             return None
         if compile_after() and seen.stack_seconds < TRACE_SECONDS * (inputs.traced_buckets - 1):
-            return None  # clients of several structures: their traces wait until rounds repay them
+            return None  # datasets of several structures: traced once rounds repay the traces
         key = tuple(inputs.key)
         with self._lock:
             compiled = seen.compiled.get(key)
