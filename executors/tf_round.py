@@ -80,6 +80,8 @@ MAX_STRUCTURES = 4
 #: compiling. fedavg_mlp_unequal_c100 (7 structures, ~55 s to trace on 2 cores, 0.3 s a round
 #: on the stack, 0.05 s compiled) compiles after ~48 s of rounds.
 TRACE_SECONDS = 8.0
+#: Structures not yet compiled that a computation remembers seeing (to compile one that recurs).
+REMEMBERED_STRUCTURES = 64
 #: Arguments a computation's round cannot take (read to flat arrays) before it is no longer
 #: tried: reading them costs what the stack's own reading does, for nothing.
 ARGUMENT_REFUSALS = 2
@@ -318,6 +320,7 @@ class _Seen:
     arguments_refused: int = 0
     refused: bool = False
     stack_seconds: float = 0.0  # time its calls took on the stack (`ran_on_stack`)
+    structures: dict = dataclasses.field(default_factory=dict)  # key -> calls seen, uncompiled
 
 
 class Rounds:
@@ -368,10 +371,17 @@ class Rounds:
         with self._lock:
             compiled = seen.compiled.get(key)
             if compiled is None:
-                if len(seen.compiled) >= MAX_STRUCTURES:
-                    return None  # enough structures of this computation: the stack runs others
-                compiled = seen.compiled[key] = (self._compile(comp, function_type, inputs, template)
-                                           or False)
+                # The first structure compiles at once; a later one only when it comes back
+                # (rounds over changing participants bring a new structure almost every call,
+                # and each trace holds memory and seconds).
+                seen.structures[key] = seen.structures.pop(key, 0) + 1
+                while len(seen.structures) > REMEMBERED_STRUCTURES:
+                    del seen.structures[next(iter(seen.structures))]  # the oldest first
+                if len(seen.compiled) >= MAX_STRUCTURES or (
+                        seen.compiled and seen.structures[key] < 2):
+                    return None
+                compiled = seen.compiled[key] = (
+                    self._compile(comp, function_type, inputs, template) or False)
                 if compiled is False:
                     seen.refused = True  # not lowered: not tried again for other structures
         if not compiled:

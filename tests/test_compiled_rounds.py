@@ -228,3 +228,17 @@ def test_clients_of_too_many_dataset_structures_stop_being_tried(monkeypatch, ca
     expected = sum(2.0 * float(np.sum(e)) for s in data for e in s.elements())
     for result in results:
         assert float(result) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_second_argument_structure_compiles_only_when_it_comes_back(monkeypatch):
+    monkeypatch.setenv("TFFEXEC_COMPILE_AFTER", "0")
+    comp = _weighted_dataset_sums()
+    first, other = _datasets([2] * 6), _datasets([3] * 6, seed=2)
+    with runner_lib.Runner() as runner:
+        counts = []
+        for data in (first, other, other, first):
+            prepared = runner.prepare(comp, [np.float32(1.0), data])
+            runner.call(prepared)
+            rounds = _rounds(runner, prepared)
+            counts.append((rounds.compiled, rounds.calls))
+    assert counts == [(1, 1), (1, 1), (2, 2), (2, 3)]
