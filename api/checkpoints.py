@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import re
+import threading
 import time
 from typing import Any, Optional
 
@@ -28,6 +29,19 @@ from tffexec.formats import atomic
 from tffexec.formats import limits, loading
 
 CHECKPOINT_FILE = "checkpoint.json"
+
+# Directories whose checkpoints are final for this process (`close`): a save there, from rounds
+# that were abandoned (Ctrl-C, --timeout) but still run until the process exits, is skipped, so
+# what the interruption reported as kept is what stays. One lock orders saves and closing.
+_closed: set = set()
+_save_lock = threading.Lock()
+
+
+def close(directory: str | os.PathLike) -> None:
+    """Makes the checkpoints in `directory` final for this process: a save in progress ends
+    first, later saves are skipped (for an interrupted run, before it reports what it kept)."""
+    with _save_lock:
+        _closed.add(pathlib.Path(directory).resolve())
 CHECKPOINT_FORMAT = "tffexec-checkpoint/1"
 _STATE_NAME = re.compile(r"state-(\d+)\.pb")
 #: A checkpoint.json is a few hundred bytes; anything much larger is not one.
@@ -105,7 +119,16 @@ class Checkpoints:
         return round_num % self.every == 0 or round_num == last_round
 
     def save(self, round_num: int, state: Any, state_type: fl.Type, *, seed: int,
-             clients_per_round: Optional[int], next_sha256: str) -> pathlib.Path:
+             clients_per_round: Optional[int], next_sha256: str) -> Optional[pathlib.Path]:
+        """Writes the checkpoint of `round_num`; None when the directory was closed (`close`)."""
+        with _save_lock:
+            if self.directory.resolve() in _closed:
+                return None
+            return self._save(round_num, state, state_type, seed=seed,
+                              clients_per_round=clients_per_round, next_sha256=next_sha256)
+
+    def _save(self, round_num: int, state: Any, state_type: fl.Type, *, seed: int,
+              clients_per_round: Optional[int], next_sha256: str) -> pathlib.Path:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -166,6 +166,7 @@ def _what_was_kept(stopped: errors.TffexecError, *, state_dir: Optional[str],
 
     checkpoint = None
     if state_dir is not None:
+        checkpoints.close(state_dir)  # the abandoned rounds write no checkpoint after this
         try:
             checkpoint = checkpoints.Checkpoints(state_dir, 1).latest()
         except errors.TffexecError:
