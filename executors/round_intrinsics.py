@@ -134,10 +134,9 @@ def _map(tracer, argument, type_spec):
                 else activity.BATCHED)
         tracer.paths[path] += tracer.num_clients
     if not isinstance(member, Bucketed):
-        if isinstance(function, computation_pb2.Computation):
-            reused = _stack_bucket(tracer, function, member)  # no second vectorisation
-            if reused is not None:
-                return Placed(True, reused)
+        # Traced inline with the clients' static shapes: 15% faster a round than calling the
+        # stack's bucket function (traced with unknown client and batch sizes) for ~2 s more
+        # trace once (fedavg_mlp_c100, interleaved with the floor: 5.5 against 6.5 ms).
         return Placed(True, _map_member(tracer, function, member))
     # Each bucket vectorised on its own; the results stitched back in client order.
     tf = tf_runtime.tensorflow()
