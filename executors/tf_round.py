@@ -386,11 +386,13 @@ class Rounds:
                     seen.refused = True  # not lowered: not tried again for other structures
         if not compiled:
             return None
-        tf = tf_runtime.tensorflow()
         try:
             result = compiled(self.leaf, inputs, self._memo)
-        except tf.errors.OpError:
-            return None  # the stack runs it again and reports the error, naming the client
+        except Exception as e:  # noqa: BLE001 - a TensorFlow error, or an input it refuses
+            # The stack runs the call again and reports any error itself, naming the client.
+            _LOG.debug("compiled rounds: a call goes to the stack: %s: %s", type(e).__name__,
+                       (str(e).strip().splitlines() or [""])[0][:200])
+            return None
         self.calls += 1
         return result
 
