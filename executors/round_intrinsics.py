@@ -19,7 +19,8 @@ from tffexec import tf_runtime
 from tffexec.executors import activity
 from tffexec.executors import tf_vectorised
 from tffexec.executors.round_values import (Bucketed, Leaf, Placed, Seq, Tup, Unsupported,
-                                            leaves_of, pack, rebuild, tensor_types, walk)
+                                            binding_leaves, leaves_of, pack, rebuild,
+                                            tensor_types, walk)
 
 RULES: dict[str, Callable] = {}
 
@@ -72,7 +73,7 @@ def _eval_at_server(tracer, argument, type_spec):
 @lowers("federated_apply")
 def _apply(tracer, argument, type_spec):
     function, value = _pair(argument, 2)
-    return Placed(False, tracer.apply(function, _placed(value, clients=False)))
+    return Placed(False, tracer.call(function, _placed(value, clients=False)))
 
 
 @lowers("federated_zip_at_server")
@@ -216,7 +217,7 @@ def _stack_bucket(tracer, function, member):
     if type_spec.parameter is None:
         return None
     tensors, sequences = [], []
-    for leaf in _binding_leaves(member, type_spec.parameter):
+    for leaf in binding_leaves(member, type_spec.parameter, placed_leaves=True):
         (sequences if isinstance(leaf, Seq) else tensors).append(leaf)
     if not sequences or any(not c.stacked for s in sequences for e in s.items for c in e):
         return None
@@ -234,7 +235,7 @@ def _stack_bucket(tracer, function, member):
     except LookupError:
         return None
     graph_function = tracer.leaf.leaf_function(function, type_spec).graph_function
-    concrete = tf_vectorised.traced_bucket(tracer.digest(graph_function), key,
+    concrete = tf_vectorised.traced_bucket(tf_vectorised.graph_digest(graph_function), key,
                                            tuple(not leaf.stacked for leaf in tensors))
     if concrete is None:
         return None
@@ -245,26 +246,13 @@ def _stack_bucket(tracer, function, member):
     return pack(iter(Leaf(t, True) for t in outputs), type_spec.result)
 
 
-def _binding_leaves(value, type_spec) -> list:
-    """A graph's argument as its binding-order leaves (`Leaf`s; sequences as one `Seq` each)."""
-    if isinstance(type_spec, fl.StructType):
-        if not isinstance(value, Tup) or len(value.items) != len(type_spec):
-            raise Unsupported("a graph argument that does not fit its parameter")
-        return [leaf for (_, item), (_, t) in zip(value.items, type_spec.items())
-                for leaf in _binding_leaves(item, t)]
-    if isinstance(type_spec, fl.SequenceType) != isinstance(value, Seq) or not isinstance(
-            value, (Seq, Leaf)):
-        raise Unsupported("a graph argument that does not fit its parameter")
-    return [value]
-
-
 def _map_member(tracer, function, member):
     """`function` applied to every client's member: vectorised over the stacked leaves."""
     leaves = leaves_of(member, [])
     stacked = [leaf.tensor for leaf in leaves if leaf.stacked]
     if not stacked:  # equal for every client: computed once, deterministic (no random ops)
         plain = rebuild(member, iter(leaf.tensor for leaf in leaves))
-        return _all_equal_at_clients(tracer.apply(function, plain)).member
+        return _all_equal_at_clients(tracer.call(function, plain)).member
     tf = tf_runtime.tensorflow()
     template: dict = {}
 
@@ -272,7 +260,7 @@ def _map_member(tracer, function, member):
         rows = iter(slices)
         plain = rebuild(member, iter(next(rows) if leaf.stacked else leaf.tensor
                                       for leaf in leaves))
-        result = tracer.apply(function, plain)
+        result = tracer.call(function, plain)
         template["result"] = result
         return [tensor(tf, t) for t in leaves_of(result, [])]
 

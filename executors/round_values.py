@@ -368,6 +368,20 @@ def instantiate(template, tensors: list):
     return Leaf(tensor, template.stacked) if template.clients else tensor
 
 
+def binding_leaves(value, type_spec, *, placed_leaves: bool = False) -> list:
+    """A graph's argument as its leaves in binding order, each sequence as one `Seq`;
+    `placed_leaves`: its tensors may be CLIENTS `Leaf`s (else plain tensors only)."""
+    if isinstance(type_spec, fl.StructType):
+        if not isinstance(value, Tup) or len(value.items) != len(type_spec):
+            raise Unsupported("a graph argument that does not fit its parameter")
+        return [leaf for (_, item), (_, t) in zip(value.items, type_spec.items())
+                for leaf in binding_leaves(item, t, placed_leaves=placed_leaves)]
+    if isinstance(type_spec, fl.SequenceType) != isinstance(value, Seq) or isinstance(
+            value, (Tup, Placed, Bucketed)) or (isinstance(value, Leaf) and not placed_leaves):
+        raise Unsupported("a graph argument that does not fit its parameter")
+    return [value]
+
+
 def pack(outputs, type_spec):
     """The flat `outputs` (an iterator) packed into `type_spec`'s structure as `Tup`s."""
     if isinstance(type_spec, fl.StructType):

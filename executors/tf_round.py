@@ -59,9 +59,9 @@ from tffexec.executors import tf_functional
 from tffexec.executors import tf_vectorised
 from tffexec.formats import arrays
 from tffexec.formats import columns as columns_lib
-from tffexec.executors.round_values import (Closure, ClientsMemo, Inputs, Intrinsic, Leaf, Placed,
-                                            Scope, Seq, Tup, Unsupported, instantiate,
-                                            leaves_of, pack, tensor_types)
+from tffexec.executors.round_values import (Closure, ClientsMemo, Inputs, Intrinsic, Placed,
+                                            Scope, Seq, Tup, Unsupported, binding_leaves,
+                                            instantiate, leaves_of, pack, tensor_types)
 
 _LOG = logging.getLogger("tffexec")
 
@@ -107,15 +107,8 @@ class _Tracer:
         self.num_clients = num_clients
         self.interpreters = interpreters
         self.bucket_functions = bucket_functions  # see `round_intrinsics._map_bucket`
-        self._digests: dict = {}
         self.paths: collections.Counter = collections.Counter()  # replayed per call
 
-    def digest(self, graph_function) -> bytes:
-        """The graph's content digest as `tf_vectorised` keys its bucket functions."""
-        digest = self._digests.get(graph_function)
-        if digest is None:
-            digest = self._digests[graph_function] = tf_vectorised.graph_digest(graph_function)
-        return digest
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, comp, scope: Optional[Scope]):
@@ -187,7 +180,7 @@ class _Tracer:
                 graph_function.prepared_graph_def())
         tensors, elements = [], []
         if type_spec.parameter is not None:
-            for leaf in _flat_parameter(argument, type_spec.parameter):
+            for leaf in binding_leaves(argument, type_spec.parameter):
                 (elements if isinstance(leaf, Seq) else tensors).append(leaf)
         tf = tf_runtime.tensorflow()
         feeds = tf_vectorised.client_feeds(
@@ -199,25 +192,6 @@ class _Tracer:
             raise Unsupported(str(e)) from None
         return pack(iter(outputs), type_spec.result)
 
-    def apply(self, function, member):
-        """`function` applied to one (unplaced) value."""
-        return self.call(function, member)
-
-
-def _flat_parameter(value, type_spec) -> list:
-    """A graph's argument as its binding-order leaves (sequences as one `Seq` each)."""
-    if isinstance(type_spec, fl.StructType):
-        if not isinstance(value, Tup) or len(value.items) != len(type_spec):
-            raise Unsupported("a graph argument that does not fit its parameter")
-        out = []
-        for (_, item), (_, item_type) in zip(value.items, type_spec.items()):
-            out.extend(_flat_parameter(item, item_type))
-        return out
-    if isinstance(type_spec, fl.SequenceType) != isinstance(value, Seq):
-        raise Unsupported("a graph argument that does not fit its parameter")
-    if isinstance(value, (Tup, Placed, Leaf)):
-        raise Unsupported("a graph argument that does not fit its parameter")
-    return [value]
 
 
 # -- the compiled round --------------------------------------------------------------------------
